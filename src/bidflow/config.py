@@ -50,7 +50,7 @@ class SimulateConfig(_Section):
     scenario_start_hour: int = Field(
         default=0, ge=0, description="hours after `start` at which the drift scenario switches on"
     )
-    chunk_size: int = Field(default=50_000, ge=1_000, description="auctions rendered per batch")
+    chunk_size: int = Field(default=10_000, ge=1_000, description="auctions rendered per batch")
 
     @field_validator("start")
     @classmethod
@@ -74,7 +74,6 @@ class ValidateConfig(_Section):
     """The data gate (``bidflow validate``): thresholds against the reference batch."""
 
     min_rows: int = Field(default=1_000, ge=0)
-    max_null_share: float = Field(default=0.0, ge=0.0, le=1.0)
     bid_rate_tolerance: float = Field(
         default=0.5, gt=0.0, description="allowed relative change of the bid rate vs the reference"
     )

@@ -1,0 +1,29 @@
+"""The auction-log record: one bid request and what each demand partner called answered."""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import msgspec
+
+from bidflow.openrtb.model import BidRequest
+
+Status = Literal["bid", "nobid", "timeout", "error"]
+STATUSES: Final[tuple[Status, ...]] = ("bid", "nobid", "timeout", "error")
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """One partner call: its answer, how long it took, and the CPM (USD) if it bid."""
+
+    partner: str
+    status: Status
+    latency_ms: int
+    price: float | None = None
+
+
+class AuctionRecord(msgspec.Struct, frozen=True):
+    """One line of an auction log."""
+
+    ts_ms: int  # epoch milliseconds, UTC, when the exchange received the request
+    request: BidRequest
+    outcomes: list[Outcome]

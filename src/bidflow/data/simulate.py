@@ -1,0 +1,318 @@
+"""``bidflow simulate``: deterministic OpenRTB auction logs, one gzip JSON-lines file per hour.
+
+Each line is one auction::
+
+    {"ts_ms": 1762041600123, "request": {<OpenRTB 2.6 BidRequest>},
+     "outcomes": [{"partner": "atlas", "status": "bid", "latency_ms": 74, "price": 1.82}, ...]}
+
+``status`` is one of ``bid``, ``nobid``, ``timeout``, ``error``; ``price`` (CPM, USD) is present
+only for bids. The partners called are the publisher's configured bidders, also listed in
+``request.imp[0].ext.prebid.bidder`` as Prebid Server would send them.
+
+All randomness is drawn column-wise with numpy from a generator keyed by (seed, hour), so a
+given hour is identical whatever range of hours it is generated in.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+from isal import igzip
+
+from bidflow.config import SimulateConfig
+from bidflow.data.partners import FORMAT_PRICE, TIER_PRICE, PartnerProfile
+from bidflow.data.render import Vocabulary, render_auctions
+from bidflow.data.scenarios import BASELINE, MarketConditions, conditions_for
+from bidflow.data.world import (
+    AD_SLOTS,
+    CONNECTION_MIX,
+    COUNTRIES,
+    COUNTRY_CODES,
+    DEVICE_CLASSES,
+    DEVICE_PROFILES,
+    FORMATS,
+    TMAX_CHOICES,
+    TMAX_MIX,
+    USER_ID_SHARE,
+    CHANNELS,
+    World,
+    build_world,
+)
+
+STATUSES: Final = ("bid", "nobid", "timeout", "error")
+BID, NOBID, TIMEOUT, ERROR = range(4)
+
+# Auctions per UTC hour relative to the daily mean: Europe's day plus the US evening.
+DIURNAL: Final = np.array(
+    [0.62, 0.50, 0.42, 0.38, 0.40, 0.50, 0.66, 0.84, 0.98, 1.06, 1.10, 1.12,
+     1.14, 1.18, 1.22, 1.26, 1.30, 1.34, 1.36, 1.38, 1.40, 1.32, 1.10, 0.84]
+)  # fmt: skip
+DIURNAL = DIURNAL / DIURNAL.mean()
+
+HOME_COUNTRY_SHARE: Final = 0.6
+NO_FLOOR_SHARE: Final = 0.2
+USER_POOL: Final = 5_000_000
+
+
+@dataclass(frozen=True)
+class Auctions:
+    """One hour of auctions, column-wise."""
+
+    ts_ms: npt.NDArray[np.int64]
+    publisher: npt.NDArray[np.int64]
+    slot: npt.NDArray[np.int64]
+    device_profile: npt.NDArray[np.int64]
+    connection: npt.NDArray[np.int64]
+    geo: npt.NDArray[np.int64]
+    tmax: npt.NDArray[np.int64]
+    floor: npt.NDArray[np.float64]
+    user_id: npt.NDArray[np.int64]  # 0 = no user id
+
+    def __len__(self) -> int:
+        return len(self.ts_ms)
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Partner calls of those auctions, flat and ordered by auction; ``offsets`` delimit them."""
+
+    offsets: npt.NDArray[np.int64]  # len(auctions) + 1
+    partner: npt.NDArray[np.int64]
+    status: npt.NDArray[np.int64]
+    price: npt.NDArray[np.float64]  # NaN unless status == BID
+    latency_ms: npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class SimulationSummary:
+    out_dir: Path
+    files: list[Path]
+    auctions: int
+    calls: int
+    bids: int
+    bytes_written: int
+    seconds: float
+
+    @property
+    def bid_rate(self) -> float:
+        return self.bids / self.calls if self.calls else 0.0
+
+
+def simulate(
+    cfg: SimulateConfig, out_dir: Path, progress: Callable[[int], None] | None = None
+) -> SimulationSummary:
+    """Write ``cfg.hours`` hourly files of auctions under ``out_dir`` and summarise them."""
+    started = time.perf_counter()
+    world = build_world(cfg.seed, cfg.publishers)
+    vocab = Vocabulary(world)
+    drifted = conditions_for(cfg.scenario)
+    files: list[Path] = []
+    auctions = calls = bids = written = 0
+    for index in range(cfg.hours):
+        hour = cfg.start + timedelta(hours=index)
+        conditions = drifted if index >= cfg.scenario_start_hour else BASELINE
+        path = out_dir / f"hour={hour:%Y-%m-%dT%H}" / "auctions.jsonl.gz"
+        for part in _write_hour(world, vocab, conditions, cfg, hour, path, progress):
+            auctions += part.auctions
+            calls += part.calls
+            bids += part.bids
+        files.append(path)
+        written += path.stat().st_size
+    return SimulationSummary(out_dir, files, auctions, calls, bids, written, time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class _Part:
+    auctions: int
+    calls: int
+    bids: int
+
+
+def _write_hour(
+    world: World,
+    vocab: Vocabulary,
+    conditions: MarketConditions,
+    cfg: SimulateConfig,
+    hour: datetime,
+    path: Path,
+    progress: Callable[[int], None] | None,
+) -> Iterator[_Part]:
+    rng = np.random.default_rng([cfg.seed, int(hour.timestamp()) // 3600])
+    n = int(rng.poisson(cfg.auctions_per_hour * DIURNAL[hour.hour]))
+    auctions = draw_auctions(world, conditions, rng, n, hour)
+    outcomes = draw_outcomes(world, conditions, rng, auctions, hour)
+    id_prefix = f"{hour:%Y%m%dT%H}-"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    # mtime=0 keeps the gzip header free of wall-clock time: same seed, same bytes (DVC hashes).
+    with open(tmp, "wb") as raw, igzip.IGzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz:
+        for start in range(0, n, cfg.chunk_size):
+            stop = min(n, start + cfg.chunk_size)
+            gz.write(render_auctions(vocab, auctions, outcomes, start, stop, id_prefix))
+            lo, hi = outcomes.offsets[start], outcomes.offsets[stop]
+            if progress is not None:
+                progress(stop - start)
+            yield _Part(stop - start, int(hi - lo), int(np.count_nonzero(outcomes.status[lo:hi] == BID)))
+    os.replace(tmp, path)
+
+
+def draw_auctions(
+    world: World, conditions: MarketConditions, rng: np.random.Generator, n: int, hour: datetime
+) -> Auctions:
+    """Draw ``n`` bid requests of one hour under ``conditions``."""
+    pubs = world.publishers
+    volume = pubs.volume * (1.0 - conditions.flood_share)
+    volume[-1] += conditions.flood_share
+    publisher = rng.choice(len(pubs), size=n, p=volume / volume.sum())
+    channel = pubs.channel[publisher]
+
+    device_class = _choice_rows(rng, conditions.device_mix[channel])
+    within_class = np.array(
+        [[p.weight if p.device_class == c else 0.0 for p in DEVICE_PROFILES] for c in DEVICE_CLASSES]
+    )
+    device_profile = _choice_rows(rng, within_class[device_class])
+    connection = _choice_rows(rng, CONNECTION_MIX[device_class])
+
+    fmt = _choice_rows(rng, conditions.format_mix[channel])
+    slot_weights = np.array(
+        [[[s.weights[d] if s.format == f else 0.0 for s in AD_SLOTS] for d in range(4)] for f in FORMATS]
+    )
+    slot = _choice_rows(rng, slot_weights[fmt, device_class])
+
+    country_mix = np.array([c[1] for c in COUNTRIES])
+    country = np.where(
+        rng.random(n) < HOME_COUNTRY_SHARE,
+        pubs.home_country[publisher],
+        rng.choice(len(COUNTRIES), size=n, p=country_mix / country_mix.sum()),
+    )
+    geo = world.geo_offsets[country] + (rng.random(n) * world.geo_counts[country]).astype(np.int64)
+
+    price_index = np.array([c[2] for c in COUNTRIES])
+    format_price = np.array([FORMAT_PRICE[f] for f in FORMATS])
+    floor = (
+        pubs.floor_cpm[publisher]
+        * conditions.floor_multiplier
+        * format_price[world.slot_format[slot]] ** 0.8
+        * price_index[country]
+        * rng.lognormal(0.0, 0.25, size=n)
+    )
+    floor = np.where(rng.random(n) < NO_FLOOR_SHARE, 0.0, np.round(floor, 2))
+
+    user_share = np.array([USER_ID_SHARE[c] for c in CHANNELS])
+    user_id = np.where(rng.random(n) < user_share[channel], rng.integers(1, USER_POOL, size=n), 0)
+    start_ms = int(hour.timestamp() * 1000)
+    ts_ms = start_ms + np.sort(rng.integers(0, 3_600_000, size=n))
+    tmax = rng.choice(TMAX_CHOICES, size=n, p=TMAX_MIX)
+    return Auctions(ts_ms, publisher, slot, device_profile, connection, geo, tmax, floor, user_id)
+
+
+def draw_outcomes(
+    world: World, conditions: MarketConditions, rng: np.random.Generator, auctions: Auctions, hour: datetime
+) -> Outcomes:
+    """Each configured partner's answer to each auction, following its ``PartnerProfile``."""
+    pubs = world.publishers
+    auction, partner = np.nonzero(pubs.partners[auctions.publisher])
+    m = len(auction)
+    offsets = np.searchsorted(auction, np.arange(len(auctions) + 1))
+    table = _PartnerTable.build(conditions.partners, hour.hour)
+
+    pub = auctions.publisher[auction]
+    slot = auctions.slot[auction]
+    fmt = world.slot_format[slot]
+    country = world.geo_country[auctions.geo[auction]]
+    device_class = world.device_class_of_profile[auctions.device_profile[auction]]
+    has_user = auctions.user_id[auction] > 0
+
+    p_bid = (
+        table.base_rate[partner]
+        * table.format[partner, fmt]
+        * table.country[partner, country]
+        * table.device[partner, device_class]
+        * pubs.affinity[pub, partner]
+        * np.where(has_user, 1.0, table.needs_user_id[partner])
+        * table.time_of_day[partner]
+    )
+    wants = rng.random(m) < np.minimum(p_bid, 0.95)
+
+    price_index = np.array([c[2] for c in COUNTRIES])
+    format_price = np.array([FORMAT_PRICE[f] for f in FORMATS])
+    price = (
+        table.price_cpm[partner]
+        * format_price[fmt]
+        * price_index[country]
+        * np.asarray(TIER_PRICE)[pubs.tier[pub]]
+        * np.exp(rng.normal(0.0, 1.0, size=m) * table.price_sigma[partner])
+    )
+    bids = wants & (price >= auctions.floor[auction])
+
+    tmax = auctions.tmax[auction]
+    p_timeout = table.timeout_rate[partner] * 500.0 / tmax
+    u = rng.random(m)
+    status = np.where(bids, BID, NOBID)
+    status = np.where(u < p_timeout + table.error_rate[partner], ERROR, status)
+    status = np.where(u < p_timeout, TIMEOUT, status)
+
+    latency = np.exp(np.log(table.latency_ms[partner]) + rng.normal(0.0, 0.4, size=m))
+    latency = np.where(status == TIMEOUT, tmax, np.minimum(latency, tmax - 1)).astype(np.int64)
+    price = np.where(status == BID, np.round(price, 3), np.nan)
+    return Outcomes(offsets.astype(np.int64), partner.astype(np.int64), status, price, latency)
+
+
+@dataclass(frozen=True)
+class _PartnerTable:
+    """Partner profiles as arrays, so every multiplier is one gather."""
+
+    base_rate: npt.NDArray[np.float64]
+    format: npt.NDArray[np.float64]
+    country: npt.NDArray[np.float64]
+    device: npt.NDArray[np.float64]
+    needs_user_id: npt.NDArray[np.float64]
+    time_of_day: npt.NDArray[np.float64]
+    price_cpm: npt.NDArray[np.float64]
+    price_sigma: npt.NDArray[np.float64]
+    timeout_rate: npt.NDArray[np.float64]
+    error_rate: npt.NDArray[np.float64]
+    latency_ms: npt.NDArray[np.float64]
+
+    @classmethod
+    def build(cls, partners: tuple[PartnerProfile, ...], utc_hour: int) -> _PartnerTable:
+        def column(get: Callable[[PartnerProfile], float]) -> npt.NDArray[np.float64]:
+            return np.array([get(p) for p in partners], dtype=np.float64)
+
+        def time_of_day(p: PartnerProfile) -> float:
+            factor = 1.0
+            if p.active_hours is not None and not p.active_hours[0] <= utc_hour < p.active_hours[1]:
+                factor *= 0.3
+            if p.even_pacing:  # spend evenly over the day: hold back when traffic peaks
+                factor *= min(1.0, 1.0 / float(DIURNAL[utc_hour]))
+            return factor
+
+        return cls(
+            base_rate=column(lambda p: p.base_rate),
+            format=np.array([[p.formats.get(f, 0.0) for f in FORMATS] for p in partners]),
+            country=np.array([[p.countries.get(c, p.other_countries) for c in COUNTRY_CODES] for p in partners]),
+            device=np.array([[p.devices.get(d, 1.0) for d in DEVICE_CLASSES] for p in partners]),
+            needs_user_id=column(lambda p: p.needs_user_id),
+            time_of_day=column(time_of_day),
+            price_cpm=column(lambda p: p.price_cpm),
+            price_sigma=column(lambda p: p.price_sigma),
+            timeout_rate=column(lambda p: p.timeout_rate),
+            error_rate=column(lambda p: p.error_rate),
+            latency_ms=column(lambda p: p.latency_ms),
+        )
+
+
+def _choice_rows(rng: np.random.Generator, probs: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """One draw per row of ``probs`` (rows need not be normalised)."""
+    cdf = np.cumsum(probs, axis=1)
+    u = rng.random(len(probs)) * cdf[:, -1]
+    return (u[:, None] >= cdf).sum(axis=1).astype(np.int64)
+
