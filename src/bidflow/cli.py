@@ -17,6 +17,7 @@ from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progres
 
 from bidflow.config import Config, ScenarioName, load_config
 from bidflow.errors import BidflowError
+from bidflow.features.commands import features_cli
 
 cli = typer.Typer(
     name="bidflow",
@@ -27,6 +28,7 @@ cli = typer.Typer(
 )
 openrtb_cli = typer.Typer(help="Work with OpenRTB 2.5/2.6 bid requests.", no_args_is_help=True)
 cli.add_typer(openrtb_cli, name="openrtb")
+cli.add_typer(features_cli, name="features")
 
 out = Console()
 err = Console(stderr=True)

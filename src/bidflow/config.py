@@ -86,6 +86,14 @@ class ValidateConfig(_Section):
     )
 
 
+class FeaturesConfig(_Section):
+    """The feature store (``bidflow features ...``)."""
+
+    repo: Path = Path("feature_repo")
+    environment: Literal["local", "production"] = "local"
+    offline: Path = Path("data/features")
+
+
 class Config(_Section):
     """All of bidflow's settings."""
 
@@ -94,6 +102,7 @@ class Config(_Section):
     simulate: SimulateConfig = SimulateConfig()
     ingest: IngestConfig = IngestConfig()
     validate_: ValidateConfig = Field(default=ValidateConfig(), alias="validate")
+    features: FeaturesConfig = FeaturesConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
