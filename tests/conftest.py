@@ -55,3 +55,43 @@ def make_logs(tmp_path: Path) -> Callable[..., Path]:
         return out
 
     return make
+
+
+@pytest.fixture(scope="session")
+def ingested(generated_logs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's generated logs, ingested to parquet once."""
+    from bidflow.config import IngestConfig
+    from bidflow.data.ingest import ingest
+
+    out = tmp_path_factory.mktemp("parquet")
+    ingest(generated_logs, out, IngestConfig())
+    return out
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """Redis on 127.0.0.1; an unreachable server fails the test (CI must not skip it)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"Redis is not reachable at {REDIS_URL} ({exc}); start it (see .ci/run) and rerun")
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    """PostgreSQL on 127.0.0.1; an unreachable server fails the test (CI must not skip it)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(POSTGRES_DSN, connect_timeout=3) as conn:
+            conn.execute("select 1")
+    except psycopg.Error as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_DSN} ({exc}); start it (see .ci/run) and rerun")
+    return POSTGRES_DSN

@@ -33,4 +33,5 @@ def read_batch(path: Path, since: datetime | None = None, until: datetime | None
 
 
 def read_frame(path: Path, since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:
-    return read_batch(path, since, until).to_pandas()
+    frame: pd.DataFrame = read_batch(path, since, until).to_pandas()
+    return frame

@@ -30,8 +30,9 @@ import pyarrow.parquet as pq
 from isal import igzip
 
 from bidflow.config import IngestConfig
-from bidflow.data.records import AuctionRecord
+from bidflow.data.records import AuctionRecord, Outcome
 from bidflow.errors import IngestError, InputError, OpenRTBError
+from bidflow.openrtb.decode import error_from_validation
 from bidflow.openrtb.features import FEATURE_NAMES, RequestFeatures, request_features
 from bidflow.openrtb.rules import validate_request
 
@@ -102,7 +103,9 @@ def find_log_files(raw: Path) -> list[Path]:
     if raw.is_file():
         return [raw]
     if not raw.is_dir():
-        raise InputError("auction-log input does not exist", where=raw, hint="run `bidflow simulate` first or pass --raw")
+        raise InputError(
+            "auction-log input does not exist", where=raw, hint="run `bidflow simulate` first or pass --raw"
+        )
     files = sorted(p for p in raw.rglob("*") if p.is_file() and p.name.endswith(LOG_SUFFIXES))
     if not files:
         raise InputError(
@@ -114,9 +117,7 @@ def find_log_files(raw: Path) -> list[Path]:
     return files
 
 
-def ingest(
-    raw: Path, out: Path, cfg: IngestConfig, progress: Callable[[int], None] | None = None
-) -> IngestSummary:
+def ingest(raw: Path, out: Path, cfg: IngestConfig, progress: Callable[[int], None] | None = None) -> IngestSummary:
     """Ingest every log file under ``raw`` into ``out``; raise ``IngestError`` past the bad-line limit.
 
     ``progress`` is called with the number of compressed bytes read since its last call.
@@ -160,7 +161,7 @@ def _ingest_file(
 ) -> None:
     batch = _Batch()
     quarantine = _Quarantine(staging / QUARANTINE_DIR / (_safe_name(source) + ".jsonl"), source)
-    with open(path, "rb") as raw_file:
+    with path.open("rb") as raw_file:
         reported = 0
         for number, line in enumerate(_lines(raw_file), start=1):
             if not line.strip():
@@ -170,8 +171,11 @@ def _ingest_file(
                 record = decoder.decode(line)
                 validate_request(record.request)
                 batch.add(record)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                quarantine.add(number, _json_path(str(exc)), _reason(str(exc)), line, summary)
+            except msgspec.ValidationError as exc:
+                error = error_from_validation(exc)
+                quarantine.add(number, error.path, error.what, line, summary)
+            except msgspec.DecodeError as exc:  # not JSON at all
+                quarantine.add(number, "$", f"invalid JSON: {exc}", line, summary)
             except OpenRTBError as exc:
                 quarantine.add(number, exc.path, exc.what, line, summary)
             except _BadRecord as exc:
@@ -213,54 +217,42 @@ class _Batch:
         self.ts_ms: list[int] = []
         self.auction_id: list[str] = []
         self.features: list[RequestFeatures] = []
-        self.call_auction: list[int] = []
-        self.partner: list[str] = []
-        self.status: list[str] = []
-        self.price: list[float | None] = []
-        self.latency: list[int] = []
+        self.calls_per_auction: list[int] = []
+        self.calls: list[Outcome] = []
 
     def add(self, record: AuctionRecord) -> None:
-        seen: set[str] = set()
-        for i, call in enumerate(record.outcomes):
-            if call.partner in seen:
-                raise _BadRecord(f"$.outcomes[{i}].partner", f"partner '{call.partner}' called twice")
-            seen.add(call.partner)
-            if (call.status == "bid") != (call.price is not None and call.price > 0):
-                raise _BadRecord(f"$.outcomes[{i}].price", "a bid needs a positive price and only a bid has one")
-            if call.latency_ms < 0:
-                raise _BadRecord(f"$.outcomes[{i}].latency_ms", "latency must not be negative")
-        features = request_features(record.request, record.ts_ms)
-        index = self.auctions
+        # Types, ranges and required fields were enforced by the decoder; what is left are the
+        # rules that span fields or calls.
+        calls = record.outcomes
+        for i, call in enumerate(calls):
+            if (call.status == "bid") is (call.price is None):
+                raise _BadRecord(f"$.outcomes[{i}].price", "a bid needs a price and only a bid has one")
+        if len({call.partner for call in calls}) != len(calls):
+            raise _BadRecord("$.outcomes", "a partner is called twice in one auction")
+        self.features.append(request_features(record.request, record.ts_ms))
         self.auctions += 1
         self.ts_ms.append(record.ts_ms)
         self.auction_id.append(record.request.id)
-        self.features.append(features)
-        for call in record.outcomes:
-            self.call_auction.append(index)
-            self.partner.append(call.partner)
-            self.status.append(call.status)
-            self.price.append(call.price)
-            self.latency.append(call.latency_ms)
+        self.calls_per_auction.append(len(calls))
+        self.calls.extend(calls)
 
     def to_table(self) -> pa.Table:
-        take = pa.array(self.call_auction, pa.int64())
-        status = pa.array(self.status, pa.string())
-        calls = {
+        take = pa.array(np.repeat(np.arange(self.auctions), self.calls_per_auction))
+        status = pa.array([c.status for c in self.calls], pa.string())
+        columns = {
             "ts": pa.array(self.ts_ms, pa.int64()).cast(pa.timestamp("ms", tz="UTC")).take(take),
             "auction_id": pa.array(self.auction_id, pa.string()).take(take),
-            "partner": pa.array(self.partner, pa.string()),
+            "partner": pa.array([c.partner for c in self.calls], pa.string()),
             "status": status,
             "bid": pc.equal(status, "bid").cast(pa.int8()),
-            "price": pa.array(self.price, pa.float64()),
-            "latency_ms": pa.array(self.latency, pa.int32()),
+            "price": pa.array([c.price for c in self.calls], pa.float64()),
+            "latency_ms": pa.array([c.latency_ms for c in self.calls], pa.int32()),
         }
-        columns = list(zip(*(msgspec.structs.astuple(f) for f in self.features), strict=True))
         schema = feature_schema()
-        features = {
-            name: pa.array(values, schema.field(name).type).take(take)
-            for name, values in zip(FEATURE_NAMES, columns, strict=True)
-        }
-        return pa.table(calls | features, schema=parquet_schema())
+        rows = zip(*(msgspec.structs.astuple(f) for f in self.features), strict=True)
+        for name, values in zip(FEATURE_NAMES, rows, strict=True):
+            columns[name] = pa.array(values, schema.field(name).type).take(take)
+        return pa.table(columns, schema=parquet_schema())
 
 
 class _Quarantine:
@@ -274,7 +266,7 @@ class _Quarantine:
     def add(self, line: int, json_path: str, reason: str, raw: bytes, summary: IngestSummary) -> None:
         if self._handle is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = open(self.path, "w", encoding="utf-8")
+            self._handle = self.path.open("w", encoding="utf-8")
         entry = {"file": self.source, "line": line, "path": json_path, "reason": reason}
         entry["raw"] = raw.decode("utf-8", errors="replace").rstrip("\n")[:20_000]
         self._handle.write(json.dumps(entry) + "\n")
@@ -309,7 +301,7 @@ def _publish(staging: Path, out: Path, summary: IngestSummary) -> None:
     for path in sorted(p for p in staging.rglob("*") if p.is_file()):
         target = out / path.relative_to(staging)
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, target)
+        path.replace(target)
         moved[path] = target
     summary.partitions = [moved.get(p, p) for p in summary.partitions]
     summary.quarantine = [moved.get(p, p) for p in summary.quarantine]
@@ -321,15 +313,6 @@ def _safe_name(source: str) -> str:
     for suffix in LOG_SUFFIXES:
         stem = stem.removesuffix(suffix)
     return f"{stem[-60:]}-{digest}"
-
-
-def _json_path(message: str) -> str:
-    marker = " - at `"
-    return message[message.index(marker) + len(marker) : -1] if marker in message else "$"
-
-
-def _reason(message: str) -> str:
-    return message.split(" - at `")[0]
 
 
 def _top(reasons: dict[str, int], n: int = 3) -> list[tuple[str, int]]:

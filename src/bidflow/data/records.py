@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
@@ -15,10 +15,10 @@ STATUSES: Final[tuple[Status, ...]] = ("bid", "nobid", "timeout", "error")
 class Outcome(msgspec.Struct, frozen=True):
     """One partner call: its answer, how long it took, and the CPM (USD) if it bid."""
 
-    partner: str
+    partner: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     status: Status
-    latency_ms: int
-    price: float | None = None
+    latency_ms: Annotated[int, msgspec.Meta(ge=0)]
+    price: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
 
 class AuctionRecord(msgspec.Struct, frozen=True):

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bidflow.data.partners import PARTNER_IDS
-from bidflow.data.world import COUNTRIES, CONNECTION_TYPES, World
+from bidflow.data.world import CONNECTION_TYPES, COUNTRIES, World
 
 if TYPE_CHECKING:
     from bidflow.data.simulate import Auctions, Outcomes
@@ -109,4 +109,3 @@ class Vocabulary:
         prefixes = [f'{{"partner":"{p}","status":"{s}","latency_ms":' for p in PARTNER_IDS for s in _STATUS_NAMES]
         self.outcome_closed = pa.array([f"{pre}{ms}}}" for pre in prefixes for ms in range(MAX_LATENCY_MS)])
         self.outcome_open = pa.array([f'{pre}{ms},"price":' for pre in prefixes for ms in range(MAX_LATENCY_MS)])
-

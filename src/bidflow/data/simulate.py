@@ -15,11 +15,10 @@ given hour is identical whatever range of hours it is generated in.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final
 
@@ -33,6 +32,7 @@ from bidflow.data.render import Vocabulary, render_auctions
 from bidflow.data.scenarios import BASELINE, MarketConditions, conditions_for
 from bidflow.data.world import (
     AD_SLOTS,
+    CHANNELS,
     CONNECTION_MIX,
     COUNTRIES,
     COUNTRY_CODES,
@@ -42,7 +42,6 @@ from bidflow.data.world import (
     TMAX_CHOICES,
     TMAX_MIX,
     USER_ID_SHARE,
-    CHANNELS,
     World,
     build_world,
 )
@@ -51,11 +50,11 @@ STATUSES: Final = ("bid", "nobid", "timeout", "error")
 BID, NOBID, TIMEOUT, ERROR = range(4)
 
 # Auctions per UTC hour relative to the daily mean: Europe's day plus the US evening.
-DIURNAL: Final = np.array(
+_HOURLY_VOLUME: Final = np.array(
     [0.62, 0.50, 0.42, 0.38, 0.40, 0.50, 0.66, 0.84, 0.98, 1.06, 1.10, 1.12,
      1.14, 1.18, 1.22, 1.26, 1.30, 1.34, 1.36, 1.38, 1.40, 1.32, 1.10, 0.84]
 )  # fmt: skip
-DIURNAL = DIURNAL / DIURNAL.mean()
+DIURNAL: Final = _HOURLY_VOLUME / _HOURLY_VOLUME.mean()
 
 HOME_COUNTRY_SHARE: Final = 0.6
 NO_FLOOR_SHARE: Final = 0.2
@@ -106,9 +105,7 @@ class SimulationSummary:
         return self.bids / self.calls if self.calls else 0.0
 
 
-def simulate(
-    cfg: SimulateConfig, out_dir: Path, progress: Callable[[int], None] | None = None
-) -> SimulationSummary:
+def simulate(cfg: SimulateConfig, out_dir: Path, progress: Callable[[int], None] | None = None) -> SimulationSummary:
     """Write ``cfg.hours`` hourly files of auctions under ``out_dir`` and summarise them."""
     started = time.perf_counter()
     world = build_world(cfg.seed, cfg.publishers)
@@ -153,7 +150,7 @@ def _write_hour(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     # mtime=0 keeps the gzip header free of wall-clock time: same seed, same bytes (DVC hashes).
-    with open(tmp, "wb") as raw, igzip.IGzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz:
+    with tmp.open("wb") as raw, igzip.IGzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz:
         for start in range(0, n, cfg.chunk_size):
             stop = min(n, start + cfg.chunk_size)
             gz.write(render_auctions(vocab, auctions, outcomes, start, stop, id_prefix))
@@ -161,7 +158,7 @@ def _write_hour(
             if progress is not None:
                 progress(stop - start)
             yield _Part(stop - start, int(hi - lo), int(np.count_nonzero(outcomes.status[lo:hi] == BID)))
-    os.replace(tmp, path)
+    tmp.replace(path)
 
 
 def draw_auctions(
@@ -314,5 +311,5 @@ def _choice_rows(rng: np.random.Generator, probs: npt.NDArray[np.float64]) -> np
     """One draw per row of ``probs`` (rows need not be normalised)."""
     cdf = np.cumsum(probs, axis=1)
     u = rng.random(len(probs)) * cdf[:, -1]
-    return (u[:, None] >= cdf).sum(axis=1).astype(np.int64)
-
+    drawn: npt.NDArray[np.int64] = (u[:, None] >= cdf).sum(axis=1).astype(np.int64)
+    return drawn

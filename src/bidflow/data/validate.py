@@ -15,7 +15,6 @@ The report is written as Markdown, HTML and JSON; a failing gate raises
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -48,7 +47,7 @@ class ValidationReport(msgspec.Struct, frozen=True):
     batch: str
     reference: str | None
     rows: int
-    created_at: str
+    window: str  # first .. last event time of the batch (not wall-clock: reruns give the same bytes)
     checks: list[CheckResult]
 
     @property
@@ -60,46 +59,53 @@ class ValidationReport(msgspec.Struct, frozen=True):
         return [c for c in self.checks if not c.passed]
 
 
-def _in_set(values: tuple[object, ...]) -> pa.Check:
+def _text(*checks: pa.Check) -> pa.Column:
+    return pa.Column(str, list(checks), nullable=False)
+
+
+def _int32(*checks: pa.Check) -> pa.Column:
+    return pa.Column("int32", list(checks), nullable=False)
+
+
+def _one_of(*values: object) -> pa.Check:
     return pa.Check.isin(list(values))
 
 
-def _flag() -> pa.Check:
-    return pa.Check.isin([0, 1])
+def _flag() -> pa.Column:
+    return _int32(_one_of(0, 1))
 
 
 def batch_schema() -> pa.DataFrameSchema:
     """The schema every ingested batch satisfies."""
-    text = {"nullable": False}
     return pa.DataFrameSchema(
         {
             "ts": pa.Column("datetime64[ms, UTC]", nullable=False),
-            "auction_id": pa.Column(str, **text),
-            "partner": pa.Column(str, pa.Check.str_length(1, 64), **text),
-            "status": pa.Column(str, _in_set(STATUSES), **text),
-            "bid": pa.Column("int8", _flag(), nullable=False),
+            "auction_id": _text(),
+            "partner": _text(pa.Check.str_length(1, 64)),
+            "status": _text(_one_of(*STATUSES)),
+            "bid": pa.Column("int8", _one_of(0, 1), nullable=False),
             "price": pa.Column(float, pa.Check.in_range(0.0, 1_000.0, include_min=False), nullable=True),
-            "latency_ms": pa.Column("int32", pa.Check.in_range(0, 60_000), nullable=False),
-            "channel": pa.Column(str, _in_set(("site", "app", "dooh", "unknown")), **text),
-            "publisher_id": pa.Column(str, pa.Check.str_length(1, 256), **text),
-            "category": pa.Column(str, **text),
-            "format": pa.Column(str, _in_set(("banner", "video", "native", "audio", "unknown")), **text),
-            "ad_size": pa.Column(str, **text),
-            "interstitial": pa.Column("int32", _flag(), nullable=False),
-            "rewarded": pa.Column("int32", _flag(), nullable=False),
+            "latency_ms": _int32(pa.Check.in_range(0, 60_000)),
+            "channel": _text(_one_of("site", "app", "dooh", "unknown")),
+            "publisher_id": _text(pa.Check.str_length(1, 256)),
+            "category": _text(),
+            "format": _text(_one_of("banner", "video", "native", "audio", "unknown")),
+            "ad_size": _text(),
+            "interstitial": _flag(),
+            "rewarded": _flag(),
             "bidfloor": pa.Column(float, pa.Check.in_range(0.0, 1_000.0), nullable=False),
-            "device_type": pa.Column("int32", pa.Check.in_range(0, 8), nullable=False),
-            "os": pa.Column(str, **text),
-            "country": pa.Column(str, pa.Check.str_matches(r"^([A-Z]{3}|unknown)$"), **text),
-            "region": pa.Column(str, **text),
-            "connection_type": pa.Column("int32", pa.Check.in_range(0, 7), nullable=False),
-            "has_user_id": pa.Column("int32", _flag(), nullable=False),
-            "gdpr": pa.Column("int32", _flag(), nullable=False),
-            "coppa": pa.Column("int32", _flag(), nullable=False),
-            "tmax": pa.Column("int32", pa.Check.in_range(0, 60_000), nullable=False),
-            "secure": pa.Column("int32", _flag(), nullable=False),
-            "hour_of_day": pa.Column("int32", pa.Check.in_range(0, 23), nullable=False),
-            "day_of_week": pa.Column("int32", pa.Check.in_range(0, 6), nullable=False),
+            "device_type": _int32(pa.Check.in_range(0, 8)),
+            "os": _text(),
+            "country": _text(pa.Check.str_matches(r"^([A-Z]{3}|unknown)$")),
+            "region": _text(),
+            "connection_type": _int32(pa.Check.in_range(0, 7)),
+            "has_user_id": _flag(),
+            "gdpr": _flag(),
+            "coppa": _flag(),
+            "tmax": _int32(pa.Check.in_range(0, 60_000)),
+            "secure": _flag(),
+            "hour_of_day": _int32(pa.Check.in_range(0, 23)),
+            "day_of_week": _int32(pa.Check.in_range(0, 6)),
         },
         checks=[
             pa.Check(
@@ -130,13 +136,10 @@ def validate_batch(
     """Run every check over ``df``; never raises for bad data (see ``enforce``)."""
     checks = _schema_checks(df)
     checks += _distribution_checks(df, reference, cfg, now or datetime.now(UTC))
-    return ValidationReport(
-        batch=batch_name,
-        reference=reference_name,
-        rows=len(df),
-        created_at=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
-        checks=checks,
-    )
+    window = "empty"
+    if len(df) and "ts" in df and df["ts"].dtype.kind == "M":
+        window = f"{df['ts'].min():%Y-%m-%d %H:%M} .. {df['ts'].max():%Y-%m-%d %H:%M} UTC"
+    return ValidationReport(batch=batch_name, reference=reference_name, rows=len(df), window=window, checks=checks)
 
 
 def enforce(report: ValidationReport, report_path: Path) -> None:
@@ -180,7 +183,14 @@ def _distribution_checks(
     if cfg.max_age_hours is not None and rows and "ts" in df:
         age = (now - df["ts"].max().to_pydatetime()).total_seconds() / 3600
         results.append(
-            CheckResult("distribution", "freshness", "ts", age <= cfg.max_age_hours, f"{age:.1f} h old", f"<= {cfg.max_age_hours} h")
+            CheckResult(
+                "distribution",
+                "freshness",
+                "ts",
+                age <= cfg.max_age_hours,
+                f"{age:.1f} h old",
+                f"<= {cfg.max_age_hours} h",
+            )
         )
     if reference is None or rows == 0 or not {"bid", *PROFILED_CATEGORIES, *PROFILED_NUMBERS} <= set(df.columns):
         return results
@@ -204,12 +214,16 @@ def _distribution_checks(
         )  # fmt: skip
         keys = sorted(set(ref) | set(cur))
         value = psi([ref.get(k, 0.0) for k in keys], [cur.get(k, 0.0) for k in keys])
-        results.append(CheckResult("distribution", "psi", column, value <= cfg.max_psi, f"{value:.3f}", f"<= {cfg.max_psi}"))
+        results.append(
+            CheckResult("distribution", "psi", column, value <= cfg.max_psi, f"{value:.3f}", f"<= {cfg.max_psi}")
+        )
     for column in PROFILED_NUMBERS:
         bins = reference.numbers[column]
         shares = bin_shares(df[column].to_numpy(dtype=np.float64), bins.edges)
         value = psi(bins.shares, shares)
-        results.append(CheckResult("distribution", "psi", column, value <= cfg.max_psi, f"{value:.3f}", f"<= {cfg.max_psi}"))
+        results.append(
+            CheckResult("distribution", "psi", column, value <= cfg.max_psi, f"{value:.3f}", f"<= {cfg.max_psi}")
+        )
     return results
 
 
@@ -247,17 +261,15 @@ def _markdown(report: ValidationReport) -> str:
         "",
         f"- batch: `{report.batch}` ({report.rows:,} rows)",
         f"- reference: `{report.reference or 'none (schema checks only)'}`",
-        f"- created: {report.created_at}",
+        f"- time window: {report.window}",
         "",
         "| result | kind | check | column | observed | expected |",
         "|---|---|---|---|---|---|",
     ]
     ordered = sorted(report.checks, key=lambda c: (c.passed, c.kind, c.name, c.column))
-    cell: Callable[[str], str] = lambda text: text.replace("|", "\\|")  # noqa: E731
     for c in ordered:
-        lines.append(
-            f"| {'pass' if c.passed else '**FAIL**'} | {c.kind} | {c.name} | {cell(c.column)} | {cell(c.observed)} | {cell(c.expected)} |"
-        )
+        cells = ("pass" if c.passed else "**FAIL**", c.kind, c.name, c.column, c.observed, c.expected)
+        lines.append("| " + " | ".join(text.replace("|", "\\|") for text in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -279,7 +291,8 @@ tr.fail td:first-child {{ color: #cf222e; font-weight: 600; }} tr.pass td:first-
 </style></head><body>
 <h1>Data validation: <span class="{status}">{html.escape(_verdict(report))}</span></h1>
 <p>Batch <code>{html.escape(report.batch)}</code>: {report.rows:,} rows.
-Reference: <code>{html.escape(report.reference or "none (schema checks only)")}</code>. Created {html.escape(report.created_at)}.</p>
+Reference: <code>{html.escape(report.reference or "none (schema checks only)")}</code>.
+Time window: {html.escape(report.window)}.</p>
 <table><thead><tr><th>result</th><th>kind</th><th>check</th><th>column</th><th>observed</th><th>expected</th></tr></thead>
 <tbody>{"".join(rows)}</tbody></table></body></html>
 """

@@ -105,10 +105,16 @@ class DeviceProfile:
 
 
 DEVICE_PROFILES: Final = (
-    DeviceProfile("desktop", "Windows", "10", "Microsoft", "PC", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/131", 0.62),
-    DeviceProfile("desktop", "macOS", "14.6", "Apple", "Mac", "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) Safari/605", 0.30),
+    DeviceProfile(
+        "desktop", "Windows", "10", "Microsoft", "PC", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/131", 0.62
+    ),
+    DeviceProfile(
+        "desktop", "macOS", "14.6", "Apple", "Mac", "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) Safari/605", 0.30
+    ),
     DeviceProfile("desktop", "Linux", "6.1", "Generic", "PC", "Mozilla/5.0 (X11; Linux x86_64) Firefox/133", 0.08),
-    DeviceProfile("phone", "iOS", "18.1", "Apple", "iPhone", "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X)", 0.45),
+    DeviceProfile(
+        "phone", "iOS", "18.1", "Apple", "iPhone", "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X)", 0.45
+    ),
     DeviceProfile("phone", "Android", "14", "Samsung", "SM-S918B", "Mozilla/5.0 (Linux; Android 14; SM-S918B)", 0.30),
     DeviceProfile("phone", "Android", "15", "Google", "Pixel 9", "Mozilla/5.0 (Linux; Android 15; Pixel 9)", 0.25),
     DeviceProfile("tablet", "iOS", "18.1", "Apple", "iPad", "Mozilla/5.0 (iPad; CPU OS 18_1 like Mac OS X)", 0.65),
@@ -305,7 +311,9 @@ def _build_publishers(rng: np.random.Generator, n: int) -> Publishers:
         b'"ext":' + _json.encode({"prebid": {"bidder": {PARTNERS[j].id: {} for j in np.flatnonzero(partners[i])}}})
         for i in range(n)
     ]
-    return Publishers(ids, channel, tier, category, home_country, floor_cpm, volume, partners, affinity, inventory_json, bidders_json)
+    return Publishers(
+        ids, channel, tier, category, home_country, floor_cpm, volume, partners, affinity, inventory_json, bidders_json
+    )
 
 
 def _inventory_json(pub_id: str, channel: int, category: int, i: int) -> bytes:
@@ -323,4 +331,5 @@ def _inventory_json(pub_id: str, channel: int, category: int, i: int) -> bytes:
 
 def _norm(weights: npt.ArrayLike) -> npt.NDArray[np.float64]:
     w = np.asarray(weights, dtype=np.float64)
-    return w / w.sum()
+    normalised: npt.NDArray[np.float64] = w / w.sum()
+    return normalised

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 import msgspec
 
 if TYPE_CHECKING:
-    from bidflow.openrtb.model import BidRequest, Imp
+    from bidflow.openrtb.model import BidRequest, Imp, Publisher
 
 UNKNOWN: Final = "unknown"
 _MS_PER_HOUR: Final = 3_600_000
@@ -50,9 +50,7 @@ class RequestFeatures(msgspec.Struct, frozen=True, kw_only=True):
 
 
 FEATURE_NAMES: Final = RequestFeatures.__struct_fields__
-CATEGORICAL_FEATURES: Final = tuple(
-    name for name, kind in RequestFeatures.__annotations__.items() if kind == "str"
-)
+CATEGORICAL_FEATURES: Final = tuple(name for name, kind in RequestFeatures.__annotations__.items() if kind == "str")
 NUMERIC_FEATURES: Final = tuple(name for name in FEATURE_NAMES if name not in CATEGORICAL_FEATURES)
 
 
@@ -60,17 +58,15 @@ def request_features(req: BidRequest, ts_ms: int) -> RequestFeatures:
     """Features of ``req`` seen at ``ts_ms`` (epoch milliseconds, UTC)."""
     imp = req.imp[0]
     fmt, size = _format_and_size(imp)
-    channel, inventory = _inventory(req)
-    publisher = inventory.publisher if inventory is not None else None
+    channel, inventory_id, publisher, categories = _inventory(req)
     device = req.device
     geo = device.geo if device is not None and device.geo is not None else None
     if geo is None and req.user is not None:
         geo = req.user.geo
     return RequestFeatures(
         channel=channel,
-        publisher_id=(publisher.id if publisher is not None and publisher.id else None)
-        or (inventory.id if inventory is not None and inventory.id else UNKNOWN),
-        category=inventory.cat[0] if inventory is not None and inventory.cat else UNKNOWN,
+        publisher_id=(publisher.id if publisher is not None and publisher.id else None) or inventory_id or UNKNOWN,
+        category=categories[0] if categories else UNKNOWN,
         format=fmt,
         ad_size=size,
         interstitial=imp.instl or 0,
@@ -112,14 +108,15 @@ def _size(w: int | None, h: int | None) -> str:
     return f"{w}x{h}" if w and h else UNKNOWN
 
 
-def _inventory(req: BidRequest):  # type: ignore[no-untyped-def]  # Site | App | Dooh share the fields used
+def _inventory(req: BidRequest) -> tuple[str, str | None, Publisher | None, list[str] | None]:
+    """Channel, inventory id, publisher and content categories of the site, app or DOOH screen."""
     if req.site is not None:
-        return "site", req.site
+        return "site", req.site.id, req.site.publisher, req.site.cat
     if req.app is not None:
-        return "app", req.app
+        return "app", req.app.id, req.app.publisher, req.app.cat
     if req.dooh is not None:
-        return "dooh", req.dooh
-    return UNKNOWN, None
+        return "dooh", req.dooh.id, req.dooh.publisher, None
+    return UNKNOWN, None, None, None
 
 
 def _gdpr(req: BidRequest) -> int:

@@ -73,10 +73,12 @@ def test_traffic_looks_like_an_exchange(generated_logs: Path) -> None:
     recs = records(generated_logs)
     pairs = calls(generated_logs)
     per_auction = [len(r["outcomes"]) for r in recs]
-    assert 6 <= min(per_auction) and max(per_auction) <= len(PARTNER_IDS)
+    assert min(per_auction) >= 6 and max(per_auction) <= len(PARTNER_IDS)
     assert 10 <= np.mean(per_auction) <= 16
     assert 0.03 <= bid_rate(pairs) <= 0.2, "most partner calls come back empty"
-    formats = Counter(next(k for k in ("banner", "video", "native", "audio") if k in r["request"]["imp"][0]) for r in recs)
+    formats = Counter(
+        next(k for k in ("banner", "video", "native", "audio") if k in r["request"]["imp"][0]) for r in recs
+    )
     assert formats.most_common(1)[0][0] == "banner" and formats["video"] > formats["audio"]
     channels = Counter(next(k for k in ("site", "app", "dooh") if k in r["request"]) for r in recs)
     assert channels["site"] > channels["app"] > channels["dooh"]
@@ -93,7 +95,9 @@ def test_partners_follow_their_documented_behaviour(generated_logs: Path) -> Non
     def country(q: dict[str, Any]) -> str:
         return str(q["device"]["geo"]["country"])
 
-    assert rate("beacon", lambda q: country(q) == "USA") > 4 * rate("beacon", lambda q: country(q) not in {"USA", "CAN"})
+    assert rate("beacon", lambda q: country(q) == "USA") > 4 * rate(
+        "beacon", lambda q: country(q) not in {"USA", "CAN"}
+    )
     assert rate("cobalt", lambda q: "video" in q["imp"][0]) > 2 * rate("cobalt", lambda q: "banner" in q["imp"][0])
     assert rate("harbor", lambda q: "video" in q["imp"][0]) == 0.0, "harbor buys banners only"
     assert rate("delta", lambda q: "user" in q) > 2 * rate("delta", lambda q: "user" not in q)

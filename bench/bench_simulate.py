@@ -1,0 +1,27 @@
+"""Generator throughput: auctions written per second on one core, gzip included."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.harness import Result, pin_to_one_core
+from bidflow.config import SimulateConfig
+from bidflow.data.simulate import simulate
+
+HOURS = 6
+AUCTIONS_PER_HOUR = 100_000
+
+
+def run() -> list[Result]:
+    pin_to_one_core()
+    cfg = SimulateConfig(start=datetime(2026, 11, 2, 10, tzinfo=UTC), hours=HOURS, auctions_per_hour=AUCTIONS_PER_HOUR)
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = simulate(cfg, Path(tmp))
+    rate = summary.auctions / summary.seconds
+    detail = (
+        f"{summary.auctions:,} auctions, {summary.calls / summary.auctions:.1f} partner calls each, "
+        f"{summary.bytes_written / summary.auctions:.0f} B/auction gzip, {summary.seconds:.1f} s"
+    )
+    return [Result("simulate: auctions/s (1 core, gzip JSON lines)", rate, "auctions/s", detail, ">= 100,000")]

@@ -1,0 +1,54 @@
+"""The data loop as a user runs it: `bidflow demo`, and `dvc repro` from a clean clone."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.e2e
+
+
+def _env() -> dict[str, str]:
+    small = {"BIDFLOW__SIMULATE__AUCTIONS_PER_HOUR": "2000", "BIDFLOW__SIMULATE__PUBLISHERS": "150"}
+    return os.environ | small | {"PATH": f"{BIN}:{os.environ['PATH']}", "COLUMNS": "200"}
+
+
+def test_demo_runs_twice_and_says_where_its_outputs_are(tmp_path: Path) -> None:
+    shutil.copy(REPO / "bidflow.yaml", tmp_path / "bidflow.yaml")
+    for _ in range(2):
+        result = subprocess.run([str(BIN / "bidflow"), "demo"], cwd=tmp_path, env=_env(), capture_output=True,
+                                text=True, timeout=600)  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "gate passed" in out and "gate stopped the batch as expected" in out
+    assert "unseen_categories(publisher_id)" in out
+    assert (tmp_path / "runs/demo/reports/validation/validation.html").exists()
+    assert (tmp_path / "runs/demo/reports/validation-flood/validation.html").exists()
+
+
+def test_dvc_repro_from_a_clean_clone_reproduces_the_recorded_data(tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True, timeout=120)
+    for path in subprocess.run(["git", "ls-files", "-m", "-o", "--exclude-standard"], cwd=REPO, capture_output=True,
+                               text=True, check=True).stdout.split():  # fmt: skip
+        # the working tree may be ahead of the last commit while developing
+        target = clone / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / path, target)
+    env = _env()
+    subprocess.run(["dvc", "repro", "--quiet"], cwd=clone, env=env, check=True, timeout=900)
+    status = subprocess.run(["dvc", "status"], cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    assert "up to date" in status.stdout.lower(), status.stdout
+    report = (clone / "reports/validation/validation.json").read_text()
+    assert '"passed": true' in report
+    assert sorted(p.name for p in (clone / "data/raw").iterdir()) == [f"hour=2026-11-02T0{h}" for h in range(6)]
+    subprocess.run(["dvc", "push", "--quiet"], cwd=clone, env=env, check=True, timeout=300)
+    assert any((clone / ".dvcstore").rglob("*")), "the local remote received the data"
