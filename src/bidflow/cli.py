@@ -15,9 +15,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from bidflow.config import Config, ScenarioName, load_config
+from bidflow.config import Config, load_config
 from bidflow.errors import BidflowError
 from bidflow.features.commands import features_cli
+from bidflow.modeling.commands import register_modeling_commands
 
 cli = typer.Typer(
     name="bidflow",
@@ -29,6 +30,7 @@ cli = typer.Typer(
 openrtb_cli = typer.Typer(help="Work with OpenRTB 2.5/2.6 bid requests.", no_args_is_help=True)
 cli.add_typer(openrtb_cli, name="openrtb")
 cli.add_typer(features_cli, name="features")
+register_modeling_commands(cli)
 
 out = Console()
 err = Console(stderr=True)
@@ -68,7 +70,8 @@ def simulate(
     seed: Annotated[int | None, typer.Option(help="Random seed; the same seed gives the same bytes.")] = None,
 ) -> None:
     """Generate OpenRTB auction logs: gzip JSON lines, one file per hour."""
-    from bidflow.data.simulate import DIURNAL, simulate as run_simulation
+    from bidflow.data.simulate import DIURNAL
+    from bidflow.data.simulate import simulate as run_simulation
 
     config = _config(ctx)
     overrides: dict[str, Any] = {
@@ -101,7 +104,8 @@ def ingest(
     ] = None,
 ) -> None:
     """Turn auction logs into hourly parquet partitions (one row per auction x partner)."""
-    from bidflow.data.ingest import find_log_files, ingest as run_ingest
+    from bidflow.data.ingest import find_log_files
+    from bidflow.data.ingest import ingest as run_ingest
 
     config = _config(ctx)
     cfg = _override(config, "ingest", {"max_bad_share": max_bad_share}).ingest
@@ -150,7 +154,9 @@ def validate(
         Path | None,
         typer.Option(help="Reference profile JSON (default: paths.reference/profile.json if it exists)."),
     ] = None,
-    report_dir: Annotated[Path | None, typer.Option("--report", help="Report folder (default: paths.reports/validation).")] = None,
+    report_dir: Annotated[
+        Path | None, typer.Option("--report", help="Report folder (default: paths.reports/validation).")
+    ] = None,
     since: Annotated[datetime | None, typer.Option(help="Only rows at or after this UTC time.")] = None,
     until: Annotated[datetime | None, typer.Option(help="Only rows before this UTC time.")] = None,
 ) -> None:
@@ -166,11 +172,17 @@ def validate(
     ref = load_profile(reference_path) if reference_path is not None else None
     frame = read_frame(source, _utc(since), _utc(until))
     report = validate_batch(
-        frame, ref, config.validate_, batch_name=str(source), reference_name=str(reference_path) if reference_path else None
+        frame,
+        ref,
+        config.validate_,
+        batch_name=str(source),
+        reference_name=str(reference_path) if reference_path else None,
     )
     path = write_report(report, report_dir or config.paths.reports / "validation")
     enforce(report, path)
-    out.print(f"[green]validation passed[/]: {len(report.checks)} checks over {report.rows:,} rows; report: [bold]{path}[/]")
+    out.print(
+        f"[green]validation passed[/]: {len(report.checks)} checks over {report.rows:,} rows; report: [bold]{path}[/]"
+    )
 
 
 @openrtb_cli.command("check")

@@ -92,6 +92,61 @@ class FeaturesConfig(_Section):
     repo: Path = Path("feature_repo")
     environment: Literal["local", "production"] = "local"
     offline: Path = Path("data/features")
+    offline_uri: str | None = Field(
+        default=None,
+        description="base URI the Feast sources point to when applied (s3://... in production); "
+        "None: the absolute path of `offline`",
+    )
+    project: str | None = Field(
+        default=None, description="Feast project name instead of the feature_store.yaml's (tests, shared Redis)"
+    )
+    state: Path | None = Field(
+        default=None,
+        description="local environment only: folder for Feast's registry.db and online_store.db "
+        "instead of the paths in feature_store.yaml",
+    )
+    ctr_source: Path = Field(
+        default=Path("../shared/data/ipinyou_2997_sample/train.csv.gz"),
+        description="iPinYou campaign-2997 impressions read by `bidflow features build-ctr` (never copied)",
+    )
+    ctr_day: datetime = Field(
+        default=datetime(2013, 10, 23, tzinfo=UTC),
+        description="UTC midnight the iPinYou sample's `hour` column is placed on (the data carries no date)",
+    )
+
+    @field_validator("ctr_day")
+    @classmethod
+    def _midnight_utc(cls, value: datetime) -> datetime:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if value.hour or value.minute or value.second or value.microsecond:
+            raise ValueError("must be a UTC midnight (the sample's rows carry only an hour of the day)")
+        return value
+
+
+class TrainConfig(_Section):
+    """Model training (``bidflow train``)."""
+
+    validation_hours: int = Field(default=1, ge=1, description="latest hours held out for early stopping")
+
+
+class EvaluateConfig(_Section):
+    """Evaluation and the champion/challenger gate (``bidflow evaluate``)."""
+
+    target_bid_recall: float = Field(default=0.95, gt=0.0, le=1.0)
+    exploration_share: float = Field(default=0.05, ge=0.0, lt=1.0)
+
+
+class FairnessConfig(_Section):
+    """The bias gate (``bidflow fairness``)."""
+
+    max_recall_gap: float = Field(default=0.05, ge=0.0, le=1.0)
+
+
+class RegistryConfig(_Section):
+    """MLflow tracking and model registry; SQLite and local files by default."""
+
+    tracking_uri: str = "sqlite:///mlflow.db"
+    artifact_location: Path = Path("mlartifacts")
 
 
 class Config(_Section):
@@ -103,6 +158,10 @@ class Config(_Section):
     ingest: IngestConfig = IngestConfig()
     validate_: ValidateConfig = Field(default=ValidateConfig(), alias="validate")
     features: FeaturesConfig = FeaturesConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    fairness: FairnessConfig = FairnessConfig()
+    registry: RegistryConfig = RegistryConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

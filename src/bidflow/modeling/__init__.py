@@ -1,0 +1,1 @@
+"""Training, evaluation (incl. bid-filter economics), the bias gate and the MLflow registry adapter."""
