@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from bidflow.config import Config, load_config
+from bidflow.config import Config, load_config, override
 from bidflow.errors import BidflowError
 from bidflow.features.commands import features_cli
 from bidflow.modeling.commands import register_modeling_commands
@@ -82,7 +82,7 @@ def simulate(
         "scenario_start_hour": scenario_start_hour,
         "seed": seed,
     }
-    cfg = _override(config, "simulate", overrides).simulate
+    cfg = override(config, "simulate", overrides).simulate
     target = out_dir or config.paths.raw
     expected = int(sum(cfg.auctions_per_hour * DIURNAL[(cfg.start.hour + i) % 24] for i in range(cfg.hours)))
     with _progress("simulating", expected, unit="auctions") as (progress, task):
@@ -108,7 +108,7 @@ def ingest(
     from bidflow.data.ingest import ingest as run_ingest
 
     config = _config(ctx)
-    cfg = _override(config, "ingest", {"max_bad_share": max_bad_share}).ingest
+    cfg = override(config, "ingest", {"max_bad_share": max_bad_share}).ingest
     source = raw or config.paths.raw
     target = out_dir or config.paths.parquet
     total = sum(p.stat().st_size for p in find_log_files(source))
@@ -214,21 +214,6 @@ def demo(ctx: typer.Context) -> None:
     from bidflow.demo import run_demo
 
     run_demo(_config(ctx), out)
-
-
-def _override(config: Config, section: str, values: dict[str, Any]) -> Config:
-    """``config`` with the non-None command-line ``values`` replacing ``section``'s settings."""
-    given = {k: v for k, v in values.items() if v is not None}
-    if not given:
-        return config
-    merged = getattr(config, section).model_dump() | given
-    data = config.model_dump(by_alias=True) | {section: merged}
-    try:
-        return Config.model_validate(data)
-    except ValueError as exc:
-        from bidflow.errors import ConfigError
-
-        raise ConfigError(f"invalid --option for `{section}`", got=str(exc).splitlines()[-1]) from exc
 
 
 def _utc(value: datetime | None) -> datetime | None:

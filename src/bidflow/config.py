@@ -68,6 +68,7 @@ class IngestConfig(_Section):
     max_bad_share: float = Field(
         default=0.01, ge=0.0, le=1.0, description="fail the run if more lines than this share are malformed"
     )
+    workers: int = Field(default=0, ge=0, description="processes, one file each at a time; 0 = one per core")
 
 
 class ValidateConfig(_Section):
@@ -127,6 +128,25 @@ class TrainConfig(_Section):
     """Model training (``bidflow train``)."""
 
     validation_hours: int = Field(default=1, ge=1, description="latest hours held out for early stopping")
+    feature_source: Literal["feast", "request"] = Field(
+        default="feast",
+        description="feast: the model's FeatureService training set (request + aggregated features); "
+        "request: only the request features stored in the data itself",
+    )
+    n_estimators: int = Field(default=400, ge=1, description="boosting rounds at most (early stopping cuts them)")
+    early_stopping_rounds: int = Field(default=30, ge=1, description="rounds without validation gain before stopping")
+    max_depth: int = Field(default=6, ge=1, le=16)
+    learning_rate: float = Field(default=0.1, gt=0.0, le=1.0)
+    min_child_weight: float = Field(default=1.0, ge=0.0)
+    subsample: float = Field(default=0.8, gt=0.0, le=1.0)
+    colsample_bytree: float = Field(default=0.8, gt=0.0, le=1.0)
+    reg_lambda: float = Field(default=1.0, ge=0.0)
+    max_bin: int = Field(default=256, ge=2)
+    nthread: int = Field(default=0, ge=0, description="xgboost threads; 0 = all cores")
+    seed: int = 0
+    min_category_count: int = Field(
+        default=20, ge=1, description="training rows a category needs to get its own code; rarer ones share 'unseen'"
+    )
 
 
 class EvaluateConfig(_Section):
@@ -134,12 +154,44 @@ class EvaluateConfig(_Section):
 
     target_bid_recall: float = Field(default=0.95, gt=0.0, le=1.0)
     exploration_share: float = Field(default=0.05, ge=0.0, lt=1.0)
+    holdout_hours: int = Field(
+        default=1, ge=1, description="latest hours of the data that training leaves out and evaluation scores"
+    )
+    calibration_bins: int = Field(default=10, ge=2, description="equal-width bins of the expected calibration error")
+    max_auc_drop: float = Field(default=0.005, ge=0.0, description="candidate AUC may be at most this below champion")
+    max_logloss_increase: float = Field(
+        default=0.02, ge=0.0, description="candidate log loss may exceed the champion's by at most this share"
+    )
+    max_ece_increase: float = Field(
+        default=0.01, ge=0.0, description="candidate calibration error may exceed the champion's by at most this"
+    )
+    min_calls_saved_ratio: float = Field(
+        default=0.97,
+        ge=0.0,
+        description="candidate's share of calls saved at the target recall must be >= this x the champion's",
+    )
+    max_recall_shortfall: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="bid recall on the hold-out at the model's own thresholds may fall at most this below target",
+    )
 
 
 class FairnessConfig(_Section):
     """The bias gate (``bidflow fairness``)."""
 
     max_recall_gap: float = Field(default=0.05, ge=0.0, le=1.0)
+    max_calibration_gap: float = Field(
+        default=0.03, ge=0.0, le=1.0, description="slice calibration error may exceed the overall one by this"
+    )
+    min_slice_rows: int = Field(default=500, ge=1, description="smaller slices are reported but not gated")
+    min_slice_bids: int = Field(default=30, ge=1, description="slices with fewer bids are not gated on recall")
+    slices: tuple[str, ...] = Field(
+        default=("channel", "geo", "country", "device_type", "format", "partner"),
+        min_length=1,
+        description="columns to slice by; 'geo' groups countries into world regions",
+    )
 
 
 class RegistryConfig(_Section):
@@ -147,6 +199,9 @@ class RegistryConfig(_Section):
 
     tracking_uri: str = "sqlite:///mlflow.db"
     artifact_location: Path = Path("mlartifacts")
+    experiment: str = Field(default="bidflow", min_length=1)
+    bid_filter_model: str = Field(default="bid_filter", min_length=1, description="registered model name")
+    ctr_model: str = Field(default="ctr_ipinyou", min_length=1, description="registered model name")
 
 
 class Config(_Section):
@@ -174,6 +229,20 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     for key, raw in environ.items():
         if key.startswith(ENV_PREFIX):
             _set_dotted(data, key[len(ENV_PREFIX) :].lower().split("__"), _parse_scalar(key, raw))
+    return _validated(data, f"{source or 'defaults'} or env {ENV_PREFIX}*")
+
+
+def override(config: Config, section: str, values: Mapping[str, Any]) -> Config:
+    """``config`` with the non-None ``values`` (command-line options) replacing keys of ``section``."""
+    given = {key: value for key, value in values.items() if value is not None}
+    if not given:
+        return config
+    data = config.model_dump(by_alias=True)
+    data[section] = data[section] | given
+    return _validated(data, "command-line options")
+
+
+def _validated(data: dict[str, Any], source: str) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
@@ -181,9 +250,9 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         dotted = ".".join(str(part) for part in first["loc"])
         raise ConfigError(
             f"invalid configuration value for '{dotted}': {first['msg']}",
-            where=f"{source or 'defaults'} (or env {ENV_PREFIX}{dotted.upper().replace('.', '__')})",
+            where=source,
             got=repr(first.get("input"))[:200],
-            hint=f"fix '{dotted}'; {len(exc.errors())} problem(s) in total" if len(exc.errors()) > 1 else None,
+            hint=f"{len(exc.errors())} problems in total" if len(exc.errors()) > 1 else None,
         ) from exc
 
 

@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-import click
 import pytest
 import typer.main
 
@@ -17,12 +17,12 @@ from bidflow.cli import cli
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+def _commands(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     found = []
     for name, command in group.commands.items():
         path = (*prefix, name)
         found.append(path)
-        if isinstance(command, click.Group):
+        if hasattr(command, "commands"):  # a group
             found.extend(_commands(command, path))
     return found
 
@@ -35,9 +35,7 @@ def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
 
 
 def test_every_command_has_help() -> None:
-    root = typer.main.get_command(cli)
-    assert isinstance(root, click.Group)
-    commands = _commands(root)
+    commands = _commands(typer.main.get_command(cli))
     assert {("simulate",), ("ingest",), ("validate",), ("profile",), ("openrtb", "check"), ("demo",)} <= set(commands)
     for path in commands:
         result = run(*path, "--help")
@@ -77,18 +75,19 @@ def test_openrtb_check_reports_lines_and_paths_and_exits_1(tmp_path: Path) -> No
 
 
 def test_simulate_ingest_validate_from_the_command_line(tmp_path: Path) -> None:
-    common = ("--start", "2026-11-02T10:00:00", "--auctions-per-hour", "1500")
-    assert run("simulate", "--out", "raw", "--hours", "2", *common, cwd=tmp_path).returncode == 0
+    # A reference needs enough traffic to have seen the publishers' long tail: 2 hours x 4k auctions.
+    common = ("--start", "2026-11-02T10:00:00", "--auctions-per-hour", "4000")
+    assert run("simulate", "--out", "raw", "--hours", "3", *common, cwd=tmp_path).returncode == 0
     ingested = run("ingest", "raw", "--out", "parquet", cwd=tmp_path)
     assert ingested.returncode == 0 and "ingested" in ingested.stdout
-    profiled = run("profile", "parquet", "--until", "2026-11-02T11:00:00", "--out", "ref.json", cwd=tmp_path)
+    profiled = run("profile", "parquet", "--until", "2026-11-02T12:00:00", "--out", "ref.json", cwd=tmp_path)
     assert profiled.returncode == 0, profiled.stderr
-    args = ("validate", "parquet", "--since", "2026-11-02T11:00:00", "--reference", "ref.json", "--report", "rep")
+    args = ("validate", "parquet", "--since", "2026-11-02T12:00:00", "--reference", "ref.json", "--report", "rep")
     passed = run(*args, cwd=tmp_path)
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert (tmp_path / "rep" / "validation.html").exists()
 
-    flood = ("--start", "2026-11-02T12:00:00", "--auctions-per-hour", "1500", "--scenario", "publisher_flood")
+    flood = ("--start", "2026-11-02T13:00:00", "--auctions-per-hour", "1500", "--scenario", "publisher_flood")
     assert run("simulate", "--out", "raw2", "--hours", "1", *flood, cwd=tmp_path).returncode == 0
     assert run("ingest", "raw2", "--out", "parquet2", cwd=tmp_path).returncode == 0
     failed = run("validate", "parquet2", "--reference", "ref.json", "--report", "rep2", cwd=tmp_path)

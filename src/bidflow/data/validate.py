@@ -32,6 +32,7 @@ from bidflow.errors import DataValidationError
 
 REPORT_STEM: Final = "validation"
 _PSI_FLOOR: Final = 1e-4  # smoothing so a bin empty on one side does not give an infinite PSI
+_PSI_TOP_CATEGORIES: Final = 20
 
 
 class CheckResult(msgspec.Struct, frozen=True):
@@ -108,16 +109,10 @@ def batch_schema() -> pa.DataFrameSchema:
             "day_of_week": _int32(pa.Check.in_range(0, 6)),
         },
         checks=[
-            pa.Check(
-                lambda df: (df["bid"] == 1) == df["price"].notna(),
-                name="price_iff_bid",
-                error="a bid has a price and nothing else has one",
-            ),
-            pa.Check(
-                lambda df: df["ts"].dt.hour == df["hour_of_day"],
-                name="hour_of_day_matches_ts",
-                error="hour_of_day must be the UTC hour of ts",
-            ),
+            # a bid has a price and nothing else has one
+            pa.Check(lambda df: (df["bid"] == 1) == df["price"].notna(), name="price_iff_bid"),
+            # the shared transform derived hour_of_day from the event time
+            pa.Check(lambda df: df["ts"].dt.hour == df["hour_of_day"], name="hour_of_day_matches_ts"),
         ],
         strict=True,
         ordered=False,
@@ -154,24 +149,37 @@ def enforce(report: ValidationReport, report_path: Path) -> None:
         )
 
 
+_FRAME_CHECKS: Final = ("price_iff_bid", "hour_of_day_matches_ts")
+_PRESENCE_CHECKS: Final = {"column_in_schema": "unexpected column", "column_in_dataframe": "missing column"}
+
+
 def _schema_checks(df: pd.DataFrame) -> list[CheckResult]:
     schema = batch_schema()
-    failed: dict[tuple[str, str], tuple[int, list[str]]] = {}
     try:
         schema.validate(df, lazy=True)
     except pandera.errors.SchemaErrors as exc:
-        cases = exc.failure_cases
-        for (column, check), group in cases.groupby(["column", "check"], dropna=False, sort=True):
-            examples = [str(v) for v in group["failure_case"].drop_duplicates().head(3)]
-            failed[(str(column) if pd.notna(column) else "", str(check))] = (len(group), examples)
-    results = [
-        CheckResult("schema", check, column, False, f"{count} failing value(s), e.g. {', '.join(examples)}", "none")
-        for (column, check), (count, examples) in failed.items()
-    ]
-    if not failed:
-        results.append(
-            CheckResult("schema", "schema", "*", True, f"{len(schema.columns)} columns conform", "batch schema")
-        )
+        return _summarise(exc.failure_cases)
+    return [CheckResult("schema", "schema", "*", True, f"{len(schema.columns)} columns conform", "batch schema")]
+
+
+def _summarise(cases: pd.DataFrame) -> list[CheckResult]:
+    """One result per failing (check, column), from pandera's one-row-per-failing-value table."""
+    results = []
+    for check, group in cases.groupby("check", sort=True):
+        name = str(check)
+        if name in _PRESENCE_CHECKS:
+            for missing_or_extra in group["failure_case"].astype(str):
+                results.append(
+                    CheckResult("schema", _PRESENCE_CHECKS[name], str(missing_or_extra), False, "-", "batch schema")
+                )
+        elif name in _FRAME_CHECKS:  # a frame-level check lists every column of a failing row
+            rows = group["index"].nunique()
+            results.append(CheckResult("schema", name, "", False, f"{rows} failing row(s)", "none"))
+        else:
+            for column, per_column in group.groupby("column", sort=True):
+                examples = ", ".join(str(v) for v in per_column["failure_case"].drop_duplicates().head(3))
+                observed = f"{len(per_column)} failing value(s), e.g. {examples}"
+                results.append(CheckResult("schema", name, str(column), False, observed, "none"))
     return results
 
 
@@ -212,8 +220,7 @@ def _distribution_checks(
                 f"<= {cfg.max_unseen_category_share:.2%}",
             )
         )  # fmt: skip
-        keys = sorted(set(ref) | set(cur))
-        value = psi([ref.get(k, 0.0) for k in keys], [cur.get(k, 0.0) for k in keys])
+        value = psi(*_bucketed(ref, cur))
         results.append(
             CheckResult("distribution", "psi", column, value <= cfg.max_psi, f"{value:.3f}", f"<= {cfg.max_psi}")
         )
@@ -225,6 +232,18 @@ def _distribution_checks(
             CheckResult("distribution", "psi", column, value <= cfg.max_psi, f"{value:.3f}", f"<= {cfg.max_psi}")
         )
     return results
+
+
+def _bucketed(ref: dict[str, float], cur: dict[str, float]) -> tuple[list[float], list[float]]:
+    """Shares over the reference's most common categories plus one bucket for all the others.
+
+    PSI over hundreds of rare categories (publishers) measures sampling noise, not drift; a
+    new category that matters still shows, through the 'other' bucket and the unseen check.
+    """
+    top = sorted(ref, key=lambda k: -ref[k])[:_PSI_TOP_CATEGORIES]
+    expected = [ref[k] for k in top]
+    actual = [cur.get(k, 0.0) for k in top]
+    return [*expected, max(0.0, 1.0 - sum(expected))], [*actual, max(0.0, 1.0 - sum(actual))]
 
 
 def psi(expected: list[float], actual: list[float]) -> float:
