@@ -59,7 +59,11 @@ def run_demo(config: Config, console: Console, root: Path = DEMO_DIR) -> None:
         step.done(f"{reference.rows:,} rows, bid rate {reference.bid_rate:.2%}", paths.reference / "profile.json")
     with step("4/5 validate the later hours against it"):
         report = validate_batch(
-            read_frame(paths.parquet, since=split), reference, config.validate_, batch_name="later hours"
+            read_frame(paths.parquet, since=split),
+            reference,
+            config.validate_,
+            batch_name="later hours",
+            reference_name=str(paths.reference / "profile.json"),
         )
         html = write_report(report, paths.reports / "validation")
         verdict = "passed" if report.passed else f"FAILED: {[c.name for c in report.failures]}"
@@ -69,7 +73,13 @@ def run_demo(config: Config, console: Console, root: Path = DEMO_DIR) -> None:
         drifted = sim.model_copy(update={"hours": 1, "start": flood_start, "scenario": "publisher_flood"})
         simulate(drifted, root / "raw-flood")
         ingest(root / "raw-flood", root / "parquet-flood", config.ingest)
-        flood = validate_batch(read_frame(root / "parquet-flood"), reference, config.validate_, batch_name="flood hour")
+        flood = validate_batch(
+            read_frame(root / "parquet-flood"),
+            reference,
+            config.validate_,
+            batch_name="flood hour",
+            reference_name=str(paths.reference / "profile.json"),
+        )
         html_flood = write_report(flood, paths.reports / "validation-flood")
         failed = sorted({f"{c.name}({c.column})" for c in flood.failures})
         step.done(f"gate stopped the batch as expected: {', '.join(failed)}", html_flood)

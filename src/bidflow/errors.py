@@ -91,3 +91,24 @@ class DataValidationError(BidflowError):
         self.report_path = report_path
         hint = f"read the report at {report_path}" if report_path is not None else None
         super().__init__(what, where=report_path, got=got, hint=hint)
+
+
+class FeatureStoreError(BidflowError):
+    """The feature store (Feast repo, offline sources, registry or online store) is unusable."""
+
+
+class ModelError(BidflowError):
+    """A model cannot be trained, loaded or scored on the data it was given."""
+
+
+class RegistryError(BidflowError):
+    """The MLflow tracking server or model registry is unreachable, or lacks a model, version or alias."""
+
+
+class GateFailed(BidflowError):
+    """A release gate (champion/challenger, bias) rejected the candidate; ``report_path`` holds the why."""
+
+    def __init__(self, what: str, *, report_path: Path | None = None, got: str | None = None) -> None:
+        self.report_path = report_path
+        hint = f"read the report at {report_path}" if report_path is not None else None
+        super().__init__(what, where=report_path, got=got, hint=hint)

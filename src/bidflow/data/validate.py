@@ -134,6 +134,8 @@ def validate_batch(
     window = "empty"
     if len(df) and "ts" in df and df["ts"].dtype.kind == "M":
         window = f"{df['ts'].min():%Y-%m-%d %H:%M} .. {df['ts'].max():%Y-%m-%d %H:%M} UTC"
+    if reference is not None and reference_name is None:
+        reference_name = f"profile of {reference.rows:,} rows"
     return ValidationReport(batch=batch_name, reference=reference_name, rows=len(df), window=window, checks=checks)
 
 
