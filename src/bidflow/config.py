@@ -183,7 +183,15 @@ class FairnessConfig(_Section):
 
     max_recall_gap: float = Field(default=0.05, ge=0.0, le=1.0)
     max_calibration_gap: float = Field(
-        default=0.03, ge=0.0, le=1.0, description="slice calibration error may exceed the overall one by this"
+        default=0.03,
+        ge=0.0,
+        le=1.0,
+        description="a slice's |mean score - bid rate| may exceed the overall one by this (absolute)",
+    )
+    confidence_z: float = Field(
+        default=1.96,
+        ge=0.0,
+        description="a gap must exceed its limit by this many standard errors to fail (noise is not bias)",
     )
     min_slice_rows: int = Field(default=500, ge=1, description="smaller slices are reported but not gated")
     min_slice_bids: int = Field(default=30, ge=1, description="slices with fewer bids are not gated on recall")
