@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.harness import Result, machine
 
-BENCHMARKS = ["simulate", "ingest", "openrtb_decode", "online_features"]
+BENCHMARKS = ["simulate", "ingest", "openrtb_decode", "online_features", "train", "economics", "ctr"]
 README = Path(__file__).with_name("README.md")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 

@@ -1,0 +1,241 @@
+"""Bid-filter economics: which partner calls a filter saves, and which bids and bid value it keeps.
+
+The bid filter scores each (auction, partner) pair with P(partner bids) and calls the partner
+only when the score reaches that partner's threshold. Per partner, the threshold is the *highest*
+score at which the filter still keeps ``target_recall`` of the partner's bids (on the data it is
+chosen on); ties are kept (``score >= threshold`` calls).
+
+A fixed exploration share of auctions bypasses the filter: every partner is called, so filtered
+traffic keeps producing labels for the next model. Which auctions explore is decided by hashing the
+auction id (SHA-256 with a fixed salt), so the model server, replays and this evaluation agree on
+the same auctions without sharing state. Exploration calls are never saved; their bids are kept.
+
+This module is on the serving path (``FilterPolicy.should_call``, ``is_exploration``): numpy and
+the standard library only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+EXPLORATION_SALT: Final = b"bidflow/exploration/v1:"
+_TWO_64: Final = float(2**64)
+
+BoolArray = npt.NDArray[np.bool_]
+FloatArray = npt.NDArray[np.float64]
+
+
+def exploration_bucket(auction_id: str) -> float:
+    """A uniform number in [0, 1) fixed by the auction id: the first 8 bytes of its salted SHA-256."""
+    digest = hashlib.sha256(EXPLORATION_SALT + auction_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / _TWO_64
+
+
+def is_exploration(auction_id: str, share: float) -> bool:
+    """Whether the auction bypasses the filter (all its partners are called)."""
+    return share > 0.0 and exploration_bucket(auction_id) < share
+
+
+def exploration_mask(auction_ids: Sequence[str] | npt.NDArray[Any], share: float) -> BoolArray:
+    """``is_exploration`` for many rows (hashing each distinct auction id once)."""
+    ids = np.asarray(auction_ids, dtype=object)
+    if share <= 0.0 or len(ids) == 0:
+        return np.zeros(len(ids), dtype=bool)
+    unique, inverse = np.unique(ids.astype(str), return_inverse=True)
+    buckets = np.fromiter((exploration_bucket(str(a)) for a in unique), dtype=np.float64, count=len(unique))
+    mask: BoolArray = (buckets < share)[inverse.reshape(-1)]
+    return mask
+
+
+def recall_threshold(bid_scores: npt.ArrayLike, target_recall: float) -> float:
+    """Highest threshold keeping at least ``target_recall`` of the bids whose scores are given.
+
+    With n bids and k = ceil(target x n), it is the k-th highest score: raising it by any amount
+    drops that bid (and every bid tied with it), leaving fewer than k. No bids: 0.0 (always call
+    -- nothing is known that would justify filtering).
+    """
+    scores = np.sort(np.asarray(bid_scores, dtype=np.float64))[::-1]
+    if len(scores) == 0:
+        return 0.0
+    # round() guards against 0.95 * 20 = 19.000000000000004 asking for 20 bids.
+    k = max(1, math.ceil(round(target_recall * len(scores), 9)))
+    return float(scores[min(k, len(scores)) - 1])
+
+
+@dataclass(frozen=True)
+class FilterPolicy:
+    """Per-partner thresholds plus the exploration share: what the model server applies.
+
+    Attributes:
+        thresholds: partner -> score threshold (call when ``score >= threshold``).
+        exploration_share: share of auctions that bypass the filter.
+        target_recall: the bid recall the thresholds were chosen for.
+        default_threshold: for partners without a threshold (new partners): 0.0 calls them always.
+    """
+
+    thresholds: Mapping[str, float]
+    exploration_share: float
+    target_recall: float
+    default_threshold: float = 0.0
+
+    def threshold(self, partner: str) -> float:
+        return self.thresholds.get(partner, self.default_threshold)
+
+    def should_call(self, auction_id: str, partner: str, score: float) -> bool:
+        """The serving decision for one (auction, partner) pair."""
+        return score >= self.threshold(partner) or is_exploration(auction_id, self.exploration_share)
+
+    def call_mask(
+        self,
+        auction_ids: npt.NDArray[Any] | Sequence[str],
+        partners: npt.NDArray[Any] | Sequence[str],
+        scores: FloatArray,
+    ) -> BoolArray:
+        """``should_call`` for many rows."""
+        return self.model_mask(partners, scores) | exploration_mask(auction_ids, self.exploration_share)
+
+    def model_mask(self, partners: npt.NDArray[Any] | Sequence[str], scores: FloatArray) -> BoolArray:
+        """Calls the thresholds alone would make (exploration not applied)."""
+        names = np.asarray(partners, dtype=object).astype(str)
+        unique, inverse = np.unique(names, return_inverse=True)
+        per_row = np.array([self.threshold(str(p)) for p in unique], dtype=np.float64)[inverse.reshape(-1)]
+        mask: BoolArray = np.asarray(scores, dtype=np.float64) >= per_row
+        return mask
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "thresholds": dict(sorted(self.thresholds.items())),
+            "exploration_share": self.exploration_share,
+            "target_recall": self.target_recall,
+            "default_threshold": self.default_threshold,
+            "exploration_hash": "sha256(salt + auction_id)[:8] big-endian / 2**64 < share",
+            "exploration_salt": EXPLORATION_SALT.decode(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FilterPolicy:
+        return cls(
+            thresholds={str(k): float(v) for k, v in data["thresholds"].items()},
+            exploration_share=float(data["exploration_share"]),
+            target_recall=float(data["target_recall"]),
+            default_threshold=float(data.get("default_threshold", 0.0)),
+        )
+
+
+def choose_policy(
+    partners: npt.NDArray[Any] | Sequence[str],
+    y: npt.ArrayLike,
+    scores: npt.ArrayLike,
+    *,
+    target_recall: float,
+    exploration_share: float,
+) -> FilterPolicy:
+    """Per-partner thresholds: each the highest keeping ``target_recall`` of that partner's bids.
+
+    Exploration is not used to choose them (it only adds recall), so each partner's recall from
+    the thresholds alone meets the target on these rows.
+    """
+    names = np.asarray(partners, dtype=object).astype(str)
+    labels = np.asarray(y, dtype=np.float64) > 0.5
+    values = np.asarray(scores, dtype=np.float64)
+    thresholds = {
+        str(partner): recall_threshold(values[(names == partner) & labels], target_recall)
+        for partner in np.unique(names)
+    }
+    return FilterPolicy(thresholds, exploration_share=exploration_share, target_recall=target_recall)
+
+
+@dataclass(frozen=True)
+class Economics:
+    """What a filter does to a set of partner calls (rows: one auction x partner each)."""
+
+    calls: int
+    calls_made: int
+    calls_saved: int
+    calls_saved_share: float
+    exploration_calls: int
+    bids: int
+    bids_kept: int
+    bid_recall: float
+    value: float
+    value_kept: float
+    value_kept_share: float
+
+    def to_json(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+
+def economics(called: npt.ArrayLike, y: npt.ArrayLike, price: npt.ArrayLike, explored: npt.ArrayLike) -> Economics:
+    """Calls saved, bids kept and bid value kept by the call decisions ``called``.
+
+    Args:
+        called: per row, whether the partner is called (exploration already applied).
+        y: per row, 1 when the partner bid.
+        price: per row, the bid's price (CPM); ignored where ``y`` is 0 (NaN there is fine).
+        explored: per row, whether its auction explores (counted, to report its cost).
+    """
+    call = np.asarray(called, dtype=bool)
+    bid = np.asarray(y, dtype=np.float64) > 0.5
+    value = np.where(bid, np.nan_to_num(np.asarray(price, dtype=np.float64), nan=0.0), 0.0)
+    n, n_bids, total_value = len(call), int(bid.sum()), float(value.sum())
+    made = int(call.sum())
+    kept = int((call & bid).sum())
+    value_kept = float(value[call].sum())
+    return Economics(
+        calls=n,
+        calls_made=made,
+        calls_saved=n - made,
+        calls_saved_share=(n - made) / n if n else float("nan"),
+        exploration_calls=int(np.asarray(explored, dtype=bool).sum()),
+        bids=n_bids,
+        bids_kept=kept,
+        bid_recall=kept / n_bids if n_bids else float("nan"),
+        value=total_value,
+        value_kept=value_kept,
+        value_kept_share=value_kept / total_value if total_value > 0 else float("nan"),
+    )
+
+
+def policy_economics(
+    policy: FilterPolicy,
+    auction_ids: npt.NDArray[Any] | Sequence[str],
+    partners: npt.NDArray[Any] | Sequence[str],
+    y: npt.ArrayLike,
+    scores: FloatArray,
+    price: npt.ArrayLike,
+) -> Economics:
+    """``economics`` of ``policy`` (thresholds + exploration) on these rows."""
+    explored = exploration_mask(auction_ids, policy.exploration_share)
+    called = policy.model_mask(partners, scores) | explored
+    return economics(called, y, price, explored)
+
+
+def economics_curve(
+    auction_ids: npt.NDArray[Any] | Sequence[str],
+    partners: npt.NDArray[Any] | Sequence[str],
+    y: npt.ArrayLike,
+    scores: FloatArray,
+    price: npt.ArrayLike,
+    *,
+    exploration_share: float,
+    targets: Iterable[float] = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99, 1.0),
+) -> list[tuple[float, Economics]]:
+    """Economics when per-partner thresholds are chosen on these rows for each target recall.
+
+    This measures the *ranking* of a model in business terms (calls saved at a bid recall), so two
+    models can be compared on one window independently of thresholds chosen elsewhere.
+    """
+    explored = exploration_mask(auction_ids, exploration_share)
+    out = []
+    for target in targets:
+        policy = choose_policy(partners, y, scores, target_recall=target, exploration_share=exploration_share)
+        called = policy.model_mask(partners, scores) | explored
+        out.append((float(target), economics(called, y, price, explored)))
+    return out

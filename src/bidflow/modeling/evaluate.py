@@ -1,0 +1,279 @@
+"""Evaluation on a held-out window and the champion/challenger gate.
+
+Both models are scored on the *same* rows. Reported per model: AUC, log loss, expected calibration
+error, and for a bid filter the economics twice over:
+
+* ``realized``: the model's own filter policy (per-partner thresholds chosen on its validation
+  window at training time, plus exploration) applied to the held-out rows -- what serving would
+  have done on that traffic, out of sample;
+* ``at_target``: thresholds re-chosen on the held-out rows for the target recall -- a pure ranking
+  measure (calls saved at equal bid recall) that compares two models independently of where their
+  thresholds were chosen. The gate compares models on this one.
+
+The gate passes when the candidate is not worse than the champion beyond the configured tolerances
+and its realized bid recall is not short of the target by more than allowed. Without a champion the
+comparisons are skipped with a note (the first model has nothing to be compared with); the
+candidate's own recall check still applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from bidflow.errors import ModelError
+from bidflow.modeling.dataset import labels, window_bounds
+from bidflow.modeling.economics import Economics, FilterPolicy, economics_curve, policy_economics
+from bidflow.modeling.metrics import classification_metrics
+
+if TYPE_CHECKING:
+    from bidflow.config import EvaluateConfig
+    from bidflow.modeling.train import TrainedModel
+
+BID_COLUMNS = ("auction_id", "partner", "price")
+
+
+@dataclass(frozen=True)
+class ModelEvaluation:
+    """One model's results on the held-out rows."""
+
+    role: str  # "candidate" | "champion"
+    ref: str  # e.g. "bid_filter v3"
+    metrics: dict[str, float]
+    realized: Economics | None = None
+    at_target: Economics | None = None
+    curve: list[tuple[float, Economics]] = field(default_factory=list)
+    scores: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0), repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "metrics": self.metrics,
+            "realized": self.realized.to_json() if self.realized else None,
+            "at_target": self.at_target.to_json() if self.at_target else None,
+            "curve": [{"target_recall": t, **e.to_json()} for t, e in self.curve],
+        }
+
+
+@dataclass(frozen=True)
+class Check:
+    """One gate condition: ``value`` against ``limit``."""
+
+    name: str
+    passed: bool
+    value: float
+    limit: float
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "passed": self.passed,
+            "value": self.value,
+            "limit": self.limit,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The gate's verdict, every check it made and notes (e.g. 'no champion')."""
+
+    passed: bool
+    checks: tuple[Check, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"passed": self.passed, "checks": [c.to_json() for c in self.checks], "notes": list(self.notes)}
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """Candidate vs champion on one window, and the gate."""
+
+    window: tuple[str, str]
+    rows: int
+    target_recall: float
+    exploration_share: float
+    candidate: ModelEvaluation
+    champion: ModelEvaluation | None
+    gate: GateResult
+    y: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "window": {"from": self.window[0], "until": self.window[1]},
+            "rows": self.rows,
+            "target_bid_recall": self.target_recall,
+            "exploration_share": self.exploration_share,
+            "candidate": self.candidate.to_json(),
+            "champion": self.champion.to_json() if self.champion else None,
+            "gate": self.gate.to_json(),
+        }
+
+
+def evaluate_scores(
+    frame: pd.DataFrame,
+    y: npt.NDArray[np.float32],
+    scores: npt.NDArray[np.float64],
+    policy: FilterPolicy | None,
+    cfg: EvaluateConfig,
+    *,
+    role: str,
+    ref: str,
+) -> ModelEvaluation:
+    """Metrics (and, with a filter policy, economics) of ``scores`` on ``frame``'s rows.
+
+    Args:
+        frame: the held-out rows; a bid filter's need ``auction_id``, ``partner`` and ``price``.
+        y: their labels.
+        scores: the model's probabilities for them.
+        policy: the model's filter policy (None: not a bid filter, no economics).
+        cfg: the ``evaluate`` configuration section.
+        role: "candidate" or "champion".
+        ref: how the report names the model.
+    """
+    metrics = classification_metrics(y, scores, cfg.calibration_bins)
+    if policy is None:
+        return ModelEvaluation(role, ref, metrics, scores=scores)
+    missing = [c for c in BID_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ModelError("bid-filter evaluation needs the call columns", got=f"missing {missing}")
+    ids = frame["auction_id"].astype(str).to_numpy()
+    partners = frame["partner"].astype(str).to_numpy()
+    price = frame["price"].to_numpy(np.float64, na_value=np.nan)
+    realized = policy_economics(policy, ids, partners, y, scores, price)
+    targets = sorted({0.5, 0.7, 0.8, 0.9, 0.95, 0.975, 0.99, 1.0, cfg.target_bid_recall})
+    curve = economics_curve(ids, partners, y, scores, price, exploration_share=cfg.exploration_share, targets=targets)
+    at_target = next(e for t, e in curve if t == cfg.target_bid_recall)
+    metrics |= {
+        "calls_saved_share": realized.calls_saved_share,
+        "bid_recall": realized.bid_recall,
+        "value_kept_share": realized.value_kept_share,
+        "calls_saved_share_at_target": at_target.calls_saved_share,
+        "value_kept_share_at_target": at_target.value_kept_share,
+    }
+    return ModelEvaluation(role, ref, metrics, realized, at_target, curve, scores)
+
+
+def gate(candidate: ModelEvaluation, champion: ModelEvaluation | None, cfg: EvaluateConfig) -> GateResult:
+    """The champion/challenger verdict (see the module docstring)."""
+    checks: list[Check] = []
+    notes: list[str] = []
+    c = candidate.metrics
+    if candidate.realized is not None:
+        limit = cfg.target_bid_recall - cfg.max_recall_shortfall
+        value = candidate.realized.bid_recall
+        checks.append(
+            Check(
+                "realized_bid_recall",
+                bool(value >= limit),
+                value,
+                limit,
+                f"bid recall at the candidate's own thresholds (with exploration) >= target "
+                f"{cfg.target_bid_recall:.3f} - {cfg.max_recall_shortfall:.3f}",
+            )
+        )
+    if champion is None:
+        notes.append("no champion yet: the comparison checks are skipped and the gate passes on them")
+    else:
+        h = champion.metrics
+        checks.append(
+            Check(
+                "auc",
+                bool(c["auc"] >= h["auc"] - cfg.max_auc_drop),
+                c["auc"],
+                h["auc"] - cfg.max_auc_drop,
+                f"candidate AUC >= champion {h['auc']:.4f} - {cfg.max_auc_drop}",
+            )
+        )
+        checks.append(
+            Check(
+                "logloss",
+                bool(c["logloss"] <= h["logloss"] * (1 + cfg.max_logloss_increase)),
+                c["logloss"],
+                h["logloss"] * (1 + cfg.max_logloss_increase),
+                f"candidate log loss <= champion {h['logloss']:.5f} x (1 + {cfg.max_logloss_increase})",
+            )
+        )
+        checks.append(
+            Check(
+                "ece",
+                bool(c["ece"] <= h["ece"] + cfg.max_ece_increase),
+                c["ece"],
+                h["ece"] + cfg.max_ece_increase,
+                f"candidate calibration error <= champion {h['ece']:.4f} + {cfg.max_ece_increase}",
+            )
+        )
+        if candidate.at_target is not None and champion.at_target is not None:
+            ref = champion.at_target.calls_saved_share
+            checks.append(
+                Check(
+                    "calls_saved_at_target",
+                    bool(candidate.at_target.calls_saved_share >= ref * cfg.min_calls_saved_ratio),
+                    candidate.at_target.calls_saved_share,
+                    ref * cfg.min_calls_saved_ratio,
+                    f"calls saved at {cfg.target_bid_recall:.0%} bid recall >= champion {ref:.4f} x "
+                    f"{cfg.min_calls_saved_ratio}",
+                )
+            )
+    return GateResult(all(check.passed for check in checks), tuple(checks), tuple(notes))
+
+
+def evaluate(
+    frame: pd.DataFrame,
+    candidate: TrainedModel,
+    champion: TrainedModel | None,
+    cfg: EvaluateConfig,
+    *,
+    candidate_ref: str = "candidate",
+    champion_ref: str = "champion",
+    time_column: str = "ts",
+) -> EvaluationReport:
+    """Score candidate and champion on ``frame`` (the held-out window) and apply the gate.
+
+    Args:
+        frame: held-out rows with both models' feature columns, the label and ``time_column``.
+        candidate: the model under review.
+        champion: the current champion, or None.
+        cfg: the ``evaluate`` configuration section.
+        candidate_ref: how the report names the candidate (e.g. "bid_filter v4").
+        champion_ref: how the report names the champion.
+        time_column: the rows' timestamps (for the window shown in the report).
+    """
+    if len(frame) == 0:
+        raise ModelError("evaluation window has no rows")
+    y = labels(frame, candidate.spec)
+    cand = evaluate_scores(
+        frame, y, candidate.predict(frame), candidate.policy, cfg, role="candidate", ref=candidate_ref
+    )
+    champ = None
+    if champion is not None:
+        if champion.spec.label != candidate.spec.label:
+            raise ModelError(
+                "champion and candidate predict different labels",
+                expected=candidate.spec.label,
+                got=champion.spec.label,
+            )
+        champ = evaluate_scores(
+            frame, y, champion.predict(frame), champion.policy, cfg, role="champion", ref=champion_ref
+        )
+    window = window_bounds(frame[time_column]) if time_column in frame.columns else ("?", "?")
+    return EvaluationReport(
+        window=window,
+        rows=len(frame),
+        target_recall=cfg.target_bid_recall,
+        exploration_share=cfg.exploration_share,
+        candidate=cand,
+        champion=champ,
+        gate=gate(cand, champ, cfg),
+        y=y,
+    )

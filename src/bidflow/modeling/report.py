@@ -1,0 +1,199 @@
+"""Gate reports: a JSON file for machines and a self-contained HTML page for people.
+
+The HTML embeds its plots as base64 PNG, so the one file can be attached to a pull request, logged
+to MLflow or mailed without its images going missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Mapping, Sequence
+from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bidflow.modeling.plots import png
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from bidflow.modeling.evaluate import EvaluationReport, ModelEvaluation
+    from bidflow.modeling.fairness import FairnessReport
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3}td.l,th.l{text-align:left}.pass{color:#176b1b;font-weight:bold}
+.fail{color:#b00020;font-weight:bold}tr.fail td{background:#fde7ea}img{margin:.5em 1em .5em 0}
+"""
+
+
+def write_json(payload: Mapping[str, Any], path: Path) -> Path:
+    """``payload`` as indented JSON (NaN written as null, which strict JSON readers accept)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_finite(payload), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return path
+
+
+def evaluation_html(report: EvaluationReport, figures: Mapping[str, Figure]) -> str:
+    """The evaluation report as one HTML page."""
+    verdict = _verdict(report.gate.passed)
+    models = [report.candidate] + ([report.champion] if report.champion else [])
+    metric_names = ["auc", "logloss", "ece", "positive_rate", "mean_prediction"]
+    if report.candidate.realized is not None:
+        metric_names += ["calls_saved_share", "bid_recall", "value_kept_share", "calls_saved_share_at_target"]
+    rows = [[name, *[_num(m.metrics.get(name)) for m in models]] for name in metric_names]
+    parts = [
+        f"<h1>Evaluation: {escape(report.candidate.ref)} {verdict}</h1>",
+        f"<p>Held-out window {escape(report.window[0])} .. {escape(report.window[1])}, {report.rows:,} rows; "
+        f"target bid recall {report.target_recall:.1%}, exploration share {report.exploration_share:.1%}.</p>",
+        *[f"<p><em>{escape(note)}</em></p>" for note in report.gate.notes],
+        "<h2>Gate</h2>",
+        _table(
+            ["check", "passed", "value", "limit", "rule"],
+            [[c.name, _verdict(c.passed), _num(c.value), _num(c.limit), c.detail] for c in report.gate.checks],
+            raw_columns={1},
+            failing=[not c.passed for c in report.gate.checks],
+        ),
+        "<h2>Metrics</h2>",
+        _table(["metric", *[f"{m.role}: {m.ref}" for m in models]], rows),
+    ]
+    if report.candidate.realized is not None:
+        parts += ["<h2>Bid-filter economics</h2>", _economics_table(models)]
+    parts += ["<h2>Plots</h2>", _images(figures)]
+    return _page(f"Evaluation {report.candidate.ref}", parts)
+
+
+def fairness_html(report: FairnessReport, title: str, figures: Mapping[str, Figure] | None = None) -> str:
+    """The bias-gate report as one HTML page, failing slices first."""
+    failing = report.failing
+    parts = [
+        f"<h1>Bias gate: {escape(title)} {_verdict(report.passed)}</h1>",
+        "<p>Overall: " + ", ".join(f"{k} {_num(v)}" for k, v in report.overall.items()) + "</p>",
+    ]
+    if failing:
+        parts += ["<h2>Failing slices</h2><ul>"]
+        parts += [f"<li><b>{escape(s.name)}</b>: {escape('; '.join(s.failures))}</li>" for s in failing]
+        parts += ["</ul>"]
+    if report.skipped:
+        parts.append(f"<p>Slice columns not in the data: {escape(', '.join(report.skipped))}</p>")
+    ordered = sorted(report.slices, key=lambda s: (not s.failures, s.feature, -s.rows))
+    rows = [
+        [
+            s.name,
+            f"{s.rows:,}",
+            f"{s.bids:,}",
+            _num(s.bid_recall),
+            _num(s.recall_gap),
+            _num(s.calibration),
+            _num(s.calibration_gap),
+            _num(s.ece),
+            _num(s.mean_prediction),
+            _num(s.bid_rate),
+            "yes" if s.gated else "no (small)",
+        ]
+        for s in ordered
+    ]
+    header = [
+        "slice",
+        "rows",
+        "bids",
+        "bid recall",
+        "recall gap",
+        "|score - rate|",
+        "calibration gap",
+        "ECE",
+        "mean score",
+        "bid rate",
+        "gated",
+    ]
+    parts += ["<h2>Slices</h2>", _table(header, rows, failing=[bool(s.failures) for s in ordered])]
+    if figures:
+        parts += ["<h2>Plots</h2>", _images(figures)]
+    return _page(f"Bias gate {title}", parts)
+
+
+def write_html(text: str, path: Path) -> Path:
+    """Write an HTML page."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _economics_table(models: Sequence[ModelEvaluation]) -> str:
+    rows = []
+    for m in models:
+        for label, e in (("own thresholds", m.realized), ("thresholds at target on this window", m.at_target)):
+            if e is None:
+                continue
+            rows.append(
+                [
+                    f"{m.role}: {label}",
+                    f"{e.calls:,}",
+                    _pct(e.calls_saved_share),
+                    f"{e.exploration_calls:,}",
+                    _pct(e.bid_recall),
+                    _pct(e.value_kept_share),
+                ]
+            )
+    return _table(["model", "calls", "calls saved", "exploration calls", "bids kept", "bid value kept"], rows)
+
+
+def _table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    raw_columns: set[int] | None = None,
+    failing: Sequence[bool] | None = None,
+) -> str:
+    raw = raw_columns or set()
+    head = "".join(f'<th class="{"l" if i == 0 else ""}">{escape(h)}</th>' for i, h in enumerate(header))
+    body = []
+    for r, row in enumerate(rows):
+        cells = "".join(
+            f'<td class="{"l" if i == 0 or i == len(row) - 1 else ""}">{cell if i in raw else escape(cell)}</td>'
+            for i, cell in enumerate(row)
+        )
+        cls = ' class="fail"' if failing is not None and failing[r] else ""
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _images(figures: Mapping[str, Figure]) -> str:
+    return "".join(
+        f'<img alt="{escape(name)}" src="data:image/png;base64,{base64.b64encode(png(fig)).decode()}">'
+        for name, fig in figures.items()
+    )
+
+
+def _page(title: str, parts: Sequence[str]) -> str:
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+        f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
+
+
+def _verdict(passed: bool) -> str:
+    return '<span class="pass">PASSED</span>' if passed else '<span class="fail">FAILED</span>'
+
+
+def _num(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.4f}"
+
+
+def _pct(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2%}"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

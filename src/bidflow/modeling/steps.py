@@ -1,0 +1,316 @@
+"""The modeling steps as the CLI and the pipeline components run them: load, compute, report, log.
+
+Each step wires the pure functions (``train``, ``evaluate``, ``fairness``) to their inputs (parquet or
+the iPinYou sample, Feast) and outputs (reports on disk, MLflow), and returns a small summary.
+A failing gate raises ``GateFailed`` *after* its report is written and logged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bidflow.errors import GateFailed, ModelError
+from bidflow.modeling import inputs, registry
+from bidflow.modeling.inputs import FeatureSource, ModelKind
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from bidflow.config import Config
+    from bidflow.modeling.evaluate import EvaluationReport
+    from bidflow.modeling.fairness import FairnessReport
+    from bidflow.modeling.train import TrainedModel
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """What ``train_step`` produced."""
+
+    model: TrainedModel
+    run_id: str
+    version: registry.ModelRef | None
+    data_version: str
+    rows: int
+    saved_to: Path | None = None
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    """A gate step's verdict and where its report went."""
+
+    passed: bool
+    json_path: Path
+    html_path: Path
+    candidate: registry.ModelRef
+    champion: registry.ModelRef | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def train_step(
+    config: Config,
+    kind: ModelKind,
+    *,
+    source: Path | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    feature_source: FeatureSource | None = None,
+    register: bool = True,
+    out_dir: Path | None = None,
+) -> TrainOutcome:
+    """Train ``kind`` on its data, log the run to MLflow and register it as the new ``candidate``.
+
+    Without ``until`` the latest ``evaluate.holdout_hours`` hours are left out, so that ``evaluate``'s
+    default window is traffic the model has never seen.
+
+    Args:
+        config: the configuration.
+        kind: ``bid_filter`` or ``ctr``.
+        source: parquet batch (bid filter) or iPinYou CSV (ctr); defaults from the configuration.
+        since: first UTC time to train on.
+        until: end (exclusive) of the training window.
+        feature_source: ``feast`` or ``request`` (default ``train.feature_source``).
+        register: create a registered version and point ``candidate`` at it.
+        out_dir: also save the model bundle (booster + bidflow_model.json) there.
+    """
+    from bidflow.modeling import plots, train
+    from bidflow.modeling.dataset import latest_hours
+    from bidflow.modeling.economics import economics_curve
+    from bidflow.modeling.lineage import data_version
+
+    path = _source(config, kind, source)
+    rows = inputs.load_rows(config, kind, source=path, since=since, until=until)
+    if until is None:
+        rows, _ = inputs.split_holdout(rows, config.evaluate.holdout_hours)
+    frame, spec = inputs.with_features(rows, config, kind, feature_source or config.train.feature_source)
+    policy = config.evaluate if kind == "bid_filter" else None
+    model = train.fit(frame, spec, config.train, time_column=inputs.TIME, policy=policy)
+
+    valid = frame[latest_hours(frame[inputs.TIME], config.train.validation_hours)]
+    y, p = valid[spec.label].to_numpy(np.float64), model.predict(valid)
+    figures = {
+        "roc_validation": plots.roc_figure({"validation": (y, p)}),
+        "calibration_validation": plots.calibration_figure({"validation": (y, p)}, config.evaluate.calibration_bins),
+    }
+    if model.policy is not None:
+        curve = economics_curve(
+            valid["auction_id"].astype(str).to_numpy(),
+            valid["partner"].astype(str).to_numpy(),
+            y,
+            p,
+            valid["price"].to_numpy(np.float64, na_value=np.nan),
+            exploration_share=config.evaluate.exploration_share,
+        )
+        figures["economics_validation"] = plots.economics_figure(
+            {"validation": curve}, config.evaluate.target_bid_recall
+        )
+    version = data_version(path)
+    run_id, ref = registry.log_training(
+        config.registry,
+        model,
+        model_name=inputs.model_name(config, kind),
+        data=version,
+        example=frame[list(spec.names)].head(5),
+        figures=figures,
+        run_name=f"train-{kind}",
+        register=register,
+    )
+    saved = train.save_model(model, out_dir) if out_dir is not None else None
+    return TrainOutcome(model, run_id, ref, version.value, len(frame), saved)
+
+
+def evaluate_step(
+    config: Config,
+    kind: ModelKind,
+    *,
+    source: Path | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    candidate: str = registry.CANDIDATE,
+    champion: str | None = registry.CHAMPION,
+    report_dir: Path | None = None,
+) -> tuple[GateOutcome, EvaluationReport]:
+    """Candidate vs champion on the held-out window; reports; raises ``GateFailed`` if the gate fails.
+
+    Args:
+        config: the configuration.
+        kind: ``bid_filter`` or ``ctr``.
+        source: the data (default from the configuration).
+        since: window start (default: the latest ``evaluate.holdout_hours`` hours of the data).
+        until: window end (exclusive).
+        candidate: alias or version of the candidate.
+        champion: alias or version of the champion; None compares with nothing. The ``champion``
+            alias that is not set yet is the first-model case: the gate passes with a note.
+        report_dir: where evaluation.json / evaluation.html go (default ``paths.reports/evaluation-<kind>``).
+    """
+    from bidflow.modeling import plots
+    from bidflow.modeling.evaluate import evaluate
+    from bidflow.modeling.report import evaluation_html, write_html, write_json
+
+    name = inputs.model_name(config, kind)
+    cand_ref, cand = registry.load(config.registry, name, candidate)
+    champ_ref, champ = _champion(config, name, champion)
+    frame = _window(config, kind, source, since, until, [cand.spec.feature_service, *_services(champ)])
+    report = evaluate(
+        frame,
+        cand,
+        champ,
+        config.evaluate,
+        candidate_ref=f"{name} v{cand_ref.version}",
+        champion_ref=f"{name} v{champ_ref.version}" if champ_ref else "none",
+        time_column=inputs.TIME,
+    )
+    curves = {"candidate": (report.y, report.candidate.scores)}
+    if report.champion is not None:
+        curves["champion"] = (report.y, report.champion.scores)
+    figures = {
+        "roc": plots.roc_figure(curves),
+        "calibration": plots.calibration_figure(curves, config.evaluate.calibration_bins),
+    }
+    if report.candidate.curve:
+        econ = {"candidate": report.candidate.curve}
+        if report.champion is not None and report.champion.curve:
+            econ["champion"] = report.champion.curve
+        figures["economics"] = plots.economics_figure(econ, config.evaluate.target_bid_recall)
+    out = report_dir or config.paths.reports / f"evaluation-{kind}"
+    payload = report.to_json() | {"model": name, "candidate_version": cand_ref.version}
+    json_path = write_json(payload, out / "evaluation.json")
+    html_path = write_html(evaluation_html(report, figures), out / "evaluation.html")
+    verdict = "passed" if report.gate.passed else "failed"
+    _log_gate(config, cand_ref, "evaluation", verdict, report.candidate.metrics, [json_path, html_path])
+    outcome = GateOutcome(report.gate.passed, json_path, html_path, cand_ref, champ_ref)
+    if not report.gate.passed:
+        raise GateFailed(
+            f"candidate {name} v{cand_ref.version} failed the champion/challenger gate",
+            report_path=html_path,
+            got="; ".join(f"{c.name} {c.value:.4f} vs limit {c.limit:.4f}" for c in report.gate.failed),
+        )
+    return outcome, report
+
+
+def fairness_step(
+    config: Config,
+    kind: ModelKind,
+    *,
+    source: Path | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    candidate: str = registry.CANDIDATE,
+    slices: tuple[str, ...] | None = None,
+    report_dir: Path | None = None,
+) -> tuple[GateOutcome, FairnessReport]:
+    """The bias gate for the candidate on the held-out window; raises ``GateFailed`` naming failing slices.
+
+    Args:
+        config: the configuration.
+        kind: ``bid_filter`` or ``ctr``.
+        source: the data (default from the configuration).
+        since: window start (default: the latest ``evaluate.holdout_hours`` hours).
+        until: window end (exclusive).
+        candidate: alias or version of the model to check.
+        slices: slice columns instead of ``fairness.slices``.
+        report_dir: where fairness.json / fairness.html go (default ``paths.reports/fairness-<kind>``).
+    """
+    from bidflow.modeling.dataset import labels
+    from bidflow.modeling.fairness import fairness_report
+    from bidflow.modeling.report import fairness_html, write_html, write_json
+
+    name = inputs.model_name(config, kind)
+    cand_ref, cand = registry.load(config.registry, name, candidate)
+    frame = _window(config, kind, source, since, until, [cand.spec.feature_service])
+    y, scores = labels(frame, cand.spec), cand.predict(frame)
+    called = None
+    if cand.policy is not None:
+        called = cand.policy.call_mask(frame["auction_id"].astype(str).to_numpy(), frame["partner"].to_numpy(), scores)
+    cfg = config.fairness if slices is None else config.fairness.model_copy(update={"slices": slices})
+    report = fairness_report(frame, y, scores, called, cfg, calibration_bins=config.evaluate.calibration_bins)
+    figures = _failing_calibration(frame, y, scores, report)
+    out = report_dir or config.paths.reports / f"fairness-{kind}"
+    payload = report.to_json() | {"model": name, "candidate_version": cand_ref.version}
+    json_path = write_json(payload, out / "fairness.json")
+    html_path = write_html(fairness_html(report, f"{name} v{cand_ref.version}", figures), out / "fairness.html")
+    verdict = "passed" if report.passed else "failed"
+    metrics = {f"fairness_{k}": v for k, v in report.overall.items()} | {"fairness_failing_slices": len(report.failing)}
+    _log_gate(config, cand_ref, "fairness", verdict, metrics, [json_path, html_path])
+    if not report.passed:
+        raise GateFailed(
+            f"candidate {name} v{cand_ref.version} failed the bias gate on {len(report.failing)} slice(s)",
+            report_path=html_path,
+            got="; ".join(f"{s.name}: {s.failures[0]}" for s in report.failing[:5]),
+        )
+    return GateOutcome(True, json_path, html_path, cand_ref), report
+
+
+def _failing_calibration(frame: pd.DataFrame, y: Any, scores: Any, report: FairnessReport) -> dict[str, Any]:
+    """Calibration curves of up to four failing slices against all rows."""
+    from bidflow.modeling import plots
+    from bidflow.modeling.fairness import slice_frame
+
+    if not report.failing:
+        return {}
+    columns, _ = slice_frame(frame, [s.feature for s in report.failing])
+    curves = {"all rows": (y, scores)}
+    for s in report.failing[:4]:
+        mask = (columns[s.feature] == s.value).to_numpy()
+        curves[s.name] = (y[mask], scores[mask])
+    return {"calibration_failing_slices": plots.calibration_figure(curves)}
+
+
+def _log_gate(
+    config: Config,
+    ref: registry.ModelRef,
+    gate: str,
+    verdict: str,
+    metrics: dict[str, float],
+    files: list[Path],
+) -> None:
+    tags = {f"gate.{gate}": verdict}
+    registry.set_version_tags(config.registry, ref.name, ref.version, tags)
+    if ref.run_id:
+        prefix = "eval_" if gate == "evaluation" else ""
+        registry.log_run_results(
+            config.registry,
+            ref.run_id,
+            metrics={f"{prefix}{k}": v for k, v in metrics.items()},
+            files={p.name: p for p in files},
+            tags=tags,
+        )
+
+
+def _champion(config: Config, name: str, champion: str | None) -> tuple[registry.ModelRef | None, TrainedModel | None]:
+    if champion is None:
+        return None, None
+    if champion == registry.CHAMPION and registry.champion(config.registry, name) is None:
+        return None, None  # the first model: nothing to compare with (the gate says so in a note)
+    ref, model = registry.load(config.registry, name, champion)
+    return ref, model
+
+
+def _services(model: TrainedModel | None) -> list[str | None]:
+    return [model.spec.feature_service] if model is not None else []
+
+
+def _window(
+    config: Config,
+    kind: ModelKind,
+    source: Path | None,
+    since: datetime | None,
+    until: datetime | None,
+    services: list[str | None],
+) -> pd.DataFrame:
+    rows = inputs.load_rows(config, kind, source=_source(config, kind, source), since=since, until=until)
+    if since is None and until is None:
+        _, rows = inputs.split_holdout(rows, config.evaluate.holdout_hours)
+    if len(rows) == 0:
+        raise ModelError("evaluation window has no rows")
+    return inputs.with_service(rows, config, services)
+
+
+def _source(config: Config, kind: ModelKind, source: Path | None) -> Path:
+    if source is not None:
+        return source
+    return config.paths.parquet if kind == "bid_filter" else config.features.ctr_source
