@@ -154,6 +154,12 @@ class EvaluateConfig(_Section):
 
     target_bid_recall: float = Field(default=0.95, gt=0.0, le=1.0)
     exploration_share: float = Field(default=0.05, ge=0.0, lt=1.0)
+    threshold_confidence_z: float = Field(
+        default=1.645,
+        ge=0.0,
+        description="per-partner thresholds aim this many standard errors above the target recall "
+        "(a partner with few validation bids gets a cautious threshold)",
+    )
     holdout_hours: int = Field(
         default=1, ge=1, description="latest hours of the data that training leaves out and evaluation scores"
     )

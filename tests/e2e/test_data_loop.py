@@ -18,7 +18,11 @@ pytestmark = pytest.mark.e2e
 
 
 def _env() -> dict[str, str]:
-    small = {"BIDFLOW__SIMULATE__AUCTIONS_PER_HOUR": "2000", "BIDFLOW__SIMULATE__PUBLISHERS": "150"}
+    small = {
+        "BIDFLOW__SIMULATE__AUCTIONS_PER_HOUR": "4000",
+        "BIDFLOW__SIMULATE__PUBLISHERS": "150",
+        "BIDFLOW__FEATURES__REPO": str(REPO / "feature_repo"),
+    }
     return os.environ | small | {"PATH": f"{BIN}:{os.environ['PATH']}", "COLUMNS": "200"}
 
 
@@ -31,8 +35,12 @@ def test_demo_runs_twice_and_says_where_its_outputs_are(tmp_path: Path) -> None:
     out = result.stdout
     assert "gate passed" in out and "gate stopped the batch as expected" in out
     assert "unseen_categories(publisher_id)" in out
-    assert (tmp_path / "runs/demo/reports/validation/validation.html").exists()
-    assert (tmp_path / "runs/demo/reports/validation-flood/validation.html").exists()
+    assert "registered version 1 as candidate" in out and "promoted version 1 to champion" in out
+    assert "of partner calls saved" in out
+    reports = tmp_path / "runs/demo/reports"
+    for report in ("validation", "validation-flood", "evaluation-bid_filter", "fairness-bid_filter"):
+        assert any((reports / report).glob("*.html")), report
+    assert (tmp_path / "runs/demo/mlflow.db").stat().st_size > 0
 
 
 def _outs(lock: Path) -> dict[str, str]:

@@ -136,19 +136,26 @@ def choose_policy(
     *,
     target_recall: float,
     exploration_share: float,
+    confidence_z: float = 0.0,
 ) -> FilterPolicy:
     """Per-partner thresholds: each the highest keeping ``target_recall`` of that partner's bids.
 
     Exploration is not used to choose them (it only adds recall), so each partner's recall from
     the thresholds alone meets the target on these rows.
+
+    A threshold chosen on few bids overfits them: on new traffic it keeps fewer than the target.
+    With ``confidence_z`` > 0 each partner's threshold is chosen for a target raised by that many
+    standard errors of a recall measured on its n bids, ``target + z * sqrt(target (1 - target) / n)``
+    (capped at 1), so sparse partners are filtered cautiously and data-rich ones near the target.
     """
     names = np.asarray(partners, dtype=object).astype(str)
     labels = np.asarray(y, dtype=np.float64) > 0.5
     values = np.asarray(scores, dtype=np.float64)
-    thresholds = {
-        str(partner): recall_threshold(values[(names == partner) & labels], target_recall)
-        for partner in np.unique(names)
-    }
+    thresholds = {}
+    for partner in np.unique(names):
+        bid_scores = values[(names == partner) & labels]
+        margin = confidence_z * math.sqrt(target_recall * (1 - target_recall) / max(1, len(bid_scores)))
+        thresholds[str(partner)] = recall_threshold(bid_scores, min(1.0, target_recall + margin))
     return FilterPolicy(thresholds, exploration_share=exploration_share, target_recall=target_recall)
 
 

@@ -207,6 +207,7 @@ def fit(
         model.predict(valid_part),
         target_recall=policy.target_bid_recall,
         exploration_share=policy.exploration_share,
+        confidence_z=policy.threshold_confidence_z,
     )
     return replace(model, policy=chosen, info=info)
 

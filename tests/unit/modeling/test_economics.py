@@ -138,3 +138,18 @@ def test_economics_curve_is_monotone_in_the_target() -> None:
     assert saved == sorted(saved, reverse=True)
     assert recall == sorted(recall)
     assert all(e.bid_recall >= t for t, e in curve)
+
+
+def test_a_confidence_margin_makes_sparse_partners_cautious_and_leaves_rich_ones_near_the_target() -> None:
+    rng = np.random.default_rng(3)
+    sparse_scores, rich_scores = rng.random(20), rng.random(5_000)
+    partners = np.array(["sparse"] * 20 + ["rich"] * 5_000)
+    scores = np.concatenate([sparse_scores, rich_scores])
+    y = np.ones(len(scores))
+    plain = choose_policy(partners, y, scores, target_recall=0.9, exploration_share=0.0)
+    cautious = choose_policy(partners, y, scores, target_recall=0.9, exploration_share=0.0, confidence_z=1.645)
+    assert cautious.threshold("sparse") < plain.threshold("sparse")
+    kept = np.mean(sparse_scores >= cautious.threshold("sparse"))
+    assert kept >= 0.9 + 1.645 * np.sqrt(0.9 * 0.1 / 20) - 1e-9 or kept == 1.0
+    rich_kept = np.mean(rich_scores >= cautious.threshold("rich"))
+    assert 0.9 <= rich_kept <= 0.9 + 2 * 1.645 * np.sqrt(0.9 * 0.1 / 5_000)
