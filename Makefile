@@ -15,7 +15,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_LINK_MODE := copy
 
-.PHONY: help setup demo test test-unit lint bench dvc-repro clean
+.PHONY: help setup demo test test-unit lint bench pipelines dvc-repro clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ lint: setup ## ruff and mypy over src/
 
 bench: setup ## run the benchmarks and rewrite the table in bench/README.md
 	$(BIN)/python -m bench
+
+pipelines: setup ## compile the Kubeflow pipelines to IR YAML under pipelines/ (the golden files tests compare)
+	$(BIN)/bidflow pipeline compile --out pipelines
 
 dvc-repro: setup ## reproduce the DVC stages (simulate -> ingest -> validate)
 	$(BIN)/dvc repro

@@ -10,7 +10,17 @@ from pathlib import Path
 
 from bench.harness import Result, machine
 
-BENCHMARKS = ["simulate", "ingest", "openrtb_decode", "online_features", "train", "economics", "ctr"]
+BENCHMARKS = [
+    "simulate",
+    "ingest",
+    "openrtb_decode",
+    "online_features",
+    "train",
+    "economics",
+    "ctr",
+    "pipeline",
+    "serving",
+]
 README = Path(__file__).with_name("README.md")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 

@@ -19,6 +19,8 @@ from bidflow.config import Config, load_config, override
 from bidflow.errors import BidflowError
 from bidflow.features.commands import features_cli
 from bidflow.modeling.commands import register_modeling_commands
+from bidflow.pipelines.commands import register_pipeline_commands
+from bidflow.serving.commands import register_serving_commands
 
 cli = typer.Typer(
     name="bidflow",
@@ -31,6 +33,8 @@ openrtb_cli = typer.Typer(help="Work with OpenRTB 2.5/2.6 bid requests.", no_arg
 cli.add_typer(openrtb_cli, name="openrtb")
 cli.add_typer(features_cli, name="features")
 register_modeling_commands(cli)
+register_serving_commands(cli)
+register_pipeline_commands(cli)
 
 out = Console()
 err = Console(stderr=True)

@@ -69,3 +69,31 @@ def classification_metrics(y: Array, p: Array, bins: int = 10) -> dict[str, floa
         "mean_prediction": float(probs.mean()) if len(probs) else float("nan"),
         "rows": float(len(labels)),
     }
+
+
+def roc_points(
+    y: Array, p: Array, max_points: int = 101
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The ROC curve thinned to at most ``max_points`` points, for dashboards (KFP, MLflow) that store every point.
+
+    Points are kept evenly along the curve, always with its two ends; thresholds are capped at 1.0
+    (scikit-learn's first threshold is +inf, which JSON cannot carry).
+
+    Returns:
+        ``(false_positive_rate, true_positive_rate, threshold)``, empty when ``y`` holds a single class.
+    """
+    from sklearn.metrics import roc_curve
+
+    labels = np.asarray(y)
+    if max_points < 2:
+        raise ValueError("max_points must be at least 2 (the curve's two ends)")
+    if len(labels) == 0 or labels.min() == labels.max():
+        empty = np.zeros(0, dtype=np.float64)
+        return empty, empty, empty
+    fpr, tpr, thresholds = roc_curve(labels, np.asarray(p, dtype=np.float64))
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(max_points, len(fpr))).round().astype(np.int64))
+    return (
+        fpr[keep].astype(np.float64),
+        tpr[keep].astype(np.float64),
+        np.minimum(thresholds[keep], 1.0).astype(np.float64),
+    )

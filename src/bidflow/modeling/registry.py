@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 CANDIDATE: Final = "candidate"
 CHAMPION: Final = "champion"
 MODEL_ARTIFACT: Final = "model"
+RUN_SCHEME: Final = "runs:/"
 _CONNECT_TIMEOUT_S: Final = 3
 _PROGRESS_BAR_ENV: Final = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
@@ -58,8 +59,20 @@ class ModelRef:
     tags: dict[str, str] = field(default_factory=dict)
 
     @property
+    def registered(self) -> bool:
+        """False for a logged model that has no registered version yet (``runs:/`` reference)."""
+        return bool(self.version)
+
+    @property
     def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
+        return f"models:/{self.name}/{self.version}" if self.registered else self.source
+
+    @property
+    def label(self) -> str:
+        """How reports name it: ``bid_filter v3``, or ``bid_filter run 1a2b3c4d (not registered)``."""
+        if self.registered:
+            return f"{self.name} v{self.version}"
+        return f"{self.name} run {(self.run_id or '?')[:8]} (not registered)"
 
 
 @dataclass(frozen=True)
@@ -198,14 +211,25 @@ def set_version_tags(cfg: RegistryConfig, name: str, version: str, tags: Mapping
             client.set_model_version_tag(name, version, key, value)
 
 
+def run_uri(run_id: str) -> str:
+    """The ``runs:/`` URI of the model a training run logged (``log_training(register=False)``)."""
+    return f"{RUN_SCHEME}{run_id}/{MODEL_ARTIFACT}"
+
+
 def resolve(cfg: RegistryConfig, name: str, ref: str) -> ModelRef:
     """The version ``ref`` names: an alias (``candidate``, ``champion``) or a version number.
 
+    ``ref`` may also be a ``runs:/<run_id>/model`` URI (``run_uri``): a logged model that is not
+    registered yet (a pipeline gates it before registering it). Its ``ModelRef`` has no version and
+    carries the run's tags.
+
     Raises:
-        RegistryError: no such registered model, version or alias.
+        RegistryError: no such registered model, version, alias or run.
     """
     from mlflow.exceptions import MlflowException
 
+    if ref.startswith(RUN_SCHEME):
+        return _run_ref(cfg, name, ref)
     with tracking(cfg) as client:
         try:
             version = (
@@ -219,6 +243,30 @@ def resolve(cfg: RegistryConfig, name: str, ref: str) -> ModelRef:
                 hint="train and register a model first (`bidflow train`), or name an existing version",
             ) from exc
         return _ref(version)
+
+
+def register_run(cfg: RegistryConfig, name: str, run_id: str, *, alias: str = CANDIDATE) -> ModelRef:
+    """Register the model logged by ``run_id`` as a version of ``name`` and point ``alias`` at it.
+
+    The run's data-version and gate tags (``data.*``, ``gate.*``) are copied onto the version, so
+    ``promote`` sees the verdicts. Idempotent: a run that already has a version of ``name`` (a
+    retried pipeline task) gets that version back instead of a second one.
+
+    Raises:
+        RegistryError: no such run, or the registry refuses.
+    """
+    import mlflow
+
+    with tracking(cfg) as client:
+        run = client.get_run(run_id)
+        found = client.search_model_versions(f"name = '{_quote(name)}' and run_id = '{_quote(run_id)}'")
+        if found:
+            version = str(found[0].version)
+        else:
+            tags = {"run_id": run_id} | {k: v for k, v in run.data.tags.items() if k.startswith(("data.", "gate."))}
+            version = str(mlflow.register_model(_logged_model_uri(run), name, tags=tags).version)
+        client.set_registered_model_alias(name, alias, version)
+        return _ref(client.get_model_version(name, version))
 
 
 def champion(cfg: RegistryConfig, name: str) -> ModelRef | None:
@@ -253,7 +301,7 @@ def versions(cfg: RegistryConfig, name: str) -> list[ModelRef]:
 
 
 def load(cfg: RegistryConfig, name: str, ref: str) -> tuple[ModelRef, TrainedModel]:
-    """Download a registered version (alias or number) and rebuild its ``TrainedModel``."""
+    """Download a registered version (alias or number) or a ``runs:/`` model; rebuild its ``TrainedModel``."""
     target = resolve(cfg, name, ref)
     return target, load_uri(cfg, target.uri)
 
@@ -278,6 +326,32 @@ def _aliases(cfg: RegistryConfig, name: str) -> dict[str, str]:
                 return {}
             raise
         return {str(k): str(v) for k, v in (registered.aliases or {}).items()}
+
+
+def _run_ref(cfg: RegistryConfig, name: str, uri: str) -> ModelRef:
+    from mlflow.exceptions import MlflowException
+
+    run_id = uri.removeprefix(RUN_SCHEME).split("/", 1)[0]
+    with tracking(cfg) as client:
+        try:
+            run = client.get_run(run_id)
+        except MlflowException as exc:
+            raise RegistryError(
+                f"no MLflow run '{run_id}'",
+                where=_redact(cfg.tracking_uri),
+                got=exc.message[:300],
+                hint="pass the run id a training step logged (its model artifact's metadata)",
+            ) from exc
+        tags = {str(k): str(v) for k, v in run.data.tags.items()}
+        return ModelRef(name=name, version="", run_id=run_id, source=uri, aliases=(), tags=tags)
+
+
+def _logged_model_uri(run: Any) -> str:
+    """``models:/<model_id>`` of the run's logged model (MLflow 3), else its ``runs:/`` URI."""
+    outputs = getattr(getattr(run, "outputs", None), "model_outputs", None) or []
+    if len(outputs) == 1:
+        return f"models:/{outputs[0].model_id}"
+    return run_uri(str(run.info.run_id))
 
 
 def _experiment(client: Any, cfg: RegistryConfig) -> str:

@@ -133,6 +133,7 @@ def evaluate_step(
     candidate: str = registry.CANDIDATE,
     champion: str | None = registry.CHAMPION,
     report_dir: Path | None = None,
+    enforce: bool = True,
 ) -> tuple[GateOutcome, EvaluationReport]:
     """Candidate vs champion on the held-out window; reports; raises ``GateFailed`` if the gate fails.
 
@@ -142,10 +143,13 @@ def evaluate_step(
         source: the data (default from the configuration).
         since: window start (default: the latest ``evaluate.holdout_hours`` hours of the data).
         until: window end (exclusive).
-        candidate: alias or version of the candidate.
+        candidate: alias or version of the candidate, or the ``runs:/`` URI of a model not registered
+            yet (``registry.run_uri``): its verdict is then tagged on its run only.
         champion: alias or version of the champion; None compares with nothing. The ``champion``
             alias that is not set yet is the first-model case: the gate passes with a note.
         report_dir: where evaluation.json / evaluation.html go (default ``paths.reports/evaluation-<kind>``).
+        enforce: raise ``GateFailed`` on a failed gate; False returns the failed outcome instead
+            (a pipeline branches on it and keeps the report as an artifact).
     """
     from bidflow.modeling import plots
     from bidflow.modeling.evaluate import evaluate
@@ -160,8 +164,8 @@ def evaluate_step(
         cand,
         champ,
         config.evaluate,
-        candidate_ref=f"{name} v{cand_ref.version}",
-        champion_ref=f"{name} v{champ_ref.version}" if champ_ref else "none",
+        candidate_ref=cand_ref.label,
+        champion_ref=champ_ref.label if champ_ref else "none",
         time_column=inputs.TIME,
     )
     curves = {"candidate": (report.y, report.candidate.scores)}
@@ -183,9 +187,9 @@ def evaluate_step(
     verdict = "passed" if report.gate.passed else "failed"
     _log_gate(config, cand_ref, "evaluation", verdict, report.candidate.metrics, [json_path, html_path])
     outcome = GateOutcome(report.gate.passed, json_path, html_path, cand_ref, champ_ref)
-    if not report.gate.passed:
+    if enforce and not report.gate.passed:
         raise GateFailed(
-            f"candidate {name} v{cand_ref.version} failed the champion/challenger gate",
+            f"candidate {cand_ref.label} failed the champion/challenger gate",
             report_path=html_path,
             got="; ".join(f"{c.name} {c.value:.4f} vs limit {c.limit:.4f}" for c in report.gate.failed),
         )
@@ -202,6 +206,7 @@ def fairness_step(
     candidate: str = registry.CANDIDATE,
     slices: tuple[str, ...] | None = None,
     report_dir: Path | None = None,
+    enforce: bool = True,
 ) -> tuple[GateOutcome, FairnessReport]:
     """The bias gate for the candidate on the held-out window; raises ``GateFailed`` naming failing slices.
 
@@ -211,9 +216,10 @@ def fairness_step(
         source: the data (default from the configuration).
         since: window start (default: the latest ``evaluate.holdout_hours`` hours).
         until: window end (exclusive).
-        candidate: alias or version of the model to check.
+        candidate: alias or version of the model to check, or a ``runs:/`` URI (see ``evaluate_step``).
         slices: slice columns instead of ``fairness.slices``.
         report_dir: where fairness.json / fairness.html go (default ``paths.reports/fairness-<kind>``).
+        enforce: raise ``GateFailed`` on a failed gate; False returns the failed outcome instead.
     """
     from bidflow.modeling.dataset import labels
     from bidflow.modeling.fairness import fairness_report
@@ -232,17 +238,51 @@ def fairness_step(
     out = report_dir or config.paths.reports / f"fairness-{kind}"
     payload = report.to_json() | {"model": name, "candidate_version": cand_ref.version}
     json_path = write_json(payload, out / "fairness.json")
-    html_path = write_html(fairness_html(report, f"{name} v{cand_ref.version}", figures), out / "fairness.html")
+    html_path = write_html(fairness_html(report, cand_ref.label, figures), out / "fairness.html")
     verdict = "passed" if report.passed else "failed"
     metrics = {f"fairness_{k}": v for k, v in report.overall.items()} | {"fairness_failing_slices": len(report.failing)}
     _log_gate(config, cand_ref, "fairness", verdict, metrics, [json_path, html_path])
-    if not report.passed:
+    if enforce and not report.passed:
         raise GateFailed(
-            f"candidate {name} v{cand_ref.version} failed the bias gate on {len(report.failing)} slice(s)",
+            f"candidate {cand_ref.label} failed the bias gate on {len(report.failing)} slice(s)",
             report_path=html_path,
             got="; ".join(f"{s.name}: {s.failures[0]}" for s in report.failing[:5]),
         )
-    return GateOutcome(True, json_path, html_path, cand_ref), report
+    return GateOutcome(report.passed, json_path, html_path, cand_ref), report
+
+
+def register_step(
+    config: Config,
+    kind: ModelKind,
+    run_id: str,
+    *,
+    gates: tuple[str, ...] = ("evaluation", "fairness"),
+    alias: str = registry.CANDIDATE,
+) -> registry.ModelRef:
+    """Register the model of training run ``run_id`` and point ``alias`` at it, once its gates passed.
+
+    The pipeline's order: ``train_step(register=False)`` logs the run, ``evaluate_step`` and
+    ``fairness_step`` judge its ``runs:/`` model and tag the run, and only then is a version created.
+
+    Args:
+        config: the configuration.
+        kind: ``bid_filter`` or ``ctr``.
+        run_id: the MLflow run that logged the model.
+        gates: gate names whose ``gate.<name>`` run tag must read ``passed``.
+        alias: the alias the new version gets.
+
+    Raises:
+        GateFailed: a gate has not run or has not passed (nothing is registered).
+    """
+    name = inputs.model_name(config, kind)
+    run = registry.resolve(config.registry, name, registry.run_uri(run_id))
+    missing = [g for g in gates if run.tags.get(f"gate.{g}") != "passed"]
+    if missing:
+        raise GateFailed(
+            f"{run.label} has not passed its gates; nothing was registered",
+            got=", ".join(f"gate.{g}={run.tags.get(f'gate.{g}', 'not run')}" for g in missing),
+        )
+    return registry.register_run(config.registry, name, run_id, alias=alias)
 
 
 def _failing_calibration(frame: pd.DataFrame, y: Any, scores: Any, report: FairnessReport) -> dict[str, Any]:
@@ -269,7 +309,8 @@ def _log_gate(
     files: list[Path],
 ) -> None:
     tags = {f"gate.{gate}": verdict}
-    registry.set_version_tags(config.registry, ref.name, ref.version, tags)
+    if ref.registered:
+        registry.set_version_tags(config.registry, ref.name, ref.version, tags)
     if ref.run_id:
         prefix = "eval_" if gate == "evaluation" else ""
         registry.log_run_results(

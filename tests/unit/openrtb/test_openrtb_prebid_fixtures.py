@@ -21,11 +21,10 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
-from openrtb_testutil import path_points_into
+from openrtb_testutil import endpoint_context, known_bidders, path_points_into
 
 from bidflow.errors import OpenRTBError
-from bidflow.openrtb import ValidationContext, decode_request, decode_request_obj, encode_request
-from bidflow.openrtb.prebid import RESERVED_IMP_EXT_KEYS
+from bidflow.openrtb import decode_request, decode_request_obj, encode_request
 
 # --- bidder_exchanges.jsonl.gz ------------------------------------------------------------------
 
@@ -248,63 +247,6 @@ PATH_DIFFERS_FROM_PREBID = {
 }
 
 
-def _known_bidders(bidder_exchanges: list[dict[str, Any]], auction_endpoint: list[dict[str, Any]]) -> frozenset[str]:
-    """Bidders the server can call, from what the fixtures say.
-
-    The adapters of the bidder fixtures, the bidders the endpoint fixtures mock (``config.mockBidders``)
-    and every bidder a valid endpoint fixture names (minus the aliases it defines). That includes
-    ``bidderABC``, which a valid fixture names together with a stored bid response for it.
-    """
-    known = {record["bidder"] for record in bidder_exchanges}
-    for record in auction_endpoint:
-        for mock in (record["config"] or {}).get("mockBidders") or []:
-            known.add(mock["bidderName"])
-        request = record["request"]
-        if not record["category"].startswith("valid-") or not isinstance(request, dict):
-            continue
-        aliases = {a.lower() for a in ((request.get("ext") or {}).get("prebid") or {}).get("aliases") or {}}
-        for imp in request.get("imp") or []:
-            ext = imp.get("ext") or {}
-            prebid = ext.get("prebid") or {}
-            names = {k for k in ext if k not in RESERVED_IMP_EXT_KEYS} | set(prebid.get("bidder") or {})
-            names |= {s["bidder"] for s in prebid.get("storedbidresponse") or []}
-            known |= {n for n in names if n.lower() not in aliases}
-    return frozenset(known)
-
-
-def _appnexus_params(bidder: str, params: dict[str, Any]) -> str | None:
-    # The one param rule the fixtures spell out (invalid-bidder-params.json, with realParamsValidator):
-    # "placementId: Invalid type. Expected: [integer,string]".
-    value = params.get("placementId")
-    if bidder == "appnexus" and value is not None and (isinstance(value, bool) or not isinstance(value, (int, str))):
-        return "placementId must be an integer or a string"
-    return None
-
-
-# The store the fixtures assume, written from their descriptions ("stored imp request which has a
-# missing comma", "stored request with an extra curly brace"); the fixtures do not carry it.
-STORED_IMPS = {
-    "1": '{"id": "adUnit1", "video": {"mimes": ["video/mp4"]}, "ext": {"appnexus": {"placementId": 1}}}',
-    "7": '{"id": "adUnit1" "ext": {}}',
-}
-STORED_REQUESTS = {"1": '{"id": "x"}', "2": '{"tmax": 500}', "3": '{"tmax": 500}}'}
-
-
-def _context(record: dict[str, Any], known: frozenset[str]) -> ValidationContext:
-    """The auction-entry context for one endpoint fixture, built from what the fixture says."""
-    config = record["config"] or {}
-    bidders = set(known)
-    if config.get("aliases"):  # server-side default aliases ("mockAliases")
-        bidders |= set(json.loads(config["aliases"])["ext"]["prebid"]["aliases"])
-    return ValidationContext(
-        auction_entry=True,
-        known_bidders=frozenset(bidders),
-        stored_requests=STORED_REQUESTS,
-        stored_imps=STORED_IMPS,
-        bidder_params=_appnexus_params if config.get("realParamsValidator") else None,
-    )
-
-
 def _short(record: dict[str, Any]) -> str:
     return str(record["source_path"]).split("sample-requests/")[1]
 
@@ -312,13 +254,13 @@ def _short(record: dict[str, Any]) -> str:
 def test_invalid_endpoint_requests_are_rejected_at_a_real_json_path(
     bidder_exchanges: list[dict[str, Any]], auction_endpoint: list[dict[str, Any]]
 ) -> None:
-    known = _known_bidders(bidder_exchanges, auction_endpoint)
+    known = known_bidders(bidder_exchanges, auction_endpoint)
     invalid = [r for r in auction_endpoint if r["category"].startswith("invalid-") and r["expected_http_status"] == 400]
     assert len(invalid) == 108
     problems = []
     for record in invalid:
         try:
-            decode_request(json.dumps(record["request"]), _context(record, known))
+            decode_request(json.dumps(record["request"]), endpoint_context(record, known))
             problems.append(f"{_short(record)}: accepted")
             continue
         except OpenRTBError as e:
@@ -336,13 +278,13 @@ def test_invalid_endpoint_requests_are_rejected_at_a_real_json_path(
 def test_valid_endpoint_requests_are_accepted(
     bidder_exchanges: list[dict[str, Any]], auction_endpoint: list[dict[str, Any]]
 ) -> None:
-    known = _known_bidders(bidder_exchanges, auction_endpoint)
+    known = known_bidders(bidder_exchanges, auction_endpoint)
     valid = [r for r in auction_endpoint if r["category"].startswith("valid-") and r["expected_http_status"] == 200]
     assert len(valid) == 65
     rejected = {}
     for record in valid:
         try:
-            decode_request(json.dumps(record["request"]), _context(record, known))
+            decode_request(json.dumps(record["request"]), endpoint_context(record, known))
         except OpenRTBError as e:
             rejected[record["source_path"]] = f"{e.path}: {e.what}"
     assert set(rejected) == set(VALID_BUT_REJECTED), rejected
@@ -352,13 +294,13 @@ def test_other_accepted_endpoint_requests_are_accepted_too(
     bidder_exchanges: list[dict[str, Any]], auction_endpoint: list[dict[str, Any]]
 ) -> None:
     """AMP, aliases, currency, hooks ...: requests Prebid answers with 200 for reasons beyond validation."""
-    known = _known_bidders(bidder_exchanges, auction_endpoint)
+    known = known_bidders(bidder_exchanges, auction_endpoint)
     others = [
         r for r in auction_endpoint if not r["category"].startswith("valid-") and r["expected_http_status"] == 200
     ]
     assert len(others) == 59
     for record in others:
-        decode_request(json.dumps(record["request"]), _context(record, known))
+        decode_request(json.dumps(record["request"]), endpoint_context(record, known))
 
 
 @pytest.mark.parametrize(

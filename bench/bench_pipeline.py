@@ -1,0 +1,58 @@
+"""Wall time of the bid-filter training pipeline under ``kfp.local`` on the default demo data.
+
+The data is the default ``simulate`` configuration (the demo's: 6 hours from 2026-11-02 00:00 UTC,
+20,000 auctions an hour on average, 400 publishers, seed 7); generating it is not timed. Everything
+else is the default configuration too (Feast features, default training parameters and gates),
+with a private Feast store and MLflow registry in a temporary folder. Timed: ``run_local`` from
+start to finish -- compiling, then the nine tasks (ingest, validate, build / apply / materialize
+features, train, evaluate, bias, register) each as a subprocess of this interpreter
+(SubprocessRunner, ``use_venv=False``), sequentially, as kfp.local runs them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from bench.harness import Result
+from bidflow.config import Config
+from bidflow.data.simulate import simulate
+from bidflow.pipelines.local import run_local
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run() -> list[Result]:
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        root = Path(tmp)
+        settings = {
+            "features": {
+                "repo": str(REPO / "feature_repo"),
+                "offline": str(root / "features"),
+                "state": str(root / "feast"),
+            },
+            "registry": {
+                "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+                "artifact_location": str(root / "mlartifacts"),
+            },
+            "paths": {"reports": str(root / "reports"), "reference": str(root / "reference")},
+        }
+        config = Config.model_validate(settings)
+        generated = simulate(config.simulate, root / "raw")
+        arguments = {"raw_logs": str(root / "raw"), "config": yaml.safe_dump(settings)}
+        started = time.perf_counter()
+        result = run_local("bid_filter", arguments, config, root / "kfp")
+        seconds = time.perf_counter() - started
+    verdicts = ", ".join(
+        f"{gate} {'passed' if passed else 'failed'}"
+        for gate, passed in (("evaluation", result.evaluation_passed), ("bias", result.bias_passed))
+    )
+    registered = f"registered v{result.registered.version}" if result.registered else "not registered"
+    detail = (
+        f"{generated.auctions:,} auctions ({generated.calls:,} partner calls) over {config.simulate.hours} h, "
+        f"9 tasks as subprocesses; gates: {verdicts}; {registered}"
+    )
+    return [Result("pipeline: bid-filter training under kfp.local (wall)", seconds, "s", detail)]

@@ -1,0 +1,129 @@
+"""What component bodies share at run time: reading the config, and handing results to KFP's artifacts.
+
+These adapt core results to KFP's output types (as ``bidflow.modeling.registry`` adapts them to
+MLflow); they decide nothing. Imported inside component bodies, so they run in the task's process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bidflow.config import Config, load_config
+from bidflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from bidflow.features.build import BuildSummary
+    from bidflow.modeling.inputs import FeatureSource, ModelKind
+
+CONFIG_PARAMETER = "pipeline parameter 'config'"
+
+
+def config(text: str) -> Config:
+    """The ``Config`` from the text of a ``bidflow.yaml`` (empty: the defaults), plus env overrides.
+
+    The same loader as the CLI's ``--config``: strict validation, and ``BIDFLOW__SECTION__KEY``
+    environment variables (secrets the pipeline attaches to the task) applied on top.
+
+    Raises:
+        ConfigError: the text is not valid YAML or not a valid configuration.
+    """
+    with tempfile.TemporaryDirectory(prefix="bidflow-config-") as tmp:
+        path = Path(tmp) / "bidflow.yaml"
+        path.write_text(text or "{}", encoding="utf-8")
+        try:
+            return load_config(path)
+        except ConfigError as exc:
+            raise ConfigError(
+                exc.what, where=CONFIG_PARAMETER, expected=exc.expected, got=exc.got, hint=exc.hint
+            ) from exc
+
+
+def model_kind(kind: str) -> ModelKind:
+    """``kind`` checked against the model kinds the core knows.
+
+    Raises:
+        ConfigError: neither ``bid_filter`` nor ``ctr``.
+    """
+    if kind == "bid_filter":
+        return "bid_filter"
+    if kind == "ctr":
+        return "ctr"
+    raise ConfigError("unknown model kind", where="component parameter 'kind'", expected="bid_filter or ctr", got=kind)
+
+
+def feature_source(source: str) -> FeatureSource | None:
+    """``feast`` or ``request``; empty for the configuration's ``train.feature_source``.
+
+    Raises:
+        ConfigError: any other value.
+    """
+    if source == "":
+        return None
+    if source == "feast":
+        return "feast"
+    if source == "request":
+        return "request"
+    raise ConfigError(
+        "unknown feature source", where="parameter 'feature_source'", expected="feast, request or empty", got=source
+    )
+
+
+def verdict(gate: str, passed: bool, failures: list[str]) -> str:
+    """The line a gate task prints last, so its log says why the pipeline did or did not register."""
+    if passed:
+        return f"{gate} gate PASSED"
+    return f"{gate} gate FAILED ({len(failures)}): " + "; ".join(failures[:10])
+
+
+def publish(source: Path, artifact: Any) -> None:
+    """Copy a report file to an output artifact's path (an ``Output[HTML]`` shows it in the KFP UI)."""
+    target = Path(artifact.path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+
+
+def log_metrics(artifact: Any, values: Mapping[str, Any], prefix: str = "") -> None:
+    """Log the finite numbers of ``values`` to an ``Output[Metrics]`` (NaN and inf are not JSON)."""
+    for key, value in values.items():
+        if isinstance(value, int | float) and math.isfinite(value):  # bools are ints: 1.0 / 0.0
+            artifact.log_metric(prefix + key, float(value))
+
+
+def write_manifest(summary: BuildSummary, artifact: Any) -> None:
+    """Describe a feature build in its output artifact: a JSON file, and the same facts as metadata.
+
+    Raises:
+        FeatureStoreError: the build wrote no rows (nothing to materialize or train on).
+    """
+    from bidflow.errors import FeatureStoreError
+
+    if summary.first is None or summary.last is None:
+        raise FeatureStoreError("the feature build wrote no rows", where=summary.out)
+    facts = {
+        "location": summary.out,
+        "views": sorted(summary.rows),
+        "rows": dict(summary.rows),
+        "first": summary.first.isoformat(),
+        "last": summary.last.isoformat(),
+    }
+    target = Path(artifact.path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
+    artifact.metadata.update(facts)
+
+
+def log_roc(artifact: Any, y: npt.ArrayLike, scores: npt.ArrayLike) -> None:
+    """Log the ROC curve of ``scores`` to a ``ClassificationMetrics`` (thinned by ``metrics.roc_points``)."""
+    from bidflow.modeling.metrics import roc_points
+
+    fpr, tpr, threshold = roc_points(y, scores)
+    if len(fpr):
+        artifact.log_roc_curve(fpr.tolist(), tpr.tolist(), threshold.tolist())

@@ -1,0 +1,131 @@
+"""The pipelines by name, compiling them to IR YAML, and typing their parameters from the compiled spec."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from bidflow.errors import ConfigError
+
+PIPELINES: Final = {
+    "bid_filter": ("bidflow.pipelines.bid_filter", "bid_filter_pipeline"),
+    "ctr": ("bidflow.pipelines.ctr", "ctr_pipeline"),
+}
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One pipeline parameter as the compiled spec declares it."""
+
+    name: str
+    kind: str  # STRING | NUMBER_INTEGER | NUMBER_DOUBLE | BOOLEAN | LIST | STRUCT
+    default: Any = None
+
+
+def pipeline(name: str) -> Any:
+    """The ``@dsl.pipeline`` function called ``name`` (``bid_filter`` or ``ctr``).
+
+    Raises:
+        ConfigError: no such pipeline.
+    """
+    if name not in PIPELINES:
+        raise ConfigError("unknown pipeline", expected=", ".join(PIPELINES), got=name)
+    module, attribute = PIPELINES[name]
+    return getattr(importlib.import_module(module), attribute)
+
+
+def compile_pipeline(name: str, path: Path, image: str | None = None) -> Path:
+    """Compile pipeline ``name`` to IR YAML at ``path``.
+
+    Args:
+        name: ``bid_filter`` or ``ctr``.
+        path: the YAML file to write (its folder is created).
+        image: the component image instead of ``bidflow.components.COMPONENT_IMAGE`` (another
+            registry or tag); every task of the pipeline runs on it.
+
+    Returns:
+        ``path``.
+    """
+    from kfp import compiler
+
+    from bidflow.components import COMPONENT_IMAGE
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / path.name
+        compiler.Compiler().compile(pipeline_func=pipeline(name), package_path=str(staged))
+        text = staged.read_text(encoding="utf-8")
+    if image and image != COMPONENT_IMAGE:
+        text = text.replace(f"image: {COMPONENT_IMAGE}\n", f"image: {image}\n")
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def compile_all(out_dir: Path, image: str | None = None) -> list[Path]:
+    """Compile every pipeline to ``out_dir/<name>.yaml``."""
+    return [compile_pipeline(name, out_dir / f"{name}.yaml", image) for name in PIPELINES]
+
+
+def parameters(spec: Path) -> dict[str, Parameter]:
+    """The root parameters a compiled pipeline declares, with their types and defaults."""
+    document = next(iter(yaml.safe_load_all(spec.read_text(encoding="utf-8"))))
+    declared = document["root"].get("inputDefinitions", {}).get("parameters", {})
+    return {
+        name: Parameter(name, entry["parameterType"], entry.get("defaultValue"))
+        for name, entry in sorted(declared.items())
+    }
+
+
+def declared_parameters(name: str) -> dict[str, Parameter]:
+    """The parameters of pipeline ``name`` (compiled to a temporary file to read them)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return parameters(compile_pipeline(name, Path(tmp) / f"{name}.yaml"))
+
+
+def parse_arguments(declared: Mapping[str, Parameter], pairs: Iterable[str]) -> dict[str, Any]:
+    """``key=value`` strings as typed pipeline arguments (a list or a struct is given as JSON).
+
+    Raises:
+        ConfigError: no ``=``, an unknown name, or a value that is not of the parameter's type.
+    """
+    arguments: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise ConfigError("a pipeline parameter must be given as key=value", got=pair)
+        if key not in declared:
+            raise ConfigError("unknown pipeline parameter", expected=", ".join(declared), got=key)
+        arguments[key] = _typed(declared[key], raw)
+    return arguments
+
+
+def _typed(parameter: Parameter, raw: str) -> Any:
+    try:
+        if parameter.kind == "NUMBER_INTEGER":
+            return int(raw)
+        if parameter.kind == "NUMBER_DOUBLE":
+            return float(raw)
+        if parameter.kind == "BOOLEAN":
+            if raw.lower() not in {"true", "false"}:
+                raise ValueError(raw)
+            return raw.lower() == "true"
+        if parameter.kind in {"LIST", "STRUCT"}:
+            value = json.loads(raw)
+            if not isinstance(value, list if parameter.kind == "LIST" else dict):
+                raise ValueError(raw)
+            return value
+    except ValueError as exc:
+        raise ConfigError(
+            f"pipeline parameter '{parameter.name}' has the wrong type",
+            expected=parameter.kind.lower().replace("_", " ")
+            + (" (JSON)" if parameter.kind in {"LIST", "STRUCT"} else ""),
+            got=raw,
+        ) from exc
+    return raw

@@ -1,0 +1,142 @@
+"""``python -m bidflow.serving``: serve the bid filter (or the CTR model) on 127.0.0.1.
+
+Examples::
+
+    python -m bidflow.serving                               # bid_filter@champion from the registry
+    python -m bidflow.serving --model candidate --http-port 8081
+    python -m bidflow.serving --model /tmp/model-folder     # a folder written by save_model
+    python -m bidflow.serving --kind ctr --model models:/ctr_ipinyou/3
+    python -m bidflow.serving --host 0.0.0.0                # inside a pod
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+LOG_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
+
+if TYPE_CHECKING:
+    from bidflow.config import Config
+    from bidflow.serving.model import ServedModel
+    from bidflow.serving.server import ServerOptions
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command-line options (also listed by ``--help``)."""
+    from bidflow.serving.errors import DEFAULT_MAX_BODY_BYTES
+    from bidflow.serving.online import DEFAULT_COOLDOWN_S, DEFAULT_TIMEOUT_S
+
+    p = argparse.ArgumentParser(prog="python -m bidflow.serving", description=__doc__.split("\n", 1)[0])
+    p.add_argument("--kind", choices=["bid_filter", "ctr"], default="bid_filter", help="which model server")
+    p.add_argument(
+        "--model",
+        default="champion",
+        help="alias or version in the registry, an MLflow URI (models:/..., runs:/...) or a model folder",
+    )
+    # KServe's own spellings (--model_name, --http_port) too: InferenceService manifests pass them.
+    p.add_argument("--name", "--model_name", default=None, help="endpoint name (default: the registered model name)")
+    p.add_argument("--config", type=Path, default=None, help="bidflow YAML configuration (default ./bidflow.yaml)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address; 0.0.0.0 only inside a container")
+    p.add_argument("--http-port", "--http_port", type=int, default=8080)
+    p.add_argument("--grpc-port", type=int, default=None, help="serve gRPC v2 on this port too (default: off)")
+    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    p.add_argument(
+        "--feature-timeout-ms",
+        type=float,
+        default=DEFAULT_TIMEOUT_S * 1000,
+        help="online store wait before failing open",
+    )
+    p.add_argument("--breaker-cooldown-s", type=float, default=DEFAULT_COOLDOWN_S)
+    p.add_argument(
+        "--auction-entry",
+        action="store_true",
+        help="requests come straight from clients (Prebid's auction endpoint rules: site/app/dooh, bidders named)",
+    )
+    p.add_argument("--load-retry-s", type=float, default=10.0, help="pause between attempts to load the model")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def build(args: argparse.Namespace, config: Config) -> tuple[ServedModel, ServerOptions]:
+    """The model (not loaded yet) and the server options that ``args`` describe."""
+    with _quiet_argv():  # before anything imports kserve (see _quiet_argv)
+        import kserve  # noqa: F401
+
+    from bidflow.openrtb import ValidationContext
+    from bidflow.serving.model import BidFilterModel, ModelSource, ServeOptions
+    from bidflow.serving.server import ServerOptions
+
+    registered = config.registry.bid_filter_model if args.kind == "bid_filter" else config.registry.ctr_model
+    source = ModelSource.parse(registered, args.model)
+    options = ServeOptions(
+        validation=ValidationContext(auction_entry=args.auction_entry),
+        feature_timeout_s=args.feature_timeout_ms / 1000,
+        breaker_cooldown_s=args.breaker_cooldown_s,
+    )
+    name = args.name or registered
+    model: ServedModel
+    if args.kind == "ctr":
+        from bidflow.serving.ctr import CTRModel
+
+        model = CTRModel(name, config, source, options)
+    else:
+        model = BidFilterModel(name, config, source, options)
+    server = ServerOptions(
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        max_body_bytes=args.max_body_bytes,
+        load_retry_s=args.load_retry_s,
+    )
+    return model, server
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse the options, load the configuration once, serve until SIGINT/SIGTERM."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
+    )
+    from bidflow.config import load_config
+    from bidflow.errors import BidflowError
+
+    try:
+        config = load_config(args.config)
+        model, options = build(args, config)
+    except BidflowError as exc:
+        print(f"error: {exc.render()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    run(model, options)
+
+
+def run(model: ServedModel, options: ServerOptions) -> None:
+    """Serve ``model`` until SIGINT/SIGTERM (logging set up here when nobody has yet)."""
+    from bidflow.serving.server import serve
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    serve([model], options)
+
+
+class _quiet_argv:
+    """Hide our options from ``kserve.model_server``, which parses ``sys.argv`` when imported.
+
+    Its parser allows abbreviations and exits on a bad value: ``--config x`` reads as its
+    ``--configure_logging x`` and kills the process. No library should see options not its own.
+    """
+
+    def __enter__(self) -> None:
+        self._saved = sys.argv
+        sys.argv = sys.argv[:1]
+
+    def __exit__(self, *exc: object) -> None:
+        sys.argv = self._saved
+
+
+if __name__ == "__main__":
+    main()

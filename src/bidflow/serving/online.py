@@ -1,0 +1,144 @@
+"""Online features for the model server, failing open: a store that is down or slow never fails a request.
+
+``GuardedReader`` wraps ``bidflow.features.online.OnlineFeatureReader`` (the feature logic, shared
+with training) with the serving policy:
+
+* Bounded waits. On Redis, every socket operation gets ``timeout_s`` and a failed connection is not
+  retried: redis-py's default (10 retries, backoff up to 1 s) would stall the event loop for
+  seconds on every request while Redis is down. SQLite is a local file: no network wait to bound.
+* A circuit breaker. After a failure the store is not asked again for ``cooldown_s``; requests in
+  between fail open at once instead of each paying a timeout. The first request after the
+  cooldown tries again (and closes the breaker when it succeeds).
+* Fail open. Any failure returns ``None`` and the reason; the caller calls every partner and
+  counts it in ``bidflow_serving_fail_open_total{reason}``. The reason is logged once per
+  breaker opening (never once per request).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from bidflow.features.online import OnlineFeatureReader
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S: Final = 0.02
+DEFAULT_COOLDOWN_S: Final = 1.0
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """One auction's online features, or why there are none."""
+
+    values: npt.NDArray[np.float64] | None
+    fail_reason: str | None = None
+
+
+class GuardedReader:
+    """Reads a FeatureService for one auction at a time, failing open.
+
+    Args:
+        reader: the feature reader (one per process).
+        timeout_s: the longest a read may wait on the network (Redis).
+        cooldown_s: how long the store is left alone after a failure.
+    """
+
+    def __init__(
+        self,
+        reader: OnlineFeatureReader,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        cooldown_s: float = DEFAULT_COOLDOWN_S,
+    ) -> None:
+        self.reader = reader
+        self.cooldown_s = cooldown_s
+        self._open_until = 0.0
+        self._last_reason: str | None = None
+        bound_redis_waits(reader, timeout_s)
+
+    @property
+    def backend(self) -> str:
+        """``redis``, ``sqlite`` or ``feast`` (see ``OnlineFeatureReader.backend``)."""
+        return self.reader.backend
+
+    def bid_filter(
+        self, partners: Sequence[str], publisher_id: str, country: str, format: str, device_type: int, at_s: float
+    ) -> Lookup:
+        """``OnlineFeatureReader.features`` for one auction, or a fail-open ``Lookup``."""
+        if self._open_until and time.monotonic() < self._open_until:
+            return Lookup(None, "breaker_open")
+        try:
+            values = self.reader.features(partners, publisher_id, country, format, device_type, at=at_s)
+        except Exception as exc:  # fail open on anything the store throws: a 5xx would be worse
+            return self._failed(exc)
+        if self._open_until:
+            log.warning("online feature store answers again; serving with features")
+            self._open_until = 0.0
+            self._last_reason = None
+        return Lookup(values)
+
+    def rows(self, entities: dict[str, Any], at_s: float) -> Lookup:
+        """``OnlineFeatureReader.read`` for many rows (the CTR model), or a fail-open ``Lookup``."""
+        if self._open_until and time.monotonic() < self._open_until:
+            return Lookup(None, "breaker_open")
+        try:
+            values = self.reader.read(entities, at=at_s)
+        except Exception as exc:  # same policy as bid_filter
+            return self._failed(exc)
+        self._open_until = 0.0
+        return Lookup(values)
+
+    def close(self) -> None:
+        """Close the reader's connections."""
+        self.reader.close()
+
+    def _failed(self, exc: Exception) -> Lookup:
+        reason = _reason(exc)
+        self._open_until = time.monotonic() + self.cooldown_s
+        if reason != self._last_reason:
+            log.warning("online feature store failed (%s): failing open for %.1f s at a time: %s", reason,
+                        self.cooldown_s, exc)  # fmt: skip
+            self._last_reason = reason
+        return Lookup(None, reason)
+
+
+def bound_redis_waits(reader: OnlineFeatureReader, timeout_s: float) -> None:
+    """Give a Redis-backed reader socket timeouts and no connection retries.
+
+    ``OnlineFeatureReader`` has no option for this yet, so its redis-py client is reached through
+    the reader's backend; readers on other backends are left alone. (Socket timeouts can also be
+    set in the Feast connection string -- ``socket_timeout=0.02`` -- but the retry policy cannot.)
+    """
+    client = getattr(getattr(reader, "_backend", None), "_client", None)
+    if client is None:
+        return
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    if not isinstance(client, redis.Redis):
+        return
+    # Connections are made lazily, so settings changed before the first read apply to all of them.
+    client.connection_pool.connection_kwargs.update(socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    client.set_retry(Retry(NoBackoff(), 0))
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, bounded label for the failure (a Prometheus label value), from the exception chain."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        name = type(seen).__name__
+        if isinstance(seen, TimeoutError) or name == "TimeoutError":  # builtin, socket, or redis-py's
+            return "timeout"
+        if isinstance(seen, ConnectionError | OSError) or name == "ConnectionError":
+            return "unreachable"
+        seen = seen.__cause__ or seen.__context__
+    return "error"

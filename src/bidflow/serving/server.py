@@ -1,0 +1,193 @@
+"""KServe's REST (and optionally gRPC) server, configured for bidflow in this one place.
+
+What differs from ``kserve.ModelServer`` and why:
+
+* **Bind address.** KServe binds ``0.0.0.0`` (REST) and ``[::]`` (gRPC) with no option; here the
+  host is a parameter, ``127.0.0.1`` by default (tests, the local deployment). A pod passes
+  ``--host 0.0.0.0``.
+* **No per-request logging.** KServe's ``TimingMiddleware`` writes an INFO line per request, its
+  models one more (``enable_latency_logging``), uvicorn an access-log line and the gRPC
+  ``LoggingInterceptor`` one per call: about 30 % of a small request's CPU. All are off; latency
+  goes to the ``bidflow_serving_request_seconds`` histogram instead.
+* **gRPC off unless asked for** (``grpc_port``): nothing here uses it, and an unused listener is an
+  open port.
+* **Models load in the background.** The server answers at once; a model that is not loaded yet
+  (or failed to load, e.g. the registry is unreachable) answers 503 with the reason, and loading is
+  retried. KServe instead refuses to start without a ready model.
+* **Errors** go through ``bidflow.serving.errors`` (the one status mapping), and request bodies are
+  capped (``BodyLimit``).
+
+The endpoints themselves are KServe's (``register_v1_endpoints``, ``register_v2_endpoints``,
+``DataPlane``), so the v1 and v2 protocols behave exactly as in any KServe predictor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from bidflow.serving.errors import DEFAULT_MAX_BODY_BYTES, BodyLimit, install_error_handlers
+from bidflow.serving.metrics import serving_metrics
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+    from bidflow.serving.model import ServedModel
+
+log = logging.getLogger(__name__)
+
+LOCALHOST: Final = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Where and how the server listens.
+
+    Attributes:
+        host: bind address (``127.0.0.1``: only this machine; ``0.0.0.0`` in a pod).
+        http_port: REST port.
+        grpc_port: gRPC port; None leaves gRPC off.
+        max_body_bytes: largest accepted request body.
+        load_retry_s: pause between attempts to load a model that failed to load.
+        timeout_keep_alive_s: idle keep-alive connections are closed after this.
+    """
+
+    host: str = LOCALHOST
+    http_port: int = 8080
+    grpc_port: int | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    load_retry_s: float = 10.0
+    timeout_keep_alive_s: int = 65
+
+
+class RequestTimer:
+    """ASGI middleware: observe the latency of scoring requests in ``bidflow_serving_request_seconds``.
+
+    Only the predict/infer paths of the served models are timed, each with a cached histogram
+    child: one dict lookup and two clock reads per request.
+    """
+
+    def __init__(self, app: ASGIApp, models: Sequence[str]) -> None:
+        self.app = app
+        metrics = serving_metrics()
+        self._timed = {}
+        for name in models:
+            self._timed[f"/v1/models/{name}:predict"] = metrics.latency.labels(name, "v1")
+            self._timed[f"/v2/models/{name}/infer"] = metrics.latency.labels(name, "v2")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        histogram = self._timed.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if histogram is None:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            histogram.observe(time.perf_counter() - started)
+
+
+def build_app(models: Sequence[ServedModel], options: ServerOptions | None = None) -> FastAPI:
+    """The ASGI app: KServe's v1/v2 endpoints over ``models``, bidflow's errors, limits and timing.
+
+    Usable in-process (tests with ``starlette.testclient.TestClient``) as well as by ``serve``.
+    """
+    from fastapi import FastAPI
+    from kserve.model_repository import ModelRepository
+    from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+    from kserve.protocol.rest.server import metrics_handler
+    from kserve.protocol.rest.v1_endpoints import register_v1_endpoints
+    from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
+
+    options = options or ServerOptions()
+    repository = ModelRepository()
+    for model in models:
+        model.enable_latency_logging = False  # KServe's INFO line per request
+        repository.update(model)
+    dataplane = DataPlane(model_registry=repository)
+    extension = ModelRepositoryExtension(model_registry=repository)
+    app = FastAPI(
+        title="bidflow model server",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.add_api_route("/", dataplane.live, methods=["GET"])
+    app.add_api_route("/metrics", metrics_handler, methods=["GET"])
+    register_v1_endpoints(app, dataplane, extension)
+    register_v2_endpoints(app, dataplane, extension)
+    by_name = {model.name: model for model in models}
+    install_error_handlers(app, lambda name: getattr(by_name.get(name), "not_ready_reason", None))
+    app.add_middleware(RequestTimer, models=list(by_name))
+    app.add_middleware(BodyLimit, max_bytes=options.max_body_bytes)  # outermost: refuse before anything else
+    app.state.dataplane = dataplane
+    app.state.extension = extension
+    return app
+
+
+def serve(models: Sequence[ServedModel], options: ServerOptions | None = None) -> None:
+    """Load ``models`` in the background and serve them until SIGINT/SIGTERM.
+
+    Args:
+        models: the models (not loaded yet; ``load()`` is called, and retried, in a thread).
+        options: bind address, ports, limits.
+    """
+    import uvicorn
+
+    options = options or ServerOptions()
+    app = build_app(models, options)
+    for model in models:
+        threading.Thread(target=_load_until_ready, args=(model, options.load_retry_s), daemon=True).start()
+    config = uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.http_port,
+        log_config=None,  # keep the process's logging setup (bidflow's, not uvicorn's)
+        access_log=False,  # no line per request
+        timeout_keep_alive=options.timeout_keep_alive_s,
+        loop="auto",  # uvloop and httptools when installed (they are, with kserve)
+        http="auto",
+    )
+    server = uvicorn.Server(config)
+
+    async def run() -> None:
+        grpc = await _start_grpc(app, options) if options.grpc_port is not None else None
+        try:
+            await server.serve()  # returns on SIGINT/SIGTERM (uvicorn's handlers)
+        finally:
+            if grpc is not None:
+                await grpc.stop(grace=5)
+
+    log.info("listening on http://%s:%d (gRPC: %s)", options.host, options.http_port, options.grpc_port or "off")
+    asyncio.run(run())
+    for model in models:
+        model.stop()
+
+
+def _load_until_ready(model: ServedModel, retry_s: float) -> None:
+    while not model.load():
+        time.sleep(retry_s)
+
+
+async def _start_grpc(app: Any, options: ServerOptions) -> Any:
+    """KServe's gRPC v2 servicer on ``host:grpc_port``, without its per-call logging interceptor."""
+    from concurrent import futures
+
+    from grpc import aio  # type: ignore[import-untyped]
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+    from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
+    from kserve.protocol.grpc.servicer import InferenceServicer
+
+    servicer = InferenceServicer(app.state.dataplane, app.state.extension)
+    server = aio.server(futures.ThreadPoolExecutor(max_workers=1), interceptors=(ExceptionToStatusInterceptor(),))
+    grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    server.add_insecure_port(f"{options.host}:{options.grpc_port}")
+    await server.start()
+    return server

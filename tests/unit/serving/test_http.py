@@ -1,0 +1,271 @@
+"""The bid filter through KServe's v1/v2 endpoints, in-process: decisions, errors, 503, fail-open, metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bidflow.config import Config
+from bidflow.errors import FeatureStoreError
+from bidflow.modeling.economics import is_exploration
+from bidflow.modeling.train import TrainedModel
+
+V1 = "/v1/models/bid_filter:predict"
+V2 = "/v2/models/bid_filter/infer"
+
+
+def v1_body(record: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"instances": [{"request": record["request"], "ts_ms": record["ts_ms"], **extra}]}
+
+
+def v2_body(record: dict[str, Any], partners: list[str] | None = None) -> dict[str, Any]:
+    inputs = [{"name": "request", "shape": [1], "datatype": "BYTES", "data": [json.dumps(record["request"])]}]
+    if partners is not None:
+        inputs.append({"name": "partners", "shape": [len(partners)], "datatype": "BYTES", "data": partners})
+    return {"id": "r1", "inputs": inputs, "parameters": {"ts_ms": record["ts_ms"]}}
+
+
+def check_prediction(prediction: dict[str, Any], partners: list[str], trained: TrainedModel) -> None:
+    """A well-formed decision: every partner once, in order, consistent with threshold and exploration."""
+    assert trained.policy is not None
+    explored = is_exploration(prediction["id"], trained.policy.exploration_share)
+    assert prediction["explored"] is explored
+    assert prediction["fail_open"] is False
+    assert [d["partner"] for d in prediction["decisions"]] == partners
+    for d in prediction["decisions"]:
+        assert 0.0 <= d["score"] <= 1.0
+        assert d["threshold"] == trained.policy.threshold(d["partner"])
+        assert d["decision"] == ("call" if explored or d["score"] >= d["threshold"] else "skip")
+
+
+def test_v1_round_trip_on_generated_auctions(
+    client: Any, bid_logs: list[dict[str, Any]], trained: TrainedModel
+) -> None:
+    decisions: dict[str, int] = {"call": 0, "skip": 0}
+    explored = 0
+    for record in bid_logs[:400]:
+        partners = [o["partner"] for o in record["outcomes"]]
+        response = client.post(V1, json=v1_body(record, partners=partners))
+        assert response.status_code == 200, response.text
+        (prediction,) = response.json()["predictions"]
+        check_prediction(prediction, partners, trained)
+        assert prediction["model_version"]
+        explored += prediction["explored"]
+        for d in prediction["decisions"]:
+            decisions[d["decision"]] += 1
+    assert decisions["skip"] > 0 and decisions["call"] > 0  # the filter filters, and calls
+    assert 0 < explored < 60  # 5 % exploration of 400 auctions
+
+
+def test_partners_default_to_the_bidders_named_in_the_request(client: Any, bid_logs: list[dict[str, Any]]) -> None:
+    record = bid_logs[0]
+    named = list(record["request"]["imp"][0]["ext"]["prebid"]["bidder"])
+    response = client.post(V1, json=v1_body(record))
+    assert [d["partner"] for d in response.json()["predictions"][0]["decisions"]] == named
+
+
+def test_v2_gives_the_v1_decisions(client: Any, bid_logs: list[dict[str, Any]]) -> None:
+    for record in bid_logs[400:450]:
+        partners = [o["partner"] for o in record["outcomes"]] + ["brand-new"]
+        one = client.post(V1, json=v1_body(record, partners=partners)).json()["predictions"][0]
+        response = client.post(V2, json=v2_body(record, partners))
+        assert response.status_code == 200, response.text
+        body = response.json()
+        outputs = {o["name"]: o for o in body["outputs"]}
+        assert outputs["partner"]["data"] == partners
+        assert outputs["score"]["data"] == [d["score"] for d in one["decisions"]]
+        assert outputs["threshold"]["data"] == [d["threshold"] for d in one["decisions"]]
+        assert outputs["decision"]["data"] == [d["decision"] for d in one["decisions"]]
+        assert outputs["explored"]["data"] == [one["explored"]]
+        assert outputs["fail_open"]["data"] == [False]
+        assert body["parameters"]["auction_id"] == record["request"]["id"]
+        assert body["model_name"] == "bid_filter" and body["id"] == "r1"
+
+
+def test_several_auctions_in_one_v1_request(client: Any, bid_logs: list[dict[str, Any]]) -> None:
+    records = bid_logs[:5]
+    body = {"instances": [{"request": r["request"], "ts_ms": r["ts_ms"]} for r in records]}
+    predictions = client.post(V1, json=body).json()["predictions"]
+    assert [p["id"] for p in predictions] == [r["request"]["id"] for r in records]
+
+
+# --- client mistakes: 400 naming the field --------------------------------------------------------
+
+
+def _bad(client: Any, path: str, **kwargs: Any) -> dict[str, Any]:
+    response = client.post(path, **kwargs)
+    assert response.status_code == 400, response.text
+    body: dict[str, Any] = response.json()
+    assert body["error"] and body["field"].startswith("$")
+    return body
+
+
+def test_malformed_json_is_400(client: Any) -> None:
+    headers = {"content-type": "application/json"}
+    assert _bad(client, V1, content=b'{"instances": [', headers=headers)["field"] == "$"
+    assert _bad(client, V2, content=b'{"inputs": [', headers=headers)["field"] == "$"
+
+
+def test_envelope_mistakes_name_the_field(client: Any, bid_logs: list[dict[str, Any]]) -> None:
+    request = bid_logs[0]["request"]
+    cases = [
+        ({"instances": []}, "$.instances"),
+        ({"instance": [{"request": request}]}, "$.instances"),
+        ({"instances": [{"request": request, "partner": ["a"]}]}, "$.instances[0].partner"),
+        ({"instances": [{}]}, "$.instances[0].request"),
+        ({"instances": [{"request": None}]}, "$.instances[0].request"),
+        ({"instances": [{"request": request, "partners": "atlas"}]}, "$.instances[0].partners"),
+        ({"instances": [{"request": request, "partners": ["atlas", 3]}]}, "$.instances[0].partners[1]"),
+        ({"instances": [{"request": request, "partners": ["atlas", "atlas"]}]}, "$.instances[0].partners[1]"),
+        ({"instances": [{"request": request, "ts_ms": "now"}]}, "$.instances[0].ts_ms"),
+        ({"instances": [{"request": request}] * 65}, "$.instances"),
+    ]
+    for body, field in cases:
+        assert _bad(client, V1, json=body)["field"] == field, body
+
+
+def test_openrtb_mistakes_name_the_field_inside_the_request(client: Any, bid_logs: list[dict[str, Any]]) -> None:
+    request = json.loads(json.dumps(bid_logs[0]["request"]))
+    request["imp"][0]["secure"] = "yes"
+    body = _bad(client, V1, json={"instances": [{"request": request}]})
+    assert body["field"] == "$.instances[0].request.imp[0].secure"
+    assert body["expected"] == "int" and body["got"] == "str"
+    request["imp"][0]["secure"] = 1
+    del request["id"]
+    assert _bad(client, V1, json={"instances": [{"request": request}]})["field"] == "$.instances[0].request.id"
+    v2 = v2_body({"request": request, "ts_ms": 0})
+    assert _bad(client, V2, json=v2)["field"] == "$.inputs[0].data[0].id"
+
+
+def test_v2_mistakes_are_400_not_422(client: Any, bid_logs: list[dict[str, Any]]) -> None:
+    good = v2_body(bid_logs[0])
+    assert _bad(client, V2, json={"inputs": "x"})["field"] == "$.inputs"
+    assert _bad(client, V2, json={"inputs": [{"name": "request"}]})["field"].startswith("$.inputs[0]")
+    wrong_type = json.loads(json.dumps(good))
+    wrong_type["inputs"][0]["datatype"] = "FP32"
+    assert _bad(client, V2, json=wrong_type)["field"] == "$.inputs[0].datatype"
+    unknown = json.loads(json.dumps(good))
+    unknown["inputs"][0]["name"] = "req"
+    assert _bad(client, V2, json=unknown)["field"] == "$.inputs[0].name"
+    no_bidders = {"request": {"id": "x", "imp": [{"id": "1", "banner": {"w": 1, "h": 1}}]}, "ts_ms": 0}
+    assert _bad(client, V2, json=v2_body(no_bidders))["field"] == "$.inputs"
+
+
+def test_oversized_bodies_are_400_before_being_read(client: Any, bid_logs: list[dict[str, Any]]) -> None:
+    huge = v1_body(bid_logs[0])
+    huge["instances"][0]["request"]["ext"] = {"padding": "x" * 70_000}
+    body = _bad(client, V1, json=huge)
+    assert body["field"] == "$" and "too large" in body["error"]
+
+    def chunks() -> Any:  # no content-length: counted while streaming
+        yield b'{"instances": [{"request": {"id": "'
+        for _ in range(80):
+            yield b"x" * 1024
+        yield b'"}}]}'
+
+    chunked = _bad(client, V1, content=chunks(), headers={"content-type": "application/json"})
+    assert "too large" in chunked["error"]
+
+
+# --- model not loaded: 503 with the reason ---------------------------------------------------------
+
+
+def test_a_model_that_failed_to_load_answers_503_with_the_reason(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from bidflow.serving.model import BidFilterModel, ModelSource
+    from bidflow.serving.server import build_app
+
+    model = BidFilterModel("bid_filter", Config(), ModelSource.parse("bid_filter", str(tmp_path / "nothing-here")))
+    assert not model.load()
+    with TestClient(build_app([model])) as test_client:
+        for path, body in ((V1, {"instances": []}), (V2, {"inputs": []})):
+            response = test_client.post(path, json=body)
+            assert response.status_code == 503, response.text
+            body = response.json()
+            assert "not ready" in body["error"] and "nothing-here" in body["reason"]
+        assert test_client.get("/v2/models/bid_filter/ready").status_code == 503
+
+
+# --- fail open --------------------------------------------------------------------------------------
+
+
+class _DownReader:
+    """An online reader whose store is down (what Redis being stopped looks like to the model)."""
+
+    feature_names = ("partner_stats__bid_rate_1h",)
+    backend = "redis"
+    calls = 0
+
+    def features(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        type(self).calls += 1
+        raise FeatureStoreError("Redis online read failed") from ConnectionRefusedError(111, "Connection refused")
+
+    def close(self) -> None:
+        pass
+
+
+def test_online_store_down_fails_open_and_is_counted(
+    trained: TrainedModel, tmp_path: Path, bid_logs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from prometheus_client import REGISTRY
+    from starlette.testclient import TestClient
+
+    from bidflow.modeling.inputs import bid_filter_spec
+    from bidflow.serving import model as served
+    from bidflow.serving.online import GuardedReader
+    from bidflow.serving.server import build_app
+
+    # A model reading one FeatureService column: every auction needs the (dead) store. It never gets
+    # as far as predicting, so the quick model's predictor stands in for its own.
+    online_model = replace(trained, spec=bid_filter_spec(_DownReader.feature_names, "bid_filter"))
+    monkeypatch.setattr(served, "open_reader", lambda *a, **k: GuardedReader(_DownReader(), cooldown_s=60))  # type: ignore[arg-type]
+    monkeypatch.setattr(
+        served, "compile_predictor", lambda model: served.OnnxPredictor(trained.booster, len(trained.spec.names))
+    )
+    monkeypatch.setattr(served, "load_trained", lambda config, source: (online_model, "fail-open-test"))
+    model = served.BidFilterModel("bid_filter_fo", Config(), served.ModelSource("bid_filter_fo", uri=str(tmp_path)))
+    assert model.load(), model.not_ready_reason
+
+    def failed_open() -> float:
+        return sum(
+            REGISTRY.get_sample_value("bidflow_serving_fail_open_total", {"model": "bid_filter_fo", "reason": r}) or 0.0
+            for r in ("unreachable", "breaker_open")
+        )
+
+    before = failed_open()
+    with TestClient(build_app([model])) as test_client:
+        for record in bid_logs[:20]:
+            partners = [o["partner"] for o in record["outcomes"]]
+            response = test_client.post("/v1/models/bid_filter_fo:predict", json=v1_body(record, partners=partners))
+            assert response.status_code == 200
+            prediction = response.json()["predictions"][0]
+            assert prediction["fail_open"] is True
+            assert prediction["fail_open_reason"] in ("unreachable", "breaker_open")
+            assert {d["decision"] for d in prediction["decisions"]} == {"call"}
+            assert all(d["score"] is None for d in prediction["decisions"])
+        v2 = test_client.post("/v2/models/bid_filter_fo/infer", json=v2_body(bid_logs[0])).json()
+        outputs = {o["name"]: o["data"] for o in v2["outputs"]}
+        assert outputs["fail_open"] == [True] and set(outputs["decision"]) == {"call"}
+    assert _DownReader.calls == 1  # the breaker spared the store the other 20 requests
+    assert failed_open() - before == 21
+
+
+def test_metrics_count_decisions(client: Any, bid_logs: list[dict[str, Any]]) -> None:
+    client.post(V1, json=v1_body(bid_logs[0]))
+    text = client.get("/metrics").text
+    for name in (
+        "bidflow_serving_request_seconds_bucket",
+        'bidflow_serving_decisions_total{decision="call",model="bid_filter",partner="atlas"}',
+        "bidflow_serving_auctions_total",
+        'bidflow_serving_filtered_share{model="bid_filter"}',
+        'bidflow_serving_exploration_share{model="bid_filter"}',
+        "bidflow_serving_model_info",
+    ):
+        assert name in text, name
