@@ -6,12 +6,13 @@ parallel) and pinned to a single core.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.harness import Result, pin_to_one_core
+from bench.harness import Result, one_core
 from bidflow.config import IngestConfig, SimulateConfig
 from bidflow.data.ingest import ingest
 from bidflow.data.simulate import simulate
@@ -32,9 +33,8 @@ def run() -> list[Result]:
         )
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         for label, workers in ((f"{cores} cores, one process per hourly file", 0), ("1 core", 1)):
-            if workers == 1:
-                pin_to_one_core()
-            summary = ingest(raw, Path(tmp) / f"parquet-{workers}", IngestConfig(workers=workers))
+            with one_core() if workers == 1 else contextlib.nullcontext():
+                summary = ingest(raw, Path(tmp) / f"parquet-{workers}", IngestConfig(workers=workers))
             detail = f"{summary.auctions:,} auctions -> {summary.rows:,} rows in {summary.seconds:.1f} s"
             name = f"ingest: auctions/s ({label}; decode, rules, features, parquet)"
             results.append(Result(name, summary.auctions / summary.seconds, "auctions/s", detail, ">= 50,000"))

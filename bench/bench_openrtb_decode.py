@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from bench.harness import Result, pin_to_one_core
+from bench.harness import Result, one_core
 from bidflow.errors import OpenRTBError
 from bidflow.openrtb import BidRequest, decode_request
 
@@ -55,7 +55,11 @@ def time_per_request(fn: Callable[[bytes], Any], corpus: list[bytes], repeat: in
 
 def run(data_dir: Path = DEFAULT_DATA, repeat: int = 20, rounds: int = 5) -> list[Result]:
     """Microseconds per request on one core, best of ``rounds``."""
-    pin_to_one_core()
+    with one_core():
+        return _measure(data_dir, repeat, rounds)
+
+
+def _measure(data_dir: Path, repeat: int, rounds: int) -> list[Result]:
     corpus = load_corpus(data_dir.resolve())
     if not corpus:
         raise SystemExit(f"no valid requests found under {data_dir}")

@@ -6,7 +6,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.harness import Result, pin_to_one_core
+from bench.harness import Result, one_core
 from bidflow.config import SimulateConfig
 from bidflow.data.simulate import simulate
 
@@ -15,9 +15,8 @@ AUCTIONS_PER_HOUR = 100_000
 
 
 def run() -> list[Result]:
-    pin_to_one_core()
     cfg = SimulateConfig(start=datetime(2026, 11, 2, 10, tzinfo=UTC), hours=HOURS, auctions_per_hour=AUCTIONS_PER_HOUR)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, one_core():
         summary = simulate(cfg, Path(tmp))
     rate = summary.auctions / summary.seconds
     detail = (

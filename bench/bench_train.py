@@ -8,12 +8,13 @@ of ``train_model`` (encoding, DMatrix, boosting, metrics).
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
 import pandas as pd
 
-from bench.harness import Result, pin_to_one_core
+from bench.harness import Result, one_core
 from bidflow.config import TrainConfig
 from bidflow.modeling.dataset import FeatureSpec
 from bidflow.modeling.train import train_model
@@ -56,16 +57,13 @@ def run() -> list[Result]:
     affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     cores = len(affinity) if affinity is not None else os.cpu_count() or 1
     for label, threads in ((f"{cores} cores", 0), ("1 core", 1)):
-        if threads == 1:
-            pin_to_one_core()
         cfg = TrainConfig(n_estimators=ROUNDS, early_stopping_rounds=ROUNDS, max_depth=6, nthread=threads)
-        model = train_model(train_rows, valid_rows, spec, cfg)
+        with one_core() if threads == 1 else contextlib.nullcontext():
+            model = train_model(train_rows, valid_rows, spec, cfg)
         seconds = model.metrics["train_seconds"]
         detail = (
             f"{ROWS:,} rows x {len(spec.names)} features ({CATEGORICAL} categorical), {model.best_iteration} trees "
             f"depth 6, {seconds:.1f} s, validation AUC {model.metrics['valid_auc']:.3f}"
         )
         results.append(Result(f"train: rows/s (xgboost hist, {label})", ROWS / seconds, "rows/s", detail))
-    if affinity is not None:
-        os.sched_setaffinity(0, affinity)  # the benchmarks after this one run in the same process
     return results

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +39,18 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores{memory}, Python {platform.python_version()}"
 
 
-def pin_to_one_core() -> None:
-    """Run on a single core, so 'per core' numbers are honest on a multi-core machine."""
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+@contextmanager
+def one_core() -> Iterator[None]:
+    """Run the block on a single core, so 'per core' numbers are honest on a multi-core machine.
+
+    The benchmarks share one process: the previous affinity is restored afterwards.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    previous = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(previous)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, previous)
