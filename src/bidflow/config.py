@@ -218,6 +218,49 @@ class RegistryConfig(_Section):
     ctr_model: str = Field(default="ctr_ipinyou", min_length=1, description="registered model name")
 
 
+class CanaryConfig(_Section):
+    """Canary deployments: the backend, the traffic split and the analysis gates."""
+
+    backend: Literal["local", "kserve"] = "local"
+    traffic_percent: int = Field(default=20, ge=0, le=100, description="canary share of requests on deploy")
+    state: Path = Field(default=Path("deploy"), description="local backend: state, journal and server logs")
+    host: str = Field(default="127.0.0.1", description="local backend: bind address of the router and servers")
+    router_port: int = Field(default=8080, ge=1, le=65535, description="local backend: the endpoint clients call")
+    champion_port: int = Field(default=8181, ge=1, le=65535)
+    canary_port: int = Field(default=8182, ge=1, le=65535)
+    monitor_url: str | None = Field(
+        default="http://127.0.0.1:8090",
+        description="local backend: where the router sends served payloads (None: no payload logging)",
+    )
+    namespace: str = Field(default="bidflow", min_length=1, description="kserve backend: namespace")
+    inference_service: str = Field(default="bid-filter", min_length=1, description="kserve backend: name")
+    # Analysis: the canary is compared with the champion over one window.
+    min_requests: int = Field(default=500, ge=1, description="canary requests needed before promote is possible")
+    max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0, description="canary error share limit")
+    max_p99_ratio: float = Field(default=1.5, ge=1.0, description="canary p99 latency / champion p99 limit")
+    max_p99_ms: float = Field(default=50.0, gt=0.0, description="canary p99 latency limit (ms), whatever the champion")
+    max_score_psi: float = Field(
+        default=0.25, gt=0.0, description="population stability index of canary vs champion scores"
+    )
+    max_recall_drop: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="online bid recall (exploration share) may fall this much"
+    )
+    min_explored_bids: int = Field(default=30, ge=1, description="labelled bids needed to judge online recall")
+
+
+class MonitorConfig(_Section):
+    """The drift monitor: windows, test level, where the fitted detectors are."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=1, le=65535)
+    detector: Path = Field(default=Path("deploy/detector"), description="folder written by save_detector")
+    window_size: int = Field(default=2_000, ge=50, description="auctions per detection window")
+    p_value: float = Field(default=0.05, gt=0.0, lt=1.0, description="test level (Bonferroni over features)")
+    reference_rows: int = Field(default=5_000, ge=100, description="training rows kept as the drift reference")
+    payload_batch: int = Field(default=256, ge=1, description="payloads per batch sent by the router")
+    payload_queue: int = Field(default=20_000, ge=1, description="payloads buffered before new ones are dropped")
+
+
 class Config(_Section):
     """All of bidflow's settings."""
 
@@ -231,6 +274,8 @@ class Config(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     fairness: FairnessConfig = FairnessConfig()
     registry: RegistryConfig = RegistryConfig()
+    canary: CanaryConfig = CanaryConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -112,3 +112,15 @@ class GateFailed(BidflowError):
         self.report_path = report_path
         hint = f"read the report at {report_path}" if report_path is not None else None
         super().__init__(what, where=report_path, got=got, hint=hint)
+
+
+class DeploymentError(BidflowError):
+    """A deployment backend cannot carry out a transition (no champion, server not ready, cluster refused)."""
+
+
+class ConflictError(DeploymentError):
+    """Someone else changed the deployment between our read and our write; re-read and decide again."""
+
+
+class MonitorError(BidflowError):
+    """The drift monitor cannot fit, load or run its detectors."""
