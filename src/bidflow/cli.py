@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from bidflow.config import Config, load_config, override
+from bidflow.deploy.commands import register_canary_commands
 from bidflow.errors import BidflowError
 from bidflow.features.commands import features_cli
 from bidflow.modeling.commands import register_modeling_commands
@@ -35,6 +36,7 @@ cli.add_typer(features_cli, name="features")
 register_modeling_commands(cli)
 register_serving_commands(cli)
 register_pipeline_commands(cli)
+register_canary_commands(cli)
 
 out = Console()
 err = Console(stderr=True)

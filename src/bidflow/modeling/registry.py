@@ -292,6 +292,50 @@ def promote(cfg: RegistryConfig, name: str, version: str | None = None) -> Promo
         return Promotion(champion=_ref(client.get_model_version(name, target.version)), previous=previous)
 
 
+CANARY: Final = "canary"
+LAST_ROLLED_BACK: Final = "last_rolled_back"
+
+
+def mirror_deployment(
+    cfg: RegistryConfig,
+    name: str,
+    *,
+    champion_version: str | None,
+    canary_version: str | None,
+    rolled_back: Mapping[str, str] | None = None,
+) -> None:
+    """Make the registry say what is deployed: aliases ``champion`` and ``canary``, rolled-back tags.
+
+    Idempotent (it sets the state, it does not replay events), so it can run after every
+    transition and again later to catch up with one made where the registry was out of reach.
+
+    Args:
+        cfg: the registry.
+        name: the registered model.
+        champion_version: the serving version (``champion`` alias), None to leave the alias alone.
+        canary_version: the version under test (``canary`` alias); None removes the alias.
+        rolled_back: version -> reason for versions rolled back; each gets ``deploy.rolled_back``
+            tags, ``last_rolled_back`` points at the newest, and a ``candidate`` alias on one is
+            removed (so nobody deploys it again by alias).
+    """
+    aliases = _aliases(cfg, name)
+    with tracking(cfg) as client:
+        if champion_version is not None and aliases.get(CHAMPION) != champion_version:
+            client.set_registered_model_alias(name, CHAMPION, champion_version)
+        if canary_version is not None and aliases.get(CANARY) != canary_version:
+            client.set_registered_model_alias(name, CANARY, canary_version)
+        elif canary_version is None and CANARY in aliases:
+            client.delete_registered_model_alias(name, CANARY)
+        for version, reason in (rolled_back or {}).items():
+            client.set_model_version_tag(name, version, "deploy.rolled_back", "true")
+            client.set_model_version_tag(name, version, "deploy.rollback_reason", reason[:4_000])
+            if aliases.get(CANDIDATE) == version:
+                client.delete_registered_model_alias(name, CANDIDATE)
+        if rolled_back:
+            newest = list(rolled_back)[-1]  # in the order they were rolled back
+            client.set_registered_model_alias(name, LAST_ROLLED_BACK, newest)
+
+
 def versions(cfg: RegistryConfig, name: str) -> list[ModelRef]:
     """All versions of a registered model, newest first (empty when it does not exist)."""
     with tracking(cfg) as client:

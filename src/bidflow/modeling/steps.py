@@ -355,3 +355,36 @@ def _source(config: Config, kind: ModelKind, source: Path | None) -> Path:
     if source is not None:
         return source
     return config.paths.parquet if kind == "bid_filter" else config.features.ctr_source
+
+
+def drift_reference_step(
+    config: Config,
+    *,
+    model: str = registry.CANDIDATE,
+    source: Path | None = None,
+    out: Path | None = None,
+) -> tuple[registry.ModelRef, Path, int]:
+    """The drift monitor's reference for a bid-filter version: held-out auctions as the monitor sees them.
+
+    One row per auction of the held-out window (at most ``monitor.reference_rows``, a fixed-seed
+    sample): the request features the monitor watches and the model's mean score over the auction's
+    partners, exactly the row ``bidflow.monitoring.drift.drift_row`` builds from a served payload.
+    The monitor's environment fits its detectors on this file (``python -m bidflow.monitoring fit``).
+
+    Returns:
+        the model version, the parquet path and the number of auctions in it.
+    """
+    from bidflow.openrtb.features import FEATURE_NAMES
+
+    name = inputs.model_name(config, "bid_filter")
+    ref, trained = registry.load(config.registry, name, model)
+    frame = _window(config, "bid_filter", source, None, None, [trained.spec.feature_service])
+    frame = frame.assign(score=trained.predict(frame))
+    per_auction = frame.groupby("auction_id", sort=False)
+    reference = per_auction[list(FEATURE_NAMES)].first().assign(score=per_auction["score"].mean())
+    if len(reference) > config.monitor.reference_rows:
+        reference = reference.sample(config.monitor.reference_rows, random_state=0)
+    path = out or config.canary.state / "reference" / f"{ref.version or 'run'}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    reference.reset_index(drop=True).to_parquet(path, index=False)
+    return ref, path, len(reference)

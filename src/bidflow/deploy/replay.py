@@ -1,0 +1,217 @@
+"""Replay auction logs through a served endpoint, as an exchange would send them.
+
+Each logged auction becomes one v1 request (the logged bid request, the partners that were called,
+the time it was seen). The replay keeps ``concurrency`` requests in flight, measures latency, counts
+failures (anything but HTTP 200, or no answer), and notes which model answered (the router's
+``x-bidflow-role`` header) second by second, so a report can draw the traffic split over time.
+
+For auctions the filter explored (every partner called), the log says which partners bid: those
+outcomes go to the drift monitor (``POST /v1/outcomes``), which turns them into online bid recall,
+as an exchange reporting auction results would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from bidflow.data.records import Outcome
+from bidflow.errors import InputError
+
+_OUTCOME_BATCH: Final = 200
+
+
+class _Line(msgspec.Struct):
+    ts_ms: int
+    request: msgspec.Raw
+    outcomes: list[Outcome]
+
+
+class _Id(msgspec.Struct):
+    id: str
+
+
+class _Prediction(msgspec.Struct):
+    explored: bool = False
+
+
+class _Response(msgspec.Struct):
+    predictions: list[_Prediction] = msgspec.field(default_factory=list)
+
+
+_LINE: Final = msgspec.json.Decoder(_Line)
+_ID: Final = msgspec.json.Decoder(_Id)
+_RESPONSE: Final = msgspec.json.Decoder(_Response)
+
+
+@dataclass(frozen=True)
+class Auction:
+    """One logged auction, ready to send."""
+
+    id: str
+    body: bytes
+    bids: tuple[str, ...]
+
+
+@dataclass
+class ReplayReport:
+    """What a replay saw.
+
+    Attributes:
+        sent: requests sent.
+        ok: HTTP 200 answers.
+        failed: everything else (status or connection errors), with the first few reasons.
+        roles: answers per serving role (``champion`` / ``canary``).
+        latencies_ms: every request's latency.
+        timeline: per second since the start: answers per role and failures.
+        seconds: wall time.
+        outcomes_sent: explored auctions whose outcomes went to the monitor.
+        by_auction: auction id -> the role that answered it.
+    """
+
+    sent: int = 0
+    ok: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+    roles: Counter[str] = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+    timeline: dict[int, Counter[str]] = field(default_factory=dict)
+    seconds: float = 0.0
+    outcomes_sent: int = 0
+    by_auction: dict[str, str] = field(default_factory=dict)
+
+    def percentile(self, q: float) -> float | None:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "ok": self.ok,
+            "failed": self.failed,
+            "failures": self.failures[:5],
+            "roles": dict(self.roles),
+            "auctions_per_s": round(self.sent / self.seconds, 1) if self.seconds else None,
+            "p50_ms": self.percentile(0.50),
+            "p99_ms": self.percentile(0.99),
+            "seconds": round(self.seconds, 2),
+            "outcomes_sent": self.outcomes_sent,
+        }
+
+
+def read_auctions(paths: Sequence[Path], limit: int | None = None) -> Iterator[Auction]:
+    """Auctions from auction-log files (gzip or plain JSON lines), in file order."""
+    count = 0
+    for path in paths:
+        if not path.is_file():
+            raise InputError("auction log not found", where=path, hint="pass files written by `bidflow simulate`")
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as lines:
+            for number, line in enumerate(lines, 1):
+                try:
+                    record = _LINE.decode(line)
+                    auction_id = _ID.decode(record.request).id
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    raise InputError(f"line {number} is not an auction-log record", where=path, got=str(exc)) from exc
+                partners = [o.partner for o in record.outcomes]
+                body = b"".join(
+                    (
+                        b'{"instances":[{"request":', bytes(record.request),
+                        b',"partners":', msgspec.json.encode(partners),
+                        b',"ts_ms":', str(record.ts_ms).encode(), b"}]}",
+                    )
+                )  # fmt: skip
+                yield Auction(auction_id, body, tuple(o.partner for o in record.outcomes if o.status == "bid"))
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+
+
+async def replay(
+    auctions: Sequence[Auction],
+    url: str,
+    *,
+    concurrency: int = 8,
+    monitor_url: str | None = None,
+    on_answer: Callable[[ReplayReport], None] | None = None,
+    timeout_s: float = 10.0,
+) -> ReplayReport:
+    """Send ``auctions`` to ``url`` (a v1 predict URL) with ``concurrency`` requests in flight.
+
+    Args:
+        auctions: what to send.
+        url: e.g. ``http://127.0.0.1:8080/v1/models/bid_filter:predict``.
+        concurrency: requests in flight.
+        monitor_url: where outcomes of explored auctions go (None: nowhere).
+        on_answer: called after every answer (progress display).
+        timeout_s: per request.
+    """
+    import httpx
+
+    report = ReplayReport()
+    queue: asyncio.Queue[Auction | None] = asyncio.Queue()
+    for auction in auctions:
+        queue.put_nowait(auction)
+    for _ in range(concurrency):
+        queue.put_nowait(None)
+    outcomes: list[bytes] = []
+    started = time.perf_counter()
+    headers = {"content-type": "application/json"}
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), limits=limits) as client:
+
+        async def flush() -> None:
+            if not outcomes or monitor_url is None:
+                outcomes.clear()
+                return
+            body = b'{"records":[' + b",".join(outcomes) + b"]}"
+            outcomes.clear()
+            with contextlib.suppress(httpx.HTTPError):  # best effort, like an exchange's reporting
+                await client.post(monitor_url.rstrip("/") + "/v1/outcomes", content=body, headers=headers)
+
+        async def worker() -> None:
+            while (auction := await queue.get()) is not None:
+                sent = time.perf_counter()
+                report.sent += 1
+                second = int(sent - started)
+                try:
+                    response = await client.post(url, content=auction.body, headers=headers)
+                    status, reason = response.status_code, response.text[:200]
+                except httpx.HTTPError as exc:
+                    status, reason, response = 0, repr(exc), None
+                report.latencies_ms.append((time.perf_counter() - sent) * 1000)
+                slot = report.timeline.setdefault(second, Counter())
+                if status == 200 and response is not None:
+                    report.ok += 1
+                    role = response.headers.get("x-bidflow-role", "champion")
+                    report.roles[role] += 1
+                    report.by_auction[auction.id] = role
+                    slot[role] += 1
+                    explored = any(p.explored for p in _RESPONSE.decode(response.content).predictions)
+                    if explored and monitor_url is not None:
+                        outcomes.append(msgspec.json.encode({"id": auction.id, "bids": list(auction.bids)}))
+                        report.outcomes_sent += 1
+                        if len(outcomes) >= _OUTCOME_BATCH:
+                            await flush()
+                else:
+                    report.failed += 1
+                    slot["failed"] += 1
+                    if len(report.failures) < 20:
+                        report.failures.append(f"HTTP {status}: {reason}")
+                if on_answer is not None:
+                    on_answer(report)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await flush()
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,322 @@
+"""The local deployment's front door: traffic split, payload logging and the admin API.
+
+Clients call the router exactly as they would call a model server (KServe v1/v2 paths). For each
+scoring request it reads the request id (``instances[0].request.id`` in v1, the infer request's
+``id`` in v2), picks champion or canary with ``bidflow.deploy.split.route`` and forwards the body
+unchanged. Everything else (health, model metadata) goes to the champion.
+
+Served payloads (request and response bodies, which model answered) are queued for the drift
+monitor and sent in batches by a background task: the request path never waits on the monitor,
+and when the queue is full new payloads are dropped and counted, never the request.
+
+Admin API (used by ``bidflow canary ...`` and the monitor, on the same loopback address):
+``GET /admin/state``, ``GET /admin/transitions``, ``GET /admin/metrics``,
+``POST /admin/deploy | /admin/promote | /admin/rollback`` (JSON: ``actor``, ``reasons``,
+``metrics``; deploy also ``model`` and ``percent``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+
+from bidflow.deploy.backend import ModelVersion, Role
+from bidflow.deploy.split import route
+from bidflow.errors import BidflowError, ConflictError
+
+if TYPE_CHECKING:
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from bidflow.config import Config
+    from bidflow.deploy.canary import Controller
+    from bidflow.deploy.local import ProcessBackend, Server
+
+log = logging.getLogger(__name__)
+
+_HOP_HEADERS: Final = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "host"})
+_LATENCY_SAMPLES: Final = 50_000
+_FLUSH_S: Final = 0.5
+
+
+class _Req(msgspec.Struct):
+    id: str = ""
+
+
+class _Instance(msgspec.Struct):
+    request: _Req = msgspec.field(default_factory=_Req)
+
+
+class _V1(msgspec.Struct):
+    instances: list[_Instance] = msgspec.field(default_factory=list)
+
+
+class _V2(msgspec.Struct):
+    id: str = ""
+
+
+_V1_DECODER: Final = msgspec.json.Decoder(_V1)
+_V2_DECODER: Final = msgspec.json.Decoder(_V2)
+
+
+def request_id(path: str, body: bytes) -> str:
+    """The id the split hashes: the (first) auction's id; the body itself when it has none."""
+    try:
+        if path.startswith("/v2/"):
+            found = _V2_DECODER.decode(body).id
+        else:
+            instances = _V1_DECODER.decode(body).instances
+            found = instances[0].request.id if instances else ""
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        found = ""
+    return found or body.decode("utf-8", "replace")
+
+
+@dataclass
+class RoleStats:
+    """Requests, errors and latencies one side served since the last transition."""
+
+    requests: int = 0
+    errors: int = 0
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCY_SAMPLES))
+
+    def to_dict(self) -> dict[str, Any]:
+        ordered = sorted(self.latencies_ms)
+
+        def pct(q: float) -> float | None:
+            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3) if ordered else None
+
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99),
+        }
+
+
+class PayloadLogger:
+    """Batches served payloads to the monitor's ``POST /v1/payloads`` off the request path."""
+
+    def __init__(self, url: str, batch: int, queue: int) -> None:
+        self.url = url.rstrip("/") + "/v1/payloads"
+        self.batch = batch
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue)
+        self.dropped = 0
+        self.sent = 0
+        self.failed_batches = 0
+
+    def offer(self, role: Role, model: ModelVersion, request: bytes, response: bytes) -> None:
+        record = b"".join(
+            (
+                b'{"role":"', role.encode(), b'","version":', msgspec.json.encode(model.version),
+                b',"ts":', str(time.time()).encode(), b',"request":', request, b',"response":', response, b"}",
+            )
+        )  # fmt: skip
+        try:
+            self.queue.put_nowait(record)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def run(self, client: httpx.AsyncClient) -> None:
+        while True:
+            records = [await self.queue.get()]
+            deadline = time.monotonic() + _FLUSH_S
+            while len(records) < self.batch and (left := deadline - time.monotonic()) > 0:
+                try:
+                    records.append(await asyncio.wait_for(self.queue.get(), timeout=left))
+                except TimeoutError:
+                    break
+            body = b'{"records":[' + b",".join(records) + b"]}"
+            try:
+                response = await client.post(self.url, content=body, headers={"content-type": "application/json"})
+                response.raise_for_status()
+                self.sent += len(records)
+            except Exception as exc:  # the monitor being down must never reach the request path
+                self.failed_batches += 1
+                self.dropped += len(records)
+                log.debug("payload batch not delivered: %s", exc)
+
+
+@dataclass
+class RouterState:
+    """What the ASGI handlers share."""
+
+    controller: Controller
+    backend: ProcessBackend
+    payloads: PayloadLogger | None
+    stats: dict[Role, RoleStats] = field(default_factory=lambda: {"champion": RoleStats(), "canary": RoleStats()})
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def reset_stats(self) -> None:
+        self.stats = {"champion": RoleStats(), "canary": RoleStats()}
+
+
+def build_router(state: RouterState) -> Starlette:
+    """The router's ASGI app over ``state`` (in-process tests use it directly)."""
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    client = httpx.AsyncClient(timeout=httpx.Timeout(30.0), limits=httpx.Limits(max_keepalive_connections=64))
+    background: list[asyncio.Task[None]] = []
+
+    async def proxy(request: Request) -> Response:
+        routes = state.backend.routes
+        if routes.champion is None:
+            return JSONResponse({"error": "no model deployed yet: `bidflow canary deploy --version N`"}, 503)
+        body = await request.body()
+        path = request.url.path
+        scoring = request.method == "POST" and (path.endswith(":predict") or path.endswith("/infer"))
+        role: Role = route(request_id(path, body), routes.percent) if scoring and routes.canary else "champion"
+        server: Server = routes.canary if role == "canary" and routes.canary is not None else routes.champion
+        stats = state.stats[role]
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        url = f"http://{state.backend.cfg.host}:{server.port}{path}"
+        if request.url.query:
+            url += "?" + request.url.query
+        server.inflight += 1
+        started = time.perf_counter()
+        try:
+            upstream = await client.request(request.method, url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            stats.requests += 1
+            stats.errors += 1
+            return JSONResponse({"error": f"{role} model server unreachable: {exc}"}, 502)
+        finally:
+            server.inflight -= 1
+        if scoring:
+            stats.requests += 1
+            stats.latencies_ms.append((time.perf_counter() - started) * 1000)
+            if upstream.status_code >= 500:
+                stats.errors += 1
+            elif upstream.status_code == 200 and state.payloads is not None:
+                state.payloads.offer(role, server.model, body, upstream.content)
+        out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_HEADERS}
+        out_headers["x-bidflow-role"] = role
+        out_headers["x-bidflow-model-version"] = server.model.version
+        return Response(upstream.content, upstream.status_code, out_headers)
+
+    async def admin_state(_: Request) -> Response:
+        return JSONResponse(state.backend.status().to_dict())
+
+    async def admin_transitions(_: Request) -> Response:
+        return JSONResponse([t.to_dict() for t in state.controller.transitions()])
+
+    async def admin_metrics(_: Request) -> Response:
+        payloads = state.payloads
+        return JSONResponse(
+            {role: s.to_dict() for role, s in state.stats.items()}
+            | {
+                "payloads": {
+                    "sent": payloads.sent,
+                    "dropped": payloads.dropped,
+                    "failed_batches": payloads.failed_batches,
+                }
+                if payloads
+                else None
+            }
+        )
+
+    def transition(act: Callable[[dict[str, Any]], Any]) -> Callable[[Request], Awaitable[Response]]:
+        async def handler(request: Request) -> Response:
+            try:
+                body = await request.json()
+            except ValueError:
+                return JSONResponse({"error": "the body must be JSON"}, 400)
+            if not isinstance(body, dict):
+                return JSONResponse({"error": "the body must be a JSON object"}, 400)
+            async with state.lock:  # one transition at a time
+                try:
+                    done = await asyncio.to_thread(act, body)
+                except ConflictError as exc:
+                    return JSONResponse({"error": exc.render()}, 409)
+                except BidflowError as exc:
+                    return JSONResponse({"error": exc.render()}, 400)
+                except (KeyError, TypeError, ValueError) as exc:
+                    return JSONResponse({"error": f"bad admin request: {exc!r}"}, 400)
+                state.reset_stats()
+            return JSONResponse(done.to_dict())
+
+        return handler
+
+    def why(body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "actor": str(body.get("actor", "unknown")),
+            "reasons": [str(r) for r in body.get("reasons", [])],
+            "metrics": body.get("metrics") or {},
+        }
+
+    def deploy(body: dict[str, Any]) -> Any:
+        model = ModelVersion.from_dict(body["model"])
+        return state.controller.deploy(model, int(body["percent"]), **why(body))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        monitor = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
+        if state.payloads is not None:
+            background.append(asyncio.create_task(state.payloads.run(monitor)))
+        try:
+            yield
+        finally:
+            for task in background:
+                task.cancel()
+            await client.aclose()
+            await monitor.aclose()
+
+    routes = [
+        Route("/admin/state", admin_state, methods=["GET"]),
+        Route("/admin/transitions", admin_transitions, methods=["GET"]),
+        Route("/admin/metrics", admin_metrics, methods=["GET"]),
+        Route("/admin/deploy", transition(deploy), methods=["POST"]),
+        Route("/admin/promote", transition(lambda b: state.controller.promote(**why(b))), methods=["POST"]),
+        Route("/admin/rollback", transition(lambda b: state.controller.rollback(**why(b))), methods=["POST"]),
+        Route("/{path:path}", proxy, methods=["GET", "POST"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def serve_router(config: Config, config_path: Any = None) -> None:
+    """Run the local deployment (router + model servers) until SIGINT/SIGTERM.
+
+    The last recorded transition's state is restored first, so a restarted router serves what it
+    served before.
+    """
+    import uvicorn
+
+    from bidflow.deploy.canary import Controller, registry_mirror
+    from bidflow.deploy.journal import FileLog
+    from bidflow.deploy.local import ProcessBackend
+
+    cfg = config.canary
+    backend = ProcessBackend(cfg, config.registry.bid_filter_model, config_path)
+    journal = FileLog(cfg.state / "transitions.jsonl")
+    recorded = journal.read()
+    if recorded and recorded[-1].state is not None:
+        log.info("restoring the last recorded deployment (%s)", recorded[-1].action)
+        backend.restore(recorded[-1].state)
+    controller = Controller(backend, journal, registry_mirror(config))
+    payloads = (
+        PayloadLogger(cfg.monitor_url, config.monitor.payload_batch, config.monitor.payload_queue)
+        if cfg.monitor_url
+        else None
+    )
+    app = build_router(RouterState(controller, backend, payloads))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=cfg.host, port=cfg.router_port, log_config=None, access_log=False, lifespan="on")
+    )
+    log.info("router on http://%s:%d (state in %s)", cfg.host, cfg.router_port, cfg.state)
+    try:
+        server.run()
+    finally:
+        backend.shutdown()

@@ -1,0 +1,176 @@
+"""The drift monitor's HTTP face: payloads and outcomes in, status and Prometheus metrics out.
+
+Endpoints:
+
+* ``POST /v1/payloads``: ``{"records": [{"role", "version", "ts", "request", "response"}, ...]}``,
+  the batches the local router sends.
+* ``POST /``: KServe's payload logger (CloudEvents in binary mode: ``ce-id``, ``ce-type`` ending in
+  ``request`` or ``response``, the body as served). A request and its response are paired by
+  ``ce-id``; the role is found from the model version in the response and the deployment's state.
+* ``POST /v1/outcomes``: ``{"records": [{"id": <auction id>, "bids": [partner, ...]}]}``.
+* ``GET /status`` (JSON), ``GET /metrics`` (Prometheus), ``GET /healthz``.
+
+A body that is not JSON, or a record that cannot be read, is answered 400 or counted as bad; it
+never stops the monitor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Final
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from bidflow.monitoring.watch import Monitor
+
+log = logging.getLogger(__name__)
+
+_PENDING_EVENTS: Final = 10_000
+_STATE_TTL_S: Final = 5.0
+
+
+class MonitorMetrics(Collector):
+    """Reads the monitor's state at scrape time (nothing is counted twice)."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    def collect(self) -> Iterator[Any]:
+        status = self.monitor.status()
+        p_values = GaugeMetricFamily(
+            "bidflow_drift_p_value", "p-value of the latest drift test per feature", labels=["role", "feature"]
+        )
+        flags = GaugeMetricFamily(
+            "bidflow_drift_detected", "1 when the latest window drifted on the feature", labels=["role", "feature"]
+        )
+        fill = GaugeMetricFamily("bidflow_drift_window_fill", "auctions in the open window", labels=["role"])
+        size = GaugeMetricFamily("bidflow_drift_window_size", "auctions per detection window", labels=["role"])
+        recall = GaugeMetricFamily("bidflow_online_bid_recall", "bids kept on the exploration share", labels=["role"])
+        for role, latest in status["latest"].items():
+            for feature in latest["report"]["features"]:
+                p_values.add_metric([role, feature["name"]], feature["p_value"])
+                flags.add_metric([role, feature["name"]], float(feature["drift"]))
+        for role, figures in status["roles"].items():
+            fill.add_metric([role], figures["window_fill"])
+            size.add_metric([role], figures["window_size"])
+            if figures["online_recall"] is not None:
+                recall.add_metric([role], figures["online_recall"])
+        counts = CounterMetricFamily(
+            "bidflow_monitor_events", "payloads, auctions, bad records, actions", labels=["kind"]
+        )
+        for kind, value in status["counts"].items():
+            counts.add_metric([kind], value)
+        yield from (p_values, flags, fill, size, recall, counts)
+
+
+def build_app(monitor: Monitor) -> Starlette:
+    """The monitor's ASGI app over ``monitor``."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    registry = CollectorRegistry()
+    registry.register(MonitorMetrics(monitor))
+    pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
+    versions: dict[str, Any] = {"at": 0.0, "roles": {}}
+
+    async def records(request: Request) -> list[Any] | Response:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return JSONResponse({"error": "the body is not JSON"}, 400)
+        found = body.get("records") if isinstance(body, dict) else None
+        if not isinstance(found, list):
+            return JSONResponse({"error": "the body needs a 'records' list"}, 400)
+        return found
+
+    async def payloads(request: Request) -> Response:
+        found = await records(request)
+        if isinstance(found, Response):
+            return found
+        read = await asyncio.to_thread(monitor.payloads, found)
+        return JSONResponse({"received": len(found), "auctions": read})
+
+    async def outcomes(request: Request) -> Response:
+        found = await records(request)
+        if isinstance(found, Response):
+            return found
+        matched = await asyncio.to_thread(monitor.outcomes, found)
+        return JSONResponse({"received": len(found), "matched": matched})
+
+    async def cloud_event(request: Request) -> Response:
+        event_id, kind = request.headers.get("ce-id"), request.headers.get("ce-type", "")
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            monitor.counts["bad"] += 1
+            return JSONResponse({"error": "the event body is not JSON"}, 400)
+        if not event_id or not kind.endswith(("request", "response")):
+            monitor.counts["bad"] += 1
+            return JSONResponse({"error": "not a KServe inference CloudEvent (ce-id, ce-type)"}, 400)
+        half = pending.setdefault(event_id, {})
+        half["request" if kind.endswith("request") else "response"] = body
+        while len(pending) > _PENDING_EVENTS:
+            pending.popitem(last=False)
+        if "request" in half and "response" in half:
+            del pending[event_id]
+            record = await asyncio.to_thread(_as_record, half, monitor, versions)
+            if record is None:
+                monitor.counts["bad"] += 1
+            else:
+                await asyncio.to_thread(monitor.payloads, [record])
+        return Response(status_code=202)
+
+    async def status(_: Request) -> Response:
+        return JSONResponse(monitor.status())
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    return Starlette(
+        routes=[
+            Route("/v1/payloads", payloads, methods=["POST"]),
+            Route("/v1/outcomes", outcomes, methods=["POST"]),
+            Route("/", cloud_event, methods=["POST"]),
+            Route("/status", status, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ]
+    )
+
+
+def _as_record(half: dict[str, Any], monitor: Monitor, versions: dict[str, Any]) -> dict[str, Any] | None:
+    """A logged request/response pair as a payload record; the role from the answering version."""
+    predictions = half["response"].get("predictions") if isinstance(half["response"], dict) else None
+    if not predictions or not isinstance(predictions[0], dict):
+        return None
+    version = str(predictions[0].get("model_version"))
+    if monitor.controller is not None and time.monotonic() - versions["at"] > _STATE_TTL_S:
+        state = monitor.controller.status()
+        versions["roles"] = {
+            m.version: role for role, m in (("champion", state.champion), ("canary", state.canary)) if m
+        }
+        versions["at"] = time.monotonic()
+    role = versions["roles"].get(version, "champion")
+    return {
+        "role": role,
+        "version": version,
+        "ts": time.time(),
+        "request": half["request"],
+        "response": half["response"],
+    }

@@ -1,0 +1,362 @@
+"""The monitor's core: served payloads in, drift windows, online recall and rollbacks out.
+
+``Monitor`` has no HTTP in it (``bidflow.monitoring.service`` is the server), so a test can feed it
+payloads and outcomes directly. Per role (champion, canary) it keeps:
+
+* a **window** of monitored feature rows (``drift_row``: request features from the same transform
+  training uses, plus the auction's mean score). When ``window_size`` auctions have arrived the
+  detector fitted for the model version that served them is run; the report is kept, exported as
+  metrics and acted on.
+* **online bid recall** on the exploration share: explored auctions call every partner, so once the
+  exchange reports which partners bid (``outcomes``) we know how many of those bids the model would
+  have kept (score >= threshold).
+* recent **scores**, for the population stability index of canary vs champion scores.
+
+Actions: drift in the canary's traffic rolls the canary back through the deployment controller
+(then the canary's window is cleared); drift in the champion's traffic raises an alert and appends
+a retraining request (a pipeline run request) to ``retrain_requests.jsonl``. A payload that cannot
+be read is counted and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+
+from bidflow.deploy.analysis import RoleMetrics, WindowMetrics, analyse
+from bidflow.errors import BidflowError, MonitorError
+from bidflow.openrtb import ValidationContext, decode_request_obj
+from bidflow.openrtb.features import request_features
+
+if TYPE_CHECKING:
+    from bidflow.monitoring.drift import DriftDetector, DriftReport
+
+    from bidflow.config import Config
+    from bidflow.deploy.canary import DeploymentController
+
+log = logging.getLogger(__name__)
+
+ROLES: Final = ("champion", "canary")
+_EXPLORED_KEPT: Final = 200_000  # explored auctions waiting for their outcomes
+_SCORES_KEPT: Final = 20_000
+_HISTORY_KEPT: Final = 500
+_PSI_BINS: Final = 10
+_PSI_FLOOR: Final = 1e-4
+_LENIENT: Final = ValidationContext()
+
+
+@dataclass
+class Recall:
+    """Bids seen on explored auctions and how many of them the model would have kept."""
+
+    bids: int = 0
+    kept: int = 0
+
+    @property
+    def value(self) -> float | None:
+        return self.kept / self.bids if self.bids else None
+
+
+@dataclass
+class RoleWatch:
+    """Everything the monitor keeps for one role."""
+
+    version: str | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    scores: deque[float] = field(default_factory=lambda: deque(maxlen=_SCORES_KEPT))
+    recall: Recall = field(default_factory=Recall)
+    auctions: int = 0
+
+    def reset(self, version: str | None) -> None:
+        self.version = version
+        self.rows.clear()
+        self.scores.clear()
+        self.recall = Recall()
+        self.auctions = 0
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """One detection window's outcome (kept for status and the report)."""
+
+    role: str
+    version: str
+    at: float
+    report: dict[str, Any]
+    action: str | None = None  # "rollback" | "alert" | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"role": self.role, "version": self.version, "at": self.at, "report": self.report, "action": self.action}
+
+
+class Monitor:
+    """Drift windows, online recall and the rollback trigger (see the module docstring).
+
+    Args:
+        config: ``monitor`` (window, p-value, detector folder) and ``canary`` (analysis limits).
+        controller: the deployment to roll back; None watches only (no actions).
+        detector_loader: version -> fitted detector (default: ``load_detector`` on the detector folder,
+            ``<detector>/<version>/`` when it exists, else ``<detector>/`` itself).
+        router_metrics: the router's per-role request/latency figures, for the SLO rules (local backend).
+        state_dir: where retraining requests are appended.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        controller: DeploymentController | None,
+        *,
+        detector_loader: Callable[[str], DriftDetector] | None = None,
+        router_metrics: Callable[[], Mapping[str, Any]] | None = None,
+        state_dir: Path | None = None,
+    ) -> None:
+        self.config = config
+        self.controller = controller
+        self.router_metrics = router_metrics
+        self.state_dir = state_dir or config.canary.state
+        self._load = detector_loader or self._load_from_folder
+        self._detectors: dict[str, DriftDetector] = {}
+        self.watch = {role: RoleWatch() for role in ROLES}
+        self.explored: OrderedDict[str, tuple[str, dict[str, bool]]] = OrderedDict()
+        self.unmatched: OrderedDict[str, set[str]] = OrderedDict()
+        self.history: deque[WindowResult] = deque(maxlen=_HISTORY_KEPT)
+        self.transitions: list[dict[str, Any]] = []
+        self.counts = {"payloads": 0, "auctions": 0, "bad": 0, "outcomes": 0, "alerts": 0, "rollbacks": 0}
+        self.errors: deque[str] = deque(maxlen=20)
+        self.listeners: list[Callable[[WindowResult], None]] = []
+        self._lock = threading.Lock()
+
+    # -- intake --
+
+    def payloads(self, records: Iterable[Any]) -> int:
+        """Take served payloads (``{"role", "version", "ts", "request", "response"}``); returns how many were read."""
+        read = 0
+        with self._lock:
+            for record in records:
+                self.counts["payloads"] += 1
+                try:
+                    read += self._payload(record)
+                except (KeyError, TypeError, ValueError, IndexError, BidflowError) as exc:
+                    self.counts["bad"] += 1
+                    self.errors.append(f"bad payload: {exc!r}"[:300])
+            ready = [role for role in ROLES if len(self.watch[role].rows) >= self.config.monitor.window_size]
+        for role in ready:
+            self._close_window(role)
+        return read
+
+    def outcomes(self, records: Iterable[Any]) -> int:
+        """Which partners bid on explored auctions: ``{"id": <auction id>, "bids": [partner, ...]}``."""
+        matched = 0
+        with self._lock:
+            for record in records:
+                try:
+                    found = self.explored.pop(str(record["id"]), None)
+                    bids = {str(p) for p in record["bids"]}
+                except (KeyError, TypeError):
+                    self.counts["bad"] += 1
+                    continue
+                if found is None:  # its payload has not arrived yet (batches travel separately)
+                    self.unmatched[str(record["id"])] = bids
+                    while len(self.unmatched) > _EXPLORED_KEPT:
+                        self.unmatched.popitem(last=False)
+                    continue
+                self._count_recall(*found, bids)
+                matched += 1
+            self.counts["outcomes"] += matched
+        return matched
+
+    def _count_recall(self, role: str, would_call: Mapping[str, bool], bids: Iterable[str]) -> None:
+        recall = self.watch[role].recall
+        for partner in bids:
+            if partner in would_call:
+                recall.bids += 1
+                recall.kept += would_call[partner]
+
+    def _payload(self, record: Mapping[str, Any]) -> int:
+        role = str(record["role"])
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        version = str(record["version"])
+        watch = self.watch[role]
+        if watch.version != version:
+            watch.reset(version)  # a new model in this role: its own window
+        ts_ms = int(float(record.get("ts") or time.time()) * 1000)
+        request, response = record["request"], record["response"]
+        instances = request["instances"]
+        predictions = response["predictions"]
+        from bidflow.monitoring.drift import drift_row
+
+        for instance, prediction in zip(instances, predictions, strict=True):
+            req = decode_request_obj(instance["request"], _LENIENT)
+            features = request_features(req, int(instance.get("ts_ms") or ts_ms))
+            decisions = prediction["decisions"]
+            scores = [d["score"] for d in decisions if d.get("score") is not None]
+            mean = float(np.mean(scores)) if scores else None
+            watch.rows.append(drift_row(features, mean))
+            if mean is not None:
+                watch.scores.append(mean)
+            if prediction.get("explored") and scores:
+                would_call = {
+                    d["partner"]: d["score"] >= d["threshold"] for d in decisions if d.get("score") is not None
+                }
+                bids = self.unmatched.pop(req.id, None)
+                if bids is not None:
+                    self._count_recall(role, would_call, bids)
+                    self.counts["outcomes"] += 1
+                else:
+                    self.explored[req.id] = (role, would_call)
+                    while len(self.explored) > _EXPLORED_KEPT:
+                        self.explored.popitem(last=False)
+            watch.auctions += 1
+            self.counts["auctions"] += 1
+        return len(instances)
+
+    # -- windows --
+
+    def _close_window(self, role: str) -> None:
+        with self._lock:
+            watch = self.watch[role]
+            rows, watch.rows = watch.rows, []
+            version = watch.version
+        if version is None or not rows:
+            return
+        from bidflow.monitoring.drift import drift_frame
+
+        try:
+            report = self._detector(version).predict(drift_frame(rows))
+        except BidflowError as exc:
+            self.errors.append(exc.render()[:300])
+            log.error("drift check skipped for %s v%s: %s", role, version, exc.render())
+            return
+        action = self._act(role, version, report)
+        result = WindowResult(role, version, time.time(), report.to_dict(), action)
+        self.history.append(result)
+        for listener in self.listeners:
+            listener(result)
+
+    def _act(self, role: str, version: str, report: DriftReport) -> str | None:
+        if role == "champion":
+            if report.drift:
+                self._alert(version, report)
+                return "alert"
+            return None
+        window = self.window_metrics(report.drifted)
+        verdict = analyse(window, self.config.canary)
+        if verdict.outcome != "rollback":
+            return None
+        if self.controller is None:
+            log.warning("canary v%s should be rolled back (%s); no controller", version, "; ".join(verdict.reasons))
+            return None
+        try:
+            transition = self.controller.rollback(
+                actor="monitor",
+                reasons=verdict.reasons,
+                metrics={"window": window.to_dict(), "drift": report.to_dict()},
+            )
+        except BidflowError as exc:
+            self.errors.append(f"rollback failed: {exc.render()}"[:300])
+            log.error("rollback of canary v%s failed: %s", version, exc.render())
+            return None
+        self.counts["rollbacks"] += 1
+        self.transitions.append(transition.to_dict())
+        with self._lock:
+            self.watch["canary"].reset(None)
+        log.warning("canary v%s rolled back: %s", version, "; ".join(verdict.reasons))
+        return "rollback"
+
+    def _alert(self, version: str, report: DriftReport) -> None:
+        self.counts["alerts"] += 1
+        request = {
+            "at": time.time(),
+            "reason": f"drift in the champion's traffic (v{version}): {', '.join(report.drifted)}",
+            "pipeline": "bid-filter-training",
+            "drift": report.to_dict(),
+        }
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with (self.state_dir / "retrain_requests.jsonl").open("a", encoding="utf-8") as out:
+            out.write(json.dumps(request, default=str) + "\n")
+        log.warning("%s: retraining requested", request["reason"])
+
+    def window_metrics(self, drifted: Iterable[str] = ()) -> WindowMetrics:
+        """Champion vs canary now: router figures (when known), online recall, score PSI, drift."""
+        router = dict(self.router_metrics()) if self.router_metrics is not None else {}
+
+        def side(role: str) -> RoleMetrics:
+            figures = router.get(role) or {}
+            recall = self.watch[role].recall
+            return RoleMetrics(
+                requests=int(figures.get("requests", self.watch[role].auctions)),
+                errors=int(figures.get("errors", 0)),
+                p99_ms=figures.get("p99_ms"),
+                explored_bids=recall.bids,
+                recall=recall.value,
+            )
+
+        return WindowMetrics(side("champion"), side("canary"), self.score_psi(), tuple(drifted))
+
+    def score_psi(self) -> float | None:
+        """PSI of the canary's recent mean scores against the champion's (None with too few)."""
+        reference, current = np.asarray(self.watch["champion"].scores), np.asarray(self.watch["canary"].scores)
+        if len(reference) < 100 or len(current) < 100:
+            return None
+        edges = np.unique(np.quantile(reference, np.linspace(0, 1, _PSI_BINS + 1)[1:-1]))
+        expected = np.bincount(np.searchsorted(edges, reference), minlength=len(edges) + 1) / len(reference)
+        actual = np.bincount(np.searchsorted(edges, current), minlength=len(edges) + 1) / len(current)
+        e, a = np.clip(expected, _PSI_FLOOR, None), np.clip(actual, _PSI_FLOOR, None)
+        value = float(np.sum((a - e) * np.log(a / e)))
+        return value if math.isfinite(value) else None
+
+    def _detector(self, version: str) -> DriftDetector:
+        if version not in self._detectors:
+            self._detectors[version] = self._load(version)
+        return self._detectors[version]
+
+    def _load_from_folder(self, version: str) -> DriftDetector:
+        from bidflow.monitoring.drift import load_detector
+
+        root = self.config.monitor.detector
+        folder = root / version if (root / version).is_dir() else root
+        if not folder.exists():
+            raise MonitorError(
+                f"no fitted drift detector for model version {version}",
+                where=folder,
+                hint="fit one at training time: `python -m bidflow.monitoring fit` in the monitor environment",
+            )
+        return load_detector(folder)
+
+    # -- status --
+
+    def status(self) -> dict[str, Any]:
+        """What ``GET /status`` answers: windows, recall, latest reports, actions and counts."""
+        with self._lock:
+            roles = {
+                role: {
+                    "version": w.version,
+                    "window_fill": len(w.rows),
+                    "window_size": self.config.monitor.window_size,
+                    "auctions": w.auctions,
+                    "explored_bids": w.recall.bids,
+                    "online_recall": w.recall.value,
+                }
+                for role, w in self.watch.items()
+            }
+            latest = {r.role: r.to_dict() for r in self.history}
+            return {
+                "roles": roles,
+                "score_psi": self.score_psi(),
+                "latest": latest,
+                "history": [r.to_dict() for r in self.history],
+                "transitions": list(self.transitions),
+                "counts": dict(self.counts),
+                "errors": list(self.errors),
+            }

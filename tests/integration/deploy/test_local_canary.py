@@ -1,0 +1,176 @@
+"""The local backend for real: the router and model-server processes on 127.0.0.1.
+
+Champion and canary are real ``python -m bidflow.serving`` processes behind ``bidflow canary serve``;
+traffic is replayed from generated auction logs while the canary is rolled back or promoted, and
+not one client request may fail across the switch. The router is restarted in between: it must
+come back serving what the transition log says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from bidflow.config import load_config
+from bidflow.data.simulate import simulate
+from bidflow.deploy.backend import ModelVersion
+from bidflow.deploy.canary import RouterClient
+from bidflow.deploy.replay import Auction, read_auctions, replay
+from bidflow.deploy.split import route
+from bidflow.modeling.train import TrainedModel, save_model
+from tests.conftest import REPO, small_config
+from tests.integration.serving.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def auctions(tmp_path_factory: pytest.TempPathFactory) -> list[Auction]:
+    raw = tmp_path_factory.mktemp("canary-raw")
+    simulate(small_config(hours=1, auctions_per_hour=1_500, publishers=60), raw)
+    return list(read_auctions(sorted(raw.rglob("*.jsonl.gz"))))
+
+
+@pytest.fixture(scope="module")
+def models(trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> list[ModelVersion]:
+    root = tmp_path_factory.mktemp("canary-models")
+    return [ModelVersion("bid_filter", v, str(save_model(trained, root / f"v{v}"))) for v in ("1", "2", "3")]
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("canary-local")
+    settings = {
+        "canary": {
+            "state": str(root / "deploy"),
+            "router_port": free_port(),
+            "champion_port": free_port(),
+            "canary_port": free_port(),
+            "monitor_url": None,
+        },
+        "registry": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}"},
+    }
+    path = root / "bidflow.yaml"
+    path.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    return path
+
+
+class Router:
+    def __init__(self, config_file: Path) -> None:
+        self.config = load_config(config_file, environ={})
+        self.url = f"http://127.0.0.1:{self.config.canary.router_port}"
+        self.client = RouterClient(self.url)
+        self.config_file = config_file
+
+    def predict_url(self) -> str:
+        return f"{self.url}/v1/models/bid_filter:predict"
+
+
+@pytest.fixture
+def router(config_file: Path) -> Iterator[Router]:
+    """``bidflow canary serve`` as a process (a fresh one per test; the state folder persists)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BIDFLOW__")}
+    command = [sys.executable, "-m", "bidflow.cli", "--config", str(config_file), "canary", "serve"]
+    log = (config_file.parent / "router.log").open("ab")
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    handle = Router(config_file)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert process.poll() is None, (config_file.parent / "router.log").read_text()[-3000:]
+        try:
+            if httpx.get(f"{handle.url}/admin/state", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        pytest.fail("router did not start")
+    yield handle
+    process.terminate()
+    process.wait(timeout=60)
+    log.close()
+
+
+def _replay_while(router: Router, auctions: list[Auction], action: object, after: int) -> object:
+    """Replay ``auctions``; once ``after`` answers are in, run ``action`` in a thread (the switch)."""
+    fired = threading.Event()
+    result: dict[str, object] = {}
+
+    def tick(report: object) -> None:
+        if not fired.is_set() and report.ok >= after:  # type: ignore[attr-defined]
+            fired.set()
+            threading.Thread(target=lambda: result.setdefault("t", action()), daemon=True).start()  # type: ignore[operator]
+
+    report = asyncio.run(replay(auctions, router.predict_url(), concurrency=8, on_answer=tick))
+    deadline = time.monotonic() + 30
+    while "t" not in result and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return report, result.get("t")
+
+
+def test_canary_split_and_rollback_without_a_failed_request(
+    router: Router, models: list[ModelVersion], auctions: list[Auction]
+) -> None:
+    client = router.client
+    first = client.deploy(models[0], 20, actor="test")
+    assert first.state is not None and first.state.champion == models[0] and first.state.canary is None
+
+    client.deploy(models[1], 20, actor="test")
+    state = client.status()
+    assert state.canary == models[1] and state.canary_percent == 20 and state.ready
+
+    # Before the switch: the split is deterministic by auction id, ~20 %.
+    head = auctions[:600]
+    report = asyncio.run(replay(head, router.predict_url(), concurrency=8))
+    assert report.failed == 0, report.failures
+    assert 0.12 < report.roles["canary"] / report.ok < 0.28
+    assert all(role == route(auction_id, 20) for auction_id, role in report.by_auction.items())
+
+    report, transition = _replay_while(
+        router, auctions[600:], lambda: client.rollback(actor="monitor", reasons=["test drift"]), after=200
+    )
+    assert report.failed == 0, report.failures  # nobody noticed the switch
+    assert transition is not None and transition.action == "rollback"  # type: ignore[attr-defined]
+    after = client.status()
+    assert after.champion == models[0] and after.canary is None and after.canary_percent == 0
+
+    # After the rollback, the canary's share of the same auctions goes to the champion.
+    again = asyncio.run(replay(head, router.predict_url(), concurrency=4))
+    assert again.roles == {"champion": len(head)}
+
+    actions = [(t.action, t.model.version if t.model else None, t.actor) for t in client.transitions()]
+    assert actions[-3:] == [("deploy", "1", "test"), ("deploy", "2", "test"), ("rollback", "2", "monitor")]
+    assert client.transitions()[-1].reasons == ("test drift",)
+
+
+def test_restart_restores_the_recorded_deployment_then_promotion_without_a_failed_request(
+    router: Router, models: list[ModelVersion], auctions: list[Auction]
+) -> None:
+    # A new router process (the previous test's was stopped): it serves what the log recorded.
+    restored = router.client.status()
+    assert restored.champion == models[0] and restored.canary is None
+
+    router.client.deploy(models[2], 50, actor="ci:42")
+    report, transition = _replay_while(
+        router, auctions[:900], lambda: router.client.promote(actor="analysis", reasons=["healthy"]), after=300
+    )
+    assert report.failed == 0, report.failures
+    assert transition is not None and transition.action == "promote"  # type: ignore[attr-defined]
+    assert {"champion", "canary"} <= set(report.roles)
+    state = router.client.status()
+    assert state.champion == models[2] and state.canary is None
+    tail = asyncio.run(replay(auctions[:200], router.predict_url(), concurrency=4))
+    assert tail.failed == 0 and tail.roles == {"champion": 200}
+
+    # Promote or roll back with no canary live: a clear refusal, not a crash.
+    with pytest.raises(Exception, match="no canary is live"):
+        router.client.rollback(actor="test")
