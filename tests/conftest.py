@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
-from collections.abc import Callable
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -95,3 +101,42 @@ def postgres_dsn() -> str:
     except psycopg.Error as exc:
         pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_DSN} ({exc}); start it (see .ci/run) and rerun")
     return POSTGRES_DSN
+
+
+@contextlib.contextmanager
+def running_router(config_file: Path, timeout_s: float = 180.0) -> Iterator[str]:
+    """``bidflow canary serve`` as a process with ``config_file``; yields its URL, stops it (and its servers) after."""
+    import httpx
+
+    from bidflow.config import load_config
+
+    config = load_config(config_file, environ={})
+    url = f"http://{config.canary.host}:{config.canary.router_port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BIDFLOW__")}
+    command = [sys.executable, "-m", "bidflow.cli", "--config", str(config_file), "canary", "serve"]
+    log_path = config_file.parent / "router.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert process.poll() is None, log_path.read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/admin/state", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"router did not start: {log_path.read_text()[-3000:]}"
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

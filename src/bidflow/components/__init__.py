@@ -16,6 +16,6 @@ defaults), read by the same loader as the CLI, so ``BIDFLOW__SECTION__KEY`` envi
 (from the Kubernetes Secrets the pipelines attach) override it exactly as they do on a laptop.
 """
 
-from bidflow.components._base import COMPONENT_IMAGE, IMAGE_REPOSITORY, component
+from bidflow.components._base import COMPONENT_IMAGE, IMAGE_REPOSITORY, MONITOR_IMAGE, component, monitor_component
 
-__all__ = ["COMPONENT_IMAGE", "IMAGE_REPOSITORY", "component"]
+__all__ = ["COMPONENT_IMAGE", "IMAGE_REPOSITORY", "MONITOR_IMAGE", "component", "monitor_component"]

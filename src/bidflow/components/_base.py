@@ -24,3 +24,15 @@ def component(func: Callable[..., Any]) -> Any:
         The KFP ``PythonComponent``.
     """
     return dsl.component(func, base_image=COMPONENT_IMAGE, install_kfp_package=False)
+
+
+MONITOR_IMAGE: Final = f"ghcr.io/bidflow/bidflow-monitor:{__version__}"
+
+
+def monitor_component(func: Callable[..., Any]) -> Any:
+    """A component on the drift monitor's image (``monitor/Dockerfile``: alibi-detect's own environment).
+
+    The one step that needs alibi-detect (fitting detectors) runs there in a cluster; locally its body
+    hands the work to ``.venv-monitor`` (``bidflow.deploy.steps.fit_detector``).
+    """
+    return dsl.component(func, base_image=MONITOR_IMAGE, install_kfp_package=False)

@@ -271,14 +271,9 @@ def _actor(given: str | None, default_kind: str | None = None) -> str:
 
 
 def _model_version(config: Config, version: str) -> ModelVersion:
-    from bidflow.deploy.backend import ModelVersion
-    from bidflow.modeling import registry
+    from bidflow.deploy.steps import model_version
 
-    name = config.registry.bid_filter_model
-    ref = registry.resolve(config.registry, name, version)
-    # Locally the server resolves models:/ through the registry; KServe's storage initializer needs the artifacts.
-    uri = ref.uri if config.canary.backend == "local" else ref.source
-    return ModelVersion(name=name, version=ref.version, uri=uri)
+    return model_version(config, version)
 
 
 def _window(config: Config, controller: DeploymentController, monitor_url: str | None) -> WindowMetrics:

@@ -39,10 +39,9 @@ from bidflow.openrtb import ValidationContext, decode_request_obj
 from bidflow.openrtb.features import request_features
 
 if TYPE_CHECKING:
-    from bidflow.monitoring.drift import DriftDetector, DriftReport
-
     from bidflow.config import Config
     from bidflow.deploy.canary import DeploymentController
+    from bidflow.monitoring.drift import DriftDetector, DriftReport
 
 log = logging.getLogger(__name__)
 

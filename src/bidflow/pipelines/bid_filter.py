@@ -1,7 +1,8 @@
 """The bid-filter training pipeline: wiring only (every step is a ``bidflow.components`` component).
 
 ingest -> validate -> build features (+ apply, materialize) -> train -> evaluate -> bias ->
-(both gates passed) register -> [deploy canary: see DEPLOY_CANARY below].
+(both gates passed) register -> deploy (champion, or a canary at ``canary_percent``) -> fit the
+drift detectors the monitor will watch it with.
 """
 
 from typing import NamedTuple
@@ -11,7 +12,9 @@ from kfp import dsl
 from bidflow.components.apply_features import apply_features
 from bidflow.components.build_features import build_features
 from bidflow.components.check_bias import check_bias
+from bidflow.components.deploy_canary import deploy_canary
 from bidflow.components.evaluate_model import evaluate_model
+from bidflow.components.fit_drift_detector import fit_drift_detector
 from bidflow.components.ingest_logs import ingest_logs
 from bidflow.components.materialize_features import materialize_features
 from bidflow.components.register_model import register_model
@@ -33,12 +36,13 @@ class TrainingOutputs(NamedTuple):
     bias_report: dsl.HTML
 
 
-@_dsl.pipeline(name=NAME, description="Auction logs to a gated bid-filter model registered as 'candidate'.")
+@_dsl.pipeline(name=NAME, description="Auction logs to a gated bid-filter model, registered and deployed as a canary.")
 def bid_filter_pipeline(
     raw_logs: str = "s3://bidflow-data/auctions/raw",
     config: str = "",
     feature_source: str = "feast",
     champion: str = "champion",
+    canary_percent: int = 20,
 ) -> TrainingOutputs:
     """Train the bid filter on a window of auction logs and register it only if both gates pass.
 
@@ -49,6 +53,8 @@ def bid_filter_pipeline(
             tasks get them from Kubernetes Secrets as BIDFLOW__* environment overrides.
         feature_source: feast (the FeatureService training set) or request (request features only).
         champion: the alias or version the candidate must not be worse than; none for no comparison.
+        canary_percent: share of requests the new version takes as a canary (0-100); the first
+            version deployed becomes the champion instead.
 
     Returns:
         The candidate model, both gate verdicts and their HTML reports.
@@ -89,8 +95,12 @@ def bid_filter_pipeline(
         register = register_model(model=model, config=config, kind=KIND)
         platform.stateful(register)
         platform.attach_secrets(register, registry=True)
-        # DEPLOY_CANARY: wire `deploy_canary(model_version=register.outputs["Output"], config=config)`
-        # here when the canary backend lands (issue 7): it must run only after both gates and registration.
+        deploy = deploy_canary(model_version=register.outputs["Output"], config=config, percent=canary_percent)
+        # Deploying twice would be refused (a canary is live), so a retry is for connection errors only.
+        platform.stateful(deploy, retries=1)
+        platform.attach_secrets(deploy, registry=True)
+        fit = fit_drift_detector(reference=deploy.outputs["reference"], config=config)
+        platform.pure(fit)
 
     return TrainingOutputs(
         model=model,

@@ -116,7 +116,11 @@ def run_command(
             got="failed gates: " + (", ".join(failed) or "none, yet no version was registered"),
         )
     out.print(f"[green]registered[/] {run.registered.label} as {', '.join(repr(a) for a in run.registered.aliases)}")
-    out.print("deploy_canary is not wired yet (the canary backend comes with issue 7)")
+    if pipeline is Pipeline.bid_filter:
+        out.print(
+            f"deployed through the {config.canary.backend} backend (deploy_canary); "
+            "`bidflow canary status` shows the champion and the canary"
+        )
 
 
 @pipeline_cli.command("submit")

@@ -1,7 +1,11 @@
 """The CTR training pipeline: wiring only (every step is a ``bidflow.components`` component).
 
 import the iPinYou sample -> build CTR features (+ apply, materialize) -> train -> evaluate ->
-bias -> (both gates passed) register -> [deploy canary: see DEPLOY_CANARY below].
+bias -> (both gates passed) register.
+
+It stops at registration: the canary machinery (``bidflow.deploy``: traffic split, drift monitor,
+online bid recall) is built around the bid filter's auction traffic. The registered CTR version is
+served by the chart's CTR InferenceService (``ctr.storageUri``) or ``bidflow serve --kind ctr``.
 
 There is no ingest or validate step: the CTR model learns from a fixed, read-only research sample
 (iPinYou campaign 2997), which the importer brings in as a dataset as it is; bidflow's ingestion and
@@ -79,8 +83,6 @@ def ctr_pipeline(
         register = register_model(model=model, config=config, kind=KIND)
         platform.stateful(register)
         platform.attach_secrets(register, registry=True)
-        # DEPLOY_CANARY: wire `deploy_canary(model_version=register.outputs["Output"], config=config)`
-        # here when the canary backend lands (issue 7): it must run only after both gates and registration.
 
     return TrainingOutputs(
         model=model,

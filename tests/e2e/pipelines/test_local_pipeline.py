@@ -17,6 +17,7 @@ installed kfp distribution is unchanged afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -29,7 +30,9 @@ import yaml
 
 from bidflow.config import RegistryConfig, SimulateConfig
 from bidflow.data.simulate import simulate
+from bidflow.deploy.journal import FileLog
 from bidflow.modeling import registry
+from tests.conftest import free_port, running_router
 
 pytestmark = pytest.mark.e2e
 
@@ -74,9 +77,12 @@ def installed_kfp() -> dict[str, float]:
 
 
 def run_pipeline(
-    tmp_path: Path, raw: Path | None, shim: Path, settings: dict[str, Any], *params: str
+    tmp_path: Path, raw: Path | None, shim: Path, settings: dict[str, Any], *params: str, router: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """``bidflow --config <tmp config> pipeline run --local`` in ``tmp_path``, with its own stores."""
+    """``bidflow --config <tmp config> pipeline run --local`` in ``tmp_path``, with its own stores.
+
+    With ``router`` the local deployment (``bidflow canary serve``) runs beside it, for the deploy step.
+    """
     base: dict[str, Any] = {
         "ingest": {"workers": 1},
         "features": {
@@ -94,6 +100,13 @@ def run_pipeline(
         },
         "registry": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifact_location": str(tmp_path / "art")},
         "paths": {"reports": str(tmp_path / "reports"), "reference": str(tmp_path / "reference")},
+        "canary": {
+            "state": str(tmp_path / "deploy"),
+            "router_port": free_port(),
+            "champion_port": free_port(),
+            "canary_port": free_port(),
+            "monitor_url": None,
+        },
     }
     for section, values in settings.items():
         base[section] = base.get(section, {}) | values
@@ -118,7 +131,8 @@ def run_pipeline(
         *params,
     ]
     before = installed_kfp()
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    with running_router(config) if router else contextlib.nullcontext():
+        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert not (tmp_path / "pip-calls.txt").exists(), (tmp_path / "pip-calls.txt").read_text()
     assert installed_kfp() == before
     return result
@@ -134,21 +148,28 @@ def task_dirs(tmp_path: Path) -> set[str]:
     return {p.name for p in run.iterdir()}
 
 
-def test_gates_pass_and_the_model_is_registered_as_candidate(tmp_path: Path, raw_logs: Path, pip_shim: Path) -> None:
-    result = run_pipeline(tmp_path, raw_logs, pip_shim, {})  # Feast features, default gates
+def test_gates_pass_the_model_is_registered_and_deployed(tmp_path: Path, raw_logs: Path, pip_shim: Path) -> None:
+    result = run_pipeline(tmp_path, raw_logs, pip_shim, {}, router=True)  # Feast features, default gates
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     out = result.stdout
     assert "evaluation gate passed" in out and "bias gate passed" in out
     assert "registered bid_filter v1 as 'candidate'" in out
+    assert "deployed version 1 as champion" in out
     (version,) = versions(tmp_path)
-    assert version.aliases == ("candidate",)
+    # The first deployed version is the champion (no canary to compare with), mirrored in the registry.
+    assert set(version.aliases) == {"candidate", "champion"}
     assert version.tags["gate.evaluation"] == version.tags["gate.fairness"] == "passed"
     assert version.tags["run_id"] == version.run_id
     assert {"ingest-logs", "validate-data", "build-features", "apply-features", "materialize-features",
-            "train-model", "evaluate-model", "check-bias", "register-model"} <= task_dirs(tmp_path)  # fmt: skip
+            "train-model", "evaluate-model", "check-bias", "register-model", "deploy-canary",
+            "fit-drift-detector"} <= task_dirs(tmp_path)  # fmt: skip
     (run,) = (tmp_path / "run" / "outputs").iterdir()
     assert "<html" in (run / "evaluate-model" / "report").read_text()[:200].lower()
     assert (tmp_path / "feast" / "online_store.db").is_file()  # materialized
+    assert (run / "fit-drift-detector" / "detector").is_dir()  # saved with alibi-detect's save_detector
+    (transition,) = FileLog(tmp_path / "deploy" / "transitions.jsonl").read()
+    assert transition.action == "deploy" and transition.actor == "pipeline" and transition.model is not None
+    assert transition.model.version == "1"
 
 
 def test_a_failing_bias_gate_stops_before_register(tmp_path: Path, raw_logs: Path, pip_shim: Path) -> None:

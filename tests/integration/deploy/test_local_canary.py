@@ -9,27 +9,21 @@ come back serving what the transition log says.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
-from bidflow.config import load_config
 from bidflow.data.simulate import simulate
 from bidflow.deploy.backend import ModelVersion
 from bidflow.deploy.canary import RouterClient
 from bidflow.deploy.replay import Auction, read_auctions, replay
 from bidflow.deploy.split import route
 from bidflow.modeling.train import TrainedModel, save_model
-from tests.conftest import REPO, small_config
-from tests.integration.serving.conftest import free_port
+from tests.conftest import free_port, running_router, small_config
 
 pytestmark = pytest.mark.integration
 
@@ -66,11 +60,9 @@ def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class Router:
-    def __init__(self, config_file: Path) -> None:
-        self.config = load_config(config_file, environ={})
-        self.url = f"http://127.0.0.1:{self.config.canary.router_port}"
-        self.client = RouterClient(self.url)
-        self.config_file = config_file
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client = RouterClient(url)
 
     def predict_url(self) -> str:
         return f"{self.url}/v1/models/bid_filter:predict"
@@ -79,25 +71,8 @@ class Router:
 @pytest.fixture
 def router(config_file: Path) -> Iterator[Router]:
     """``bidflow canary serve`` as a process (a fresh one per test; the state folder persists)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BIDFLOW__")}
-    command = [sys.executable, "-m", "bidflow.cli", "--config", str(config_file), "canary", "serve"]
-    log = (config_file.parent / "router.log").open("ab")
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    handle = Router(config_file)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert process.poll() is None, (config_file.parent / "router.log").read_text()[-3000:]
-        try:
-            if httpx.get(f"{handle.url}/admin/state", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        pytest.fail("router did not start")
-    yield handle
-    process.terminate()
-    process.wait(timeout=60)
-    log.close()
+    with running_router(config_file) as url:
+        yield Router(url)
 
 
 def _replay_while(router: Router, auctions: list[Auction], action: object, after: int) -> object:

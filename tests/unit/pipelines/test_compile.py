@@ -17,7 +17,7 @@ import yaml
 from typer.testing import CliRunner
 
 from bidflow.cli import cli
-from bidflow.components import COMPONENT_IMAGE
+from bidflow.components import COMPONENT_IMAGE, MONITOR_IMAGE
 from bidflow.errors import ConfigError
 from bidflow.pipelines import catalog
 from bidflow.pipelines.commands import register_pipeline_commands
@@ -60,8 +60,14 @@ def test_pipeline_compiles_to_its_golden_yaml(name: str, compiled: dict[str, Pat
 @pytest.mark.parametrize("name", sorted(catalog.PIPELINES))
 def test_every_task_runs_on_the_component_image_and_installs_nothing(name: str, compiled: dict[str, Path]) -> None:
     spec, _ = _documents(compiled[name])
-    containers = [e["container"] for e in spec["deploymentSpec"]["executors"].values() if "container" in e]
-    assert containers and {c["image"] for c in containers} == {COMPONENT_IMAGE}
+    executors = spec["deploymentSpec"]["executors"]
+    containers = [e["container"] for e in executors.values() if "container" in e]
+    # One image for every task but the detector fit, which needs alibi-detect's own environment.
+    assert {c["image"] for name, e in executors.items() if (c := e.get("container")) and "drift" not in name} == {
+        COMPONENT_IMAGE
+    }
+    fits = [e["container"]["image"] for name, e in executors.items() if "drift" in name]
+    assert fits in ([], [MONITOR_IMAGE])
     for container in containers:
         text = " ".join(container["command"] + container["args"])
         assert "pip install" not in text and "ensurepip" not in text
@@ -107,7 +113,12 @@ def test_register_runs_only_when_both_gates_pass(name: str, compiled: dict[str, 
     assert (
         inner["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--check-bias-Output'] == true"
     )
-    assert set(spec["components"]["comp-condition-2"]["dag"]["tasks"]) == {"register-model"}
+    gated = {"register-model", "deploy-canary", "fit-drift-detector"} if name == "bid_filter" else {"register-model"}
+    assert set(spec["components"]["comp-condition-2"]["dag"]["tasks"]) == gated
+    if name == "bid_filter":  # deploy only the registered version, then fit the detector on its reference
+        tasks = spec["components"]["comp-condition-2"]["dag"]["tasks"]
+        assert tasks["deploy-canary"]["dependentTasks"] == ["register-model"]
+        assert tasks["fit-drift-detector"]["dependentTasks"] == ["deploy-canary"]
 
 
 @pytest.mark.parametrize("name", sorted(catalog.PIPELINES))
@@ -124,8 +135,10 @@ def test_caching_and_retries_are_set_per_task(name: str, compiled: dict[str, Pat
             assert caching and retries == 0
         elif task_name == "validate-data":
             assert not caching and retries == 0
-        elif task_name == "train-model":
+        elif task_name in ("train-model", "deploy-canary"):
             assert not caching and retries == 1
+        elif task_name == "fit-drift-detector":
+            assert caching and retries == 0
         else:
             assert task_name in stateful
             assert not caching and retries == 2, task_name
@@ -165,7 +178,8 @@ def test_components_are_thin_documented_wrappers(module: str) -> None:
 
 def test_parameters_are_typed_from_the_compiled_spec(compiled: dict[str, Path]) -> None:
     declared = catalog.parameters(compiled["bid_filter"])
-    assert set(declared) == {"raw_logs", "config", "feature_source", "champion"}
+    assert set(declared) == {"raw_logs", "config", "feature_source", "champion", "canary_percent"}
+    assert declared["canary_percent"].default == 20
     assert declared["champion"].default == "champion"
     arguments = catalog.parse_arguments(declared, ["champion=none", "raw_logs=s3://x/y=z"])
     assert arguments == {"champion": "none", "raw_logs": "s3://x/y=z"}

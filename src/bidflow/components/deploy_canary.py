@@ -1,0 +1,35 @@
+"""``deploy_canary``: the registered model goes out (``bidflow.deploy.steps.deploy_step``)."""
+
+from kfp.dsl import Dataset, Output
+
+from bidflow.components._base import component
+
+
+@component
+def deploy_canary(model_version: str, config: str, percent: int, reference: Output[Dataset]) -> str:
+    """Deploy a registered bid-filter version through the configured backend (``canary.backend``).
+
+    With no champion serving yet the version becomes the champion; otherwise it starts as a canary
+    taking ``percent`` % of requests, to be promoted or rolled back by the canary analysis. The
+    transition is recorded and mirrored in the MLflow registry (``canary`` alias). The drift
+    reference of the version (held-out auctions: monitored features and scores) is written first.
+
+    Args:
+        model_version: the registered version (``register_model``'s output).
+        config: the text of a bidflow.yaml; empty for the defaults.
+        percent: the canary's share of requests, 0-100.
+
+    Returns:
+        reference: the drift reference (parquet) the monitor's detector is fitted on.
+        Output: ``champion`` or ``canary``: the role the version took.
+    """
+    import shutil
+
+    from bidflow.components import _runtime
+    from bidflow.deploy.steps import deploy_step
+
+    done = deploy_step(_runtime.config(config), model_version, percent=percent, actor="pipeline")
+    shutil.copyfile(done.reference, reference.path)
+    reference.metadata.update({"model_version": model_version, "auctions": done.reference_rows})
+    print(f"deployed version {model_version} as {done.role}")
+    return done.role

@@ -1,0 +1,125 @@
+"""Deployment as the CLI and the pipeline components run it: resolve, write the drift reference, deploy."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from bidflow.errors import MonitorError
+
+if TYPE_CHECKING:
+    from bidflow.config import Config
+    from bidflow.deploy.backend import ModelVersion
+    from bidflow.deploy.journal import Transition
+
+log = logging.getLogger(__name__)
+
+MONITOR_PYTHON_ENV: Final = "BIDFLOW_MONITOR_PYTHON"
+_MONITOR_VENV: Final = Path(".venv-monitor/bin/python")
+
+
+@dataclass(frozen=True)
+class DeployOutcome:
+    """What ``deploy_step`` did."""
+
+    transition: Transition
+    reference: Path
+    reference_rows: int
+
+    @property
+    def role(self) -> str:
+        """``champion`` (first deploy) or ``canary``."""
+        state = self.transition.state
+        model = self.transition.model
+        if state is not None and state.canary is not None and model is not None and state.canary == model:
+            return "canary"
+        return "champion"
+
+
+def model_version(config: Config, version: str) -> ModelVersion:
+    """The registered bid-filter ``version`` (number or alias) as the active backend loads it.
+
+    Locally the model server resolves ``models:/name/N`` through the registry; KServe's storage
+    initializer needs the artifact location itself.
+    """
+    from bidflow.deploy.backend import ModelVersion
+    from bidflow.modeling import registry
+
+    name = config.registry.bid_filter_model
+    ref = registry.resolve(config.registry, name, version)
+    uri = ref.uri if config.canary.backend == "local" else ref.source
+    return ModelVersion(name=name, version=ref.version, uri=uri)
+
+
+def deploy_step(
+    config: Config, version: str, *, percent: int | None = None, actor: str = "pipeline", image: str | None = None
+) -> DeployOutcome:
+    """Deploy registered ``version``: champion when none serves, else a canary at ``percent``.
+
+    The drift reference for the version (``drift_reference_step``) is written first, so the monitor
+    can be given a detector for the model before its traffic arrives.
+    """
+    from bidflow.deploy.canary import controller_for
+    from bidflow.modeling.steps import drift_reference_step
+
+    model = model_version(config, version)
+    _, reference, rows = drift_reference_step(config, model=model.version)
+    controller = controller_for(config, image=image)
+    share = config.canary.traffic_percent if percent is None else percent
+    transition = controller.deploy(model, share, actor=actor, reasons=[f"registered version {model.version}"])
+    return DeployOutcome(transition, reference, rows)
+
+
+def monitor_python() -> Path:
+    """The monitor environment's interpreter: ``$BIDFLOW_MONITOR_PYTHON``, else ``.venv-monitor`` beside
+    the running environment (the Makefile builds both in the repository root), else in the working folder.
+    """
+    given = os.environ.get(MONITOR_PYTHON_ENV)
+    if given:
+        return Path(given)
+    beside = Path(sys.prefix).parent / _MONITOR_VENV
+    return beside if beside.exists() else _MONITOR_VENV
+
+
+def fit_detector(reference: Path, out: Path, p_value: float) -> str:
+    """Fit and save the drift detector for ``reference`` with alibi-detect, in whichever environment has it.
+
+    In the monitor image (and ``.venv-monitor``) alibi-detect is importable and the fit runs here.
+    In the main environment (a local pipeline run, the demo) it runs in the monitor environment's
+    interpreter (``$BIDFLOW_MONITOR_PYTHON``, else ``.venv-monitor/bin/python``).
+
+    Returns:
+        the backend that fitted it.
+
+    Raises:
+        MonitorError: neither environment is available, or the fit failed.
+    """
+    try:
+        import alibi_detect  # type: ignore[import-untyped]  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        from bidflow.monitoring.fit import fit_from_reference
+
+        return str(fit_from_reference(reference, out, p_value).backend)
+    python = monitor_python()
+    if not python.exists() or shutil.which(str(python)) is None:
+        raise MonitorError(
+            "alibi-detect is not installed here and no monitor environment was found",
+            where=str(python),
+            hint="run `make monitor-setup` (builds .venv-monitor), or set BIDFLOW_MONITOR_PYTHON",
+        )
+    command = [str(python), "-m", "bidflow.monitoring", "fit", "--reference", str(reference), "--out", str(out)]
+    command += ["--p-value", str(p_value)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout)[-800:]
+        raise MonitorError("fitting the drift detector failed", where=str(python), got=tail)
+    log.info(done.stdout.strip())
+    return "alibi"
