@@ -49,6 +49,8 @@ ROLES: Final = ("champion", "canary")
 _EXPLORED_KEPT: Final = 200_000  # explored auctions waiting for their outcomes
 _SCORES_KEPT: Final = 20_000
 _HISTORY_KEPT: Final = 500
+_WINDOWS_KEPT_WAITING: Final = 3
+_DETECTOR_RETRY_S: Final = 2.0
 _PSI_BINS: Final = 10
 _PSI_FLOOR: Final = 1e-4
 _LENIENT: Final = ValidationContext()
@@ -133,6 +135,7 @@ class Monitor:
         self.counts = {"payloads": 0, "auctions": 0, "bad": 0, "outcomes": 0, "alerts": 0, "rollbacks": 0}
         self.errors: deque[str] = deque(maxlen=20)
         self.listeners: list[Callable[[WindowResult], None]] = []
+        self._retry_at: dict[str, float] = {}
         self._lock = threading.Lock()
 
     # -- intake --
@@ -148,7 +151,13 @@ class Monitor:
                 except (KeyError, TypeError, ValueError, IndexError, BidflowError) as exc:
                     self.counts["bad"] += 1
                     self.errors.append(f"bad payload: {exc!r}"[:300])
-            ready = [role for role in ROLES if len(self.watch[role].rows) >= self.config.monitor.window_size]
+            now = time.monotonic()
+            ready = [
+                role
+                for role in ROLES
+                if len(self.watch[role].rows) >= self.config.monitor.window_size
+                and self._retry_at.get(role, 0.0) <= now
+            ]
         for role in ready:
             self._close_window(role)
         return read
@@ -232,7 +241,19 @@ class Monitor:
         from bidflow.monitoring.drift import drift_frame
 
         try:
-            report = self._detector(version).predict(drift_frame(rows))
+            detector = self._detector(version)
+        except MonitorError as exc:
+            # Its detector is fitted right after the deploy: keep the rows (the newest few windows) and try again.
+            with self._lock:
+                keep = self.config.monitor.window_size * _WINDOWS_KEPT_WAITING
+                if watch.version == version:
+                    watch.rows = (rows + watch.rows)[-keep:]
+                self._retry_at[role] = time.monotonic() + _DETECTOR_RETRY_S
+            self.errors.append(exc.render()[:300])
+            log.warning("no drift detector yet for %s v%s: %s", role, version, exc.what)
+            return
+        try:
+            report = detector.predict(drift_frame(rows))
         except BidflowError as exc:
             self.errors.append(exc.render()[:300])
             log.error("drift check skipped for %s v%s: %s", role, version, exc.render())
@@ -317,7 +338,7 @@ class Monitor:
 
     def _detector(self, version: str) -> DriftDetector:
         if version not in self._detectors:
-            self._detectors[version] = self._load(version)
+            self._detectors[version] = self._load(version)  # a failed load is not cached: retried next window
         return self._detectors[version]
 
     def _load_from_folder(self, version: str) -> DriftDetector:

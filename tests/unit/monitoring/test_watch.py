@@ -1,0 +1,176 @@
+"""The monitor's core on real served payloads: drift windows, actions, online recall, bad input.
+
+Payloads are generated auctions scored by the real bid-filter app; the detector is the scipy
+backend (the same tests as alibi-detect's TabularDrift; alibi itself lives in the monitor's own
+environment and is exercised by tests/monitor and the e2e test). The controller here records
+what it is asked to do; the real ones are tested in tests/integration/deploy and tests/k8s.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from bidflow.config import CanaryConfig, Config, MonitorConfig
+from bidflow.deploy.backend import DeploymentState, ModelVersion
+from bidflow.deploy.journal import Transition
+from bidflow.monitoring.drift import DriftDetector, drift_frame, fit_detector
+from bidflow.monitoring.service import build_app
+from bidflow.monitoring.watch import Monitor
+from tests.unit.monitoring.conftest import Payloads
+
+WINDOW = 400
+V1 = ModelVersion("bid_filter", "1", "models:/bid_filter/1")
+V2 = ModelVersion("bid_filter", "2", "models:/bid_filter/2")
+
+
+class RecordingController:
+    """Answers status and records rollbacks (the transport is not what these tests are about)."""
+
+    def __init__(self) -> None:
+        self.rollbacks: list[tuple[str, tuple[str, ...], dict[str, Any]]] = []
+
+    def status(self) -> DeploymentState:
+        canary = None if self.rollbacks else V2
+        return DeploymentState(champion=V1, canary=canary, canary_percent=20 if canary else 0)
+
+    def rollback(self, *, actor: str, reasons: Sequence[str] = (), metrics: Any = None) -> Transition:
+        self.rollbacks.append((actor, tuple(reasons), dict(metrics or {})))
+        return Transition("rollback", V2, actor, tuple(reasons), dict(metrics or {}), self.status())
+
+
+def split(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(payloads without the test's outcome field, outcomes of every auction)."""
+    outcomes = [{"id": r["request"]["instances"][0]["request"]["id"], "bids": r["bids"]} for r in records]
+    return [{k: v for k, v in r.items() if k != "bids"} for r in records], outcomes
+
+
+@pytest.fixture
+def reference_detector(payloads: Payloads) -> DriftDetector:
+    from bidflow.monitoring.drift import drift_row
+    from bidflow.openrtb import decode_request_obj
+    from bidflow.openrtb.features import request_features
+
+    rows = []
+    for record in payloads("none", "champion"):
+        instance = record["request"]["instances"][0]
+        scores = [d["score"] for d in record["response"]["predictions"][0]["decisions"]]
+        features = request_features(decode_request_obj(instance["request"]), instance["ts_ms"])
+        rows.append(drift_row(features, sum(scores) / len(scores)))
+    return fit_detector(drift_frame(rows), p_value=0.01, backend="scipy")
+
+
+def monitor(tmp_path: Path, detector: DriftDetector, controller: RecordingController | None) -> Monitor:
+    config = Config(
+        monitor=MonitorConfig(window_size=WINDOW, p_value=0.01),
+        canary=CanaryConfig(state=tmp_path / "deploy", min_requests=100),
+    )
+    return Monitor(config, controller, detector_loader=lambda version: detector)
+
+
+def test_drift_in_the_canarys_traffic_rolls_it_back(
+    tmp_path: Path, payloads: Payloads, reference_detector: DriftDetector
+) -> None:
+    controller = RecordingController()
+    watch = monitor(tmp_path, reference_detector, controller)
+    champion, _ = split(payloads("none", "champion"))
+    canary, _ = split(payloads("device_shift", "canary"))
+    watch.payloads(champion[:WINDOW])
+    watch.payloads(canary[:WINDOW])
+
+    (rollback,) = controller.rollbacks
+    actor, reasons, metrics = rollback
+    assert actor == "monitor" and "drift in the canary's traffic" in reasons[0]
+    assert "device_type" in reasons[0]  # the scenario moves the device mix
+    assert metrics["drift"]["drift"] is True and metrics["window"]["canary"]["requests"] >= WINDOW
+    status = watch.status()
+    assert status["counts"]["rollbacks"] == 1 and status["counts"]["alerts"] == 0
+    assert status["latest"]["canary"]["action"] == "rollback"
+    assert status["latest"]["champion"]["report"]["drift"] is False  # same market as its reference
+    assert status["roles"]["canary"]["window_fill"] == 0  # the rolled-back canary's window is gone
+
+
+def test_drift_in_the_champions_traffic_alerts_and_requests_retraining(
+    tmp_path: Path, payloads: Payloads, reference_detector: DriftDetector
+) -> None:
+    controller = RecordingController()
+    watch = monitor(tmp_path, reference_detector, controller)
+    drifted, _ = split(payloads("publisher_flood", "champion"))
+    watch.payloads(drifted[:WINDOW])
+    assert controller.rollbacks == []  # never roll back the champion
+    assert watch.status()["counts"]["alerts"] == 1
+    (request,) = [
+        json.loads(line) for line in (tmp_path / "deploy" / "retrain_requests.jsonl").read_text().splitlines()
+    ]
+    assert request["pipeline"] == "bid-filter-training" and "champion" in request["reason"]
+
+
+def test_online_recall_on_the_exploration_share(
+    tmp_path: Path, payloads: Payloads, reference_detector: DriftDetector
+) -> None:
+    watch = monitor(tmp_path, reference_detector, None)
+    records, outcomes = split(payloads("none", "champion"))
+    # Outcomes may arrive before their payloads (separate batches): both orders count.
+    watch.outcomes(outcomes[: len(outcomes) // 2])
+    watch.payloads(records)
+    watch.outcomes(outcomes[len(outcomes) // 2 :])
+    explored = [r for r in records if r["response"]["predictions"][0]["explored"]]
+    assert explored, "the exploration share produced no auction"
+    expected_bids = expected_kept = 0
+    by_id = {o["id"]: set(o["bids"]) for o in outcomes}
+    for record in explored:
+        prediction = record["response"]["predictions"][0]
+        for d in prediction["decisions"]:
+            if d["partner"] in by_id[prediction["id"]]:
+                expected_bids += 1
+                expected_kept += d["score"] >= d["threshold"]
+    roles = watch.status()["roles"]["champion"]
+    assert roles["explored_bids"] == expected_bids > 0
+    assert roles["online_recall"] == pytest.approx(expected_kept / expected_bids)
+
+
+def test_bad_payloads_are_counted_and_skipped(
+    tmp_path: Path, payloads: Payloads, reference_detector: DriftDetector
+) -> None:
+    watch = monitor(tmp_path, reference_detector, None)
+    good, _ = split(payloads("none", "champion")[:5])
+    bad: list[Any] = [
+        {"role": "champion"},
+        {"role": "nobody", "version": "1", "request": {}, "response": {}},
+        {"role": "canary", "version": "2", "request": {"instances": [{"request": {"id": 5}}]},
+         "response": {"predictions": [{}]}},
+        "not an object",
+    ]  # fmt: skip
+    assert watch.payloads([*bad, *good]) == 5
+    assert watch.status()["counts"]["bad"] == len(bad)
+
+
+def test_the_service_takes_payloads_cloud_events_and_reports(
+    tmp_path: Path, payloads: Payloads, reference_detector: DriftDetector
+) -> None:
+    controller = RecordingController()
+    watch = monitor(tmp_path, reference_detector, controller)
+    records, outcomes = split(payloads("none", "champion"))
+    with TestClient(build_app(watch)) as http:
+        assert http.post("/v1/payloads", json={"records": records[:50]}).json() == {"received": 50, "auctions": 50}
+        assert http.post("/v1/outcomes", json={"records": outcomes[:50]}).status_code == 200
+        # KServe's payload logger: the request and its response as two CloudEvents with one id.
+        request, response = records[60]["request"], records[60]["response"]
+        for kind, body in (("org.kubeflow.serving.inference.request", request),
+                           ("org.kubeflow.serving.inference.response", response)):  # fmt: skip
+            sent = http.post("/", json=body, headers={"ce-id": "evt-1", "ce-type": kind})
+            assert sent.status_code == 202
+        assert watch.status()["roles"]["champion"]["auctions"] == 51
+        assert http.post("/v1/payloads", content=b"{not json").status_code == 400
+        assert http.post("/", json=request, headers={"ce-type": "x"}).status_code == 400
+        status = http.get("/status").json()
+        assert status["counts"]["payloads"] == 51
+        watch.payloads(records[100 : 100 + WINDOW])
+        metrics = http.get("/metrics").text
+        assert 'bidflow_drift_p_value{feature="device_type",role="champion"}' in metrics
+        assert "bidflow_drift_window_size" in metrics and http.get("/healthz").json() == {"ok": True}
