@@ -8,6 +8,9 @@ UV_DIR := .uv
 UV := $(UV_DIR)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
+# the drift monitor's own environment (alibi-detect 0.13.0 needs numpy<2): monitor/pyproject.toml + monitor/uv.lock
+MONITOR_VENV := .venv-monitor
+MONITOR_BIN := $(MONITOR_VENV)/bin
 
 # No interpreter downloads (registries only), and compile bytecode at install time because
 # this machine sets PYTHONDONTWRITEBYTECODE: imports without .pyc are 2-4x slower.
@@ -15,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_LINK_MODE := copy
 
-.PHONY: help setup demo test test-unit lint bench pipelines dvc-repro clean
+.PHONY: help setup monitor-setup demo test test-unit lint bench pipelines dvc-repro clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,11 +33,22 @@ $(VENV)/.installed: $(UV) pyproject.toml uv.lock
 
 setup: $(VENV)/.installed ## create .venv from the lock file (uv sync --frozen)
 
+# UV_PROJECT_ENVIRONMENT must be absolute: uv resolves a relative one against the project (monitor/).
+# bidflow's source reaches the environment through a relative .pth file (none of its main dependencies).
+$(MONITOR_VENV)/.installed: $(UV) monitor/pyproject.toml monitor/uv.lock
+	UV_PROJECT_ENVIRONMENT=$(CURDIR)/$(MONITOR_VENV) $(UV) sync --frozen --compile-bytecode --python $(PYTHON) --project monitor
+	$(MONITOR_BIN)/python -c 'import os, pathlib, sysconfig; site = sysconfig.get_path("purelib"); \
+		pathlib.Path(site, "bidflow-src.pth").write_text(os.path.relpath("src", site) + "\n")'
+	@touch $@
+
+monitor-setup: $(MONITOR_VENV)/.installed ## create .venv-monitor (drift monitor: alibi-detect, numpy<2) from monitor/uv.lock
+
 demo: setup ## run the main job on generated data and say what it produced
 	$(BIN)/bidflow demo
 
-test: setup ## run the whole test suite (unit, integration, e2e)
+test: setup monitor-setup ## run the whole test suite (unit, integration, e2e), then the monitor's in .venv-monitor
 	$(BIN)/python -m pytest
+	$(MONITOR_BIN)/python -m pytest tests/monitor --confcutdir=tests/monitor -p no:cacheprovider
 
 test-unit: setup ## unit tests only: no services, no network
 	$(BIN)/python -m pytest -m "not integration and not e2e"
@@ -54,4 +68,4 @@ dvc-repro: setup ## reproduce the DVC stages (simulate -> ingest -> validate)
 	$(BIN)/dvc repro
 
 clean: ## remove generated data, reports and the virtual environments
-	rm -rf $(VENV) $(UV_DIR) data reports .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(MONITOR_VENV) $(UV_DIR) data reports .pytest_cache .mypy_cache .ruff_cache

@@ -176,10 +176,22 @@ def test_helm_install_upgrade_rollback(crd_installed: float, kube: Tools, apiser
     )
     isvc = get_isvc(apiserver, namespace, "bid-filter")
     assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
+    # The payload logger survived the server's structural schema (an unknown field would have been pruned).
+    assert isvc["spec"]["predictor"]["logger"] == {
+        "mode": "all",
+        "url": f"http://bidflow-monitor.{namespace}.svc.cluster.local:8090/",
+    }
+    assert get_isvc(apiserver, namespace, "ctr")["spec"]["predictor"]["containers"][0]["args"][0] == "--kind=ctr"
     apps = client.AppsV1Api(apiserver.client)
+    core = client.CoreV1Api(apiserver.client)
     assert apps.read_namespaced_deployment("bidflow-feature-server", namespace).spec.replicas == 2
-    account = client.CoreV1Api(apiserver.client).read_namespaced_service_account("bidflow-bid-filter", namespace)
-    assert account.metadata.annotations["eks.amazonaws.com/role-arn"].endswith(":role/bidflow-bid-filter")
+    monitor = apps.read_namespaced_deployment("bidflow-monitor", namespace).spec
+    assert monitor.template.spec.service_account_name == "bidflow-rollback-controller"
+    assert monitor.template.spec.init_containers[0].name == "storage-initializer"
+    assert core.read_namespaced_service("bidflow-monitor", namespace).spec.ports[0].port == 8090
+    for name, role in (("bidflow-bid-filter", "bidflow-bid-filter"), ("bidflow-ctr", "bidflow-ctr")):
+        account = core.read_namespaced_service_account(name, namespace)
+        assert account.metadata.annotations["eks.amazonaws.com/role-arn"].endswith(f":role/{role}")
 
     # A canary: new model location, 20% of traffic to it.
     kube.run(
@@ -211,6 +223,40 @@ def test_helm_install_upgrade_rollback(crd_installed: float, kube: Tools, apiser
     assert gone.value.status == 404
 
 
+def test_helm_upgrade_turns_the_monitor_and_its_payload_logger_off_and_on(
+    crd_installed: float, kube: Tools, apiserver: ApiServer
+) -> None:
+    namespace = f"bidflow-monitor-{time.monotonic_ns() % 100000}"
+    helm = ["--namespace", namespace]
+    apps = client.AppsV1Api(apiserver.client)
+    local = str(CHART / "values-local.yaml")
+    kube.run("helm", "install", "bidflow", str(CHART), *helm, "--create-namespace", "-f", local)
+    assert "logger" in get_isvc(apiserver, namespace, "bid-filter")["spec"]["predictor"]
+    pod = apps.read_namespaced_deployment("bidflow-monitor", namespace).spec.template.spec
+    assert pod.volumes[0].persistent_volume_claim.read_only is True  # values.yaml's pvc:// detector
+    assert not pod.init_containers
+
+    kube.run("helm", "upgrade", "bidflow", str(CHART), *helm, "--reuse-values", "--set", "monitor.enabled=false")
+    assert "logger" not in get_isvc(apiserver, namespace, "bid-filter")["spec"]["predictor"]
+    with pytest.raises(ApiException) as gone:
+        apps.read_namespaced_deployment("bidflow-monitor", namespace)
+    assert gone.value.status == 404
+
+    # Back on, now downloading the detector from S3: the Deployment is recreated with the storage initializer.
+    kube.run(
+        "helm", "upgrade", "bidflow", str(CHART), *helm, "--reuse-values", "--set", "monitor.enabled=true",
+        "--set", "monitor.detectorUri=s3://bidflow-models/bid-filter/detector/7", "--set", "ctr.enabled=false",
+    )  # fmt: skip
+    assert get_isvc(apiserver, namespace, "bid-filter")["spec"]["predictor"]["logger"]["mode"] == "all"
+    pod = apps.read_namespaced_deployment("bidflow-monitor", namespace).spec.template.spec
+    assert pod.init_containers[0].args == ["s3://bidflow-models/bid-filter/detector/7", "/mnt/detector"]
+    assert pod.volumes[0].empty_dir is not None
+    with pytest.raises(ApiException) as ctr_gone:
+        get_isvc(apiserver, namespace, "ctr")
+    assert ctr_gone.value.status == 404
+    kube.run("helm", "uninstall", "bidflow", *helm)
+
+
 @pytest.mark.parametrize("overlay", ["local", "eks"])
 def test_overlays_pass_a_server_side_dry_run(
     crd_installed: float, kube: Tools, apiserver: ApiServer, overlay: str
@@ -223,7 +269,7 @@ def test_overlays_pass_a_server_side_dry_run(
             raise
     rendered = kube.run("kubectl", "kustomize", str(REPO / "k8s" / "overlays" / overlay)).stdout
     done = kube.run("kubectl", "apply", "--dry-run=server", "-f", "-", input=rendered)
-    assert done.stdout.count("(server dry run)") == 8, done.stdout
+    assert done.stdout.count("(server dry run)") == 12, done.stdout
     # A dry run stores nothing.
     stored = {account.metadata.name for account in core.list_namespaced_service_account("bidflow").items}
     assert not {name for name in stored if name.startswith("bidflow-")}
@@ -271,5 +317,40 @@ def test_the_rollback_controller_can_patch_inference_services_and_nothing_else(
     assert kube.run("kubectl", "auth", "can-i", "patch", "inferenceservices.serving.kserve.io", "-n", namespace,
                     f"--as={user}").stdout.strip() == "yes"  # fmt: skip
     denied = kube.run("kubectl", "auth", "can-i", "get", "secrets", "-n", namespace, f"--as={user}", check=False)
+    assert denied.stdout.strip() == "no"
+    kube.run("helm", "uninstall", "bidflow", "--namespace", namespace)
+
+
+def test_the_monitor_runs_as_an_account_that_may_patch_inference_services_but_not_read_secrets(
+    crd_installed: float, kube: Tools, apiserver: ApiServer
+) -> None:
+    """The identity is read from the installed Deployment, not assumed: whatever account the monitor's pods get."""
+    namespace = f"bidflow-rbac-monitor-{time.monotonic_ns() % 100000}"
+    kube.run("helm", "install", "bidflow", str(CHART), "--namespace", namespace, "--create-namespace")
+    apps = client.AppsV1Api(apiserver.client)
+    account = apps.read_namespaced_deployment("bidflow-monitor", namespace).spec.template.spec.service_account_name
+    user = f"system:serviceaccount:{namespace}:{account}"
+    groups = ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"]
+
+    def allowed(verb: str, resource: str, group: str = "", ns: str = namespace, who: str = user) -> bool:
+        return can(apiserver, who, groups, ns, verb, resource, group)
+
+    # What `bidflow canary` on the kserve backend needs: read the InferenceService, merge-patch its traffic split.
+    assert allowed("get", "inferenceservices", GROUP)
+    assert allowed("patch", "inferenceservices", GROUP)
+    for verb in ("get", "list", "watch"):
+        assert not allowed(verb, "secrets"), f"the monitor must not {verb} secrets"
+    assert not allowed("create", "pods")
+    assert not allowed("create", "pods/exec")
+    assert not allowed("patch", "deployments", "apps")
+    assert not allowed("delete", "inferenceservices", GROUP)
+    assert not allowed("patch", "inferenceservices", GROUP, ns="default")
+    # The model servers' accounts have no API rights at all (they never get a token either).
+    for other in ("bidflow-bid-filter", "bidflow-ctr", "bidflow-feature-server"):
+        who = f"system:serviceaccount:{namespace}:{other}"
+        assert not allowed("get", "inferenceservices", GROUP, who=who), other
+    assert kube.run("kubectl", "auth", "can-i", "patch", "inferenceservices.serving.kserve.io", "-n", namespace,
+                    f"--as={user}").stdout.strip() == "yes"  # fmt: skip
+    denied = kube.run("kubectl", "auth", "can-i", "list", "secrets", "-n", namespace, f"--as={user}", check=False)
     assert denied.stdout.strip() == "no"
     kube.run("helm", "uninstall", "bidflow", "--namespace", namespace)

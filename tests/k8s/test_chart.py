@@ -64,6 +64,11 @@ def schema_problems(doc: dict[str, Any]) -> list[str]:
     return []
 
 
+def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (found,) = [doc for doc in docs if doc["kind"] == kind and doc["metadata"]["name"] == name]
+    return found
+
+
 def pod_specs(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
     if doc["kind"] == "Deployment":
         yield doc["spec"]["template"]["spec"]
@@ -108,12 +113,12 @@ def test_an_unknown_kind_fails_validation() -> None:
 def test_pods_are_locked_down(tools: Tools, values: str | None) -> None:
     docs, _ = template(tools, *values_args(values))
     specs = [spec for doc in docs for spec in pod_specs(doc)]
-    assert len(specs) == 2
+    assert len(specs) == 4  # feature server, drift monitor, bid filter, CTR
     for spec in specs:
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["securityContext"]["runAsUser"] > 0
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-        for container in spec["containers"]:
+        for container in spec["containers"] + spec.get("initContainers", []):
             context = container["securityContext"]
             assert context["capabilities"]["drop"] == ["ALL"]
             assert context["readOnlyRootFilesystem"] is True
@@ -144,28 +149,37 @@ def test_eks_values_set_irsa_and_take_secrets_from_a_secret(tools: Tools) -> Non
     accounts = {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == "ServiceAccount"}
     for account in accounts.values():
         assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
-    (deployment,) = [doc for doc in docs if doc["kind"] == "Deployment"]
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    assert container["envFrom"] == [{"secretRef": {"name": "bidflow-feast"}}]
-    (isvc,) = [doc for doc in docs if doc["kind"] == KIND]
-    assert isvc["spec"]["predictor"]["containers"][0]["env"][0] == {
-        "name": "STORAGE_URI",
-        "value": "s3://bidflow-models-111122223333/bid-filter/champion",
+    assert set(accounts) == {
+        "bidflow-rollback-controller",
+        "bidflow-feature-server",
+        "bidflow-bid-filter",
+        "bidflow-ctr",
     }
+    (container,) = one(docs, "Deployment", "bidflow-feature-server")["spec"]["template"]["spec"]["containers"]
+    assert container["envFrom"] == [{"secretRef": {"name": "bidflow-feast"}}]
+    (monitor,) = one(docs, "Deployment", "bidflow-monitor")["spec"]["template"]["spec"]["containers"]
+    assert monitor["envFrom"] == [{"secretRef": {"name": "bidflow-mlflow"}}]
+    for name, uri in (
+        ("bid-filter", "s3://bidflow-models-111122223333/bid-filter/champion"),
+        ("ctr", "s3://bidflow-models-111122223333/ctr/champion"),
+    ):
+        isvc = one(docs, KIND, name)
+        assert isvc["spec"]["predictor"]["containers"][0]["env"][0] == {"name": "STORAGE_URI", "value": uri}
 
 
 @pytest.mark.parametrize("percent", [0, 35, 100])
 def test_canary_traffic_percent_is_rendered_when_set(tools: Tools, percent: int) -> None:
     docs, _ = template(tools, "--set", f"bidFilter.canaryTrafficPercent={percent}")
-    (isvc,) = [doc for doc in docs if doc["kind"] == KIND]
+    isvc = one(docs, KIND, "bid-filter")
     assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == percent
     assert validate_inference_service(isvc) == []
+    assert "canaryTrafficPercent" not in one(docs, KIND, "ctr")["spec"]["predictor"], "each model has its own canary"
 
 
 def test_no_canary_by_default(tools: Tools) -> None:
     docs, _ = template(tools)
-    (isvc,) = [doc for doc in docs if doc["kind"] == KIND]
-    assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
+    for isvc in [doc for doc in docs if doc["kind"] == KIND]:
+        assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
 
 
 @pytest.mark.parametrize(
@@ -197,6 +211,29 @@ def test_no_canary_by_default(tools: Tools) -> None:
             ],
             "featureServer.env[0] BIDFLOW_FEAST_REDIS looks like a secret",
         ),
+        # The CTR InferenceService and the drift monitor.
+        (["--set", "ctr.canaryTrafficPercent=101"], "ctr.canaryTrafficPercent: Must be less than or equal to 100"),
+        (["--set", "ctr.minReplicas=4"], "ctr.minReplicas (4) must not exceed ctr.maxReplicas (3)"),
+        (["--set", "ctr.storageUri=/models/ctr"], "ctr.storageUri: Does not match pattern"),
+        (["--set", "serviceAccounts.ctr.irsaRoleArn=arn:aws:iam::1:role/x"], "serviceAccounts.ctr.irsaRoleArn"),
+        (["--set", "monitor.replicas=2"], "Additional property replicas is not allowed"),
+        (["--set", "monitor.port=0"], "monitor.port: Must be greater than or equal to 1"),
+        (["--set", "monitor.detectorUri=ftp://models/detector"], "monitor.detectorUri: Does not match pattern"),
+        (["--set", "monitor.detectorUri=pvc://Models_Claim/detector"], "monitor.detectorUri: Does not match pattern"),
+        (["--set", "monitor.detectorUri=oci://registry/detector"], "monitor.detectorUri: Does not match pattern"),
+        (["--set", "monitor.storageInitializer.image.tag="], "monitor.storageInitializer.image.tag"),
+        (["--set", "monitor.resources.limits=null"], "limits is required"),
+        (["--set", "monitor.envFromSecret=MLflow Secret"], "monitor.envFromSecret: Does not match pattern"),
+        (
+            [
+                "--set",
+                "monitor.env[0].name=BIDFLOW__REGISTRY__TRACKING_URI",
+                "--set",
+                "monitor.env[0].value=pg://u:p@h",
+            ],
+            "monitor.env[0] BIDFLOW__REGISTRY__TRACKING_URI looks like a secret",
+        ),
+        (["--set", "bidFilter.enabled=false"], "monitor.enabled needs bidFilter.enabled"),
     ],
     ids=lambda v: v if isinstance(v, str) and len(v) < 30 else None,
 )
@@ -223,7 +260,7 @@ def kustomize(tools: Tools, overlay: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_overlay_object_is_valid_at_the_eks_version(tools: Tools, overlay: str) -> None:
     docs = kustomize(tools, overlay)
-    assert len(docs) == 8
+    assert len(docs) == 12
     assert [problem for doc in docs for problem in schema_problems(doc)] == []
     assert {doc["metadata"]["namespace"] for doc in docs} == {"bidflow"}
 

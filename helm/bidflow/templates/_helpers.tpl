@@ -60,3 +60,99 @@ annotations:
   {{- toYaml . | nindent 2 }}
 {{- end -}}
 {{- end -}}
+
+{{/* No secret values in any manifest: a variable whose name looks secret must come from a Secret, never from
+`value`. Call with (dict "env" .Values.x.env "path" "x.env"). */}}
+{{- define "bidflow.refuseSecretValues" -}}
+{{- range $i, $e := .env }}
+{{- if and (hasKey $e "value") (regexMatch "(PASSWORD|SECRET|TOKEN|CREDENTIAL|API_KEY|ACCESS_KEY|REDIS|REGISTRY_URL|TRACKING_URI)" $e.name) }}
+{{- fail (printf "%s[%d] %s looks like a secret: put it in a Secret and use envFromSecret or valueFrom.secretKeyRef, never a value in a values file" $.path $i $e.name) }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The monitor's Service address, as the bid filter's payload logger calls it. */}}
+{{- define "bidflow.monitorUrl" -}}
+{{- printf "http://%s-monitor.%s.svc.cluster.local:%v/" (include "bidflow.fullname" .) .Release.Namespace .Values.monitor.service.port -}}
+{{- end -}}
+
+{{/*
+A KServe v1beta1 InferenceService with a custom predictor container (the bidflow model server). Both models use it:
+  (dict "ctx" $ "model" .Values.bidFilter "path" "bidFilter" "kind" "bid_filter" "component" "bid-filter"
+        "serviceAccount" "..." "logger" (a LoggerSpec dict, or an empty dict for none))
+The chart sets the model server's --kind, --model_name (the endpoint: /v1/models/<name>:predict), --model=/mnt/models
+(where KServe's storage initializer puts STORAGE_URI) and --http-port; runtime.args come after them.
+*/}}
+{{- define "bidflow.inferenceService" -}}
+{{- $ := .ctx }}
+{{- $m := .model }}
+{{- /* The schema already limits it; this guard also covers `--set-string` and schema-less renderers. */}}
+{{- if and (not (kindIs "invalid" $m.canaryTrafficPercent)) (or (lt (int $m.canaryTrafficPercent) 0) (gt (int $m.canaryTrafficPercent) 100)) }}
+{{- fail (printf "%s.canaryTrafficPercent must be between 0 and 100, got %v" .path $m.canaryTrafficPercent) }}
+{{- end }}
+{{- if gt (int $m.minReplicas) (int $m.maxReplicas) }}
+{{- fail (printf "%s.minReplicas (%v) must not exceed %s.maxReplicas (%v)" .path $m.minReplicas .path $m.maxReplicas) }}
+{{- end -}}
+# KServe turns this into Knative revisions; with canaryTrafficPercent set, a spec change starts a canary.
+# Validated offline against a schema generated from the kserve SDK; KServe's controller is not run in tests.
+apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: {{ $m.name }}
+  labels:
+    {{- include "bidflow.labels" $ | nindent 4 }}
+    {{- include "bidflow.selectorLabels" (dict "ctx" $ "component" .component) | nindent 4 }}
+spec:
+  predictor:
+    serviceAccountName: {{ .serviceAccount }}
+    minReplicas: {{ $m.minReplicas }}
+    maxReplicas: {{ $m.maxReplicas }}
+    {{- if not (kindIs "invalid" $m.canaryTrafficPercent) }}
+    canaryTrafficPercent: {{ $m.canaryTrafficPercent }}
+    {{- end }}
+    {{- with .logger }}
+    # KServe's payload logger: the agent beside the model server posts every request and response (CloudEvents)
+    # to this URL. Delivery is validated on paper only (no KServe agent runs in tests).
+    logger:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    {{- with $.Values.commonLabels }}
+    labels:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    securityContext:
+      {{- include "bidflow.podSecurityContext" $ | nindent 6 }}
+    containers:
+      # KServe's name for the model server container of a custom predictor.
+      - name: kserve-container
+        image: {{ include "bidflow.image" (dict "image" $m.runtime.image "ctx" $) | quote }}
+        imagePullPolicy: {{ $m.runtime.image.pullPolicy }}
+        args:
+          - --kind={{ .kind }}
+          - --model_name={{ $m.name }}
+          - --model=/mnt/models
+          - --http-port={{ $m.runtime.port }}
+          {{- with $m.runtime.args }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
+        env:
+          # A custom container with STORAGE_URI gets KServe's storage initializer: the model lands in /mnt/models.
+          - name: STORAGE_URI
+            value: {{ $m.storageUri | quote }}
+          - name: HOME
+            value: /tmp
+        ports:
+          - containerPort: {{ $m.runtime.port }}
+            protocol: TCP
+        resources:
+          {{- toYaml $m.resources | nindent 10 }}
+        securityContext:
+          {{- include "bidflow.containerSecurityContext" $ | nindent 10 }}
+        volumeMounts:
+          - name: tmp
+            mountPath: /tmp
+    volumes:
+      - name: tmp
+        emptyDir:
+          sizeLimit: 256Mi
+{{- end -}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -100,11 +101,7 @@ def fit_detector(reference: Path, out: Path, p_value: float) -> str:
     Raises:
         MonitorError: neither environment is available, or the fit failed.
     """
-    try:
-        import alibi_detect  # type: ignore[import-untyped]  # noqa: F401
-    except ImportError:
-        pass
-    else:
+    if importlib.util.find_spec("alibi_detect") is not None:
         from bidflow.monitoring.fit import fit_from_reference
 
         return str(fit_from_reference(reference, out, p_value).backend)

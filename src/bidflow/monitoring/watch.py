@@ -198,6 +198,10 @@ class Monitor:
         watch = self.watch[role]
         if watch.version != version:
             watch.reset(version)  # a new model in this role: its own window
+            if role == "canary":  # compare the new canary with the champion over the same stretch of traffic
+                champion = self.watch["champion"]
+                champion.scores.clear()
+                champion.recall = Recall()
         ts_ms = int(float(record.get("ts") or time.time()) * 1000)
         request, response = record["request"], record["response"]
         instances = request["instances"]
