@@ -43,7 +43,7 @@ $(MONITOR_VENV)/.installed: $(UV) monitor/pyproject.toml monitor/uv.lock
 
 monitor-setup: $(MONITOR_VENV)/.installed ## create .venv-monitor (drift monitor: alibi-detect, numpy<2) from monitor/uv.lock
 
-demo: setup ## run the main job on generated data and say what it produced
+demo: setup monitor-setup ## run the whole loop on generated data and write the report
 	$(BIN)/bidflow demo
 
 test: setup monitor-setup ## run the whole test suite (unit, integration, e2e), then the monitor's in .venv-monitor

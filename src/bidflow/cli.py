@@ -216,7 +216,7 @@ def openrtb_check(
 
 @cli.command()
 def demo(ctx: typer.Context) -> None:
-    """Run the loop end to end on generated data and say where everything went."""
+    """Run the whole loop on generated data (train, gate, deploy, canary, drift, rollback) and write a report."""
     from bidflow.demo import run_demo
 
     run_demo(_config(ctx), out)

@@ -1,12 +1,14 @@
 """``deploy_canary``: the registered model goes out (``bidflow.deploy.steps.deploy_step``)."""
 
-from kfp.dsl import Dataset, Output
+from kfp.dsl import Dataset, Input, Output
 
 from bidflow.components._base import component
 
 
 @component
-def deploy_canary(model_version: str, config: str, percent: int, reference: Output[Dataset]) -> str:
+def deploy_canary(
+    model_version: str, batch: Input[Dataset], config: str, percent: int, reference: Output[Dataset]
+) -> str:
     """Deploy a registered bid-filter version through the configured backend (``canary.backend``).
 
     With no champion serving yet the version becomes the champion; otherwise it starts as a canary
@@ -16,6 +18,7 @@ def deploy_canary(model_version: str, config: str, percent: int, reference: Outp
 
     Args:
         model_version: the registered version (``register_model``'s output).
+        batch: the ingested parquet folder (its held-out hour is the drift reference).
         config: the text of a bidflow.yaml; empty for the defaults.
         percent: the canary's share of requests, 0-100.
 
@@ -24,11 +27,13 @@ def deploy_canary(model_version: str, config: str, percent: int, reference: Outp
         Output: ``champion`` or ``canary``: the role the version took.
     """
     import shutil
+    from pathlib import Path
 
     from bidflow.components import _runtime
     from bidflow.deploy.steps import deploy_step
 
-    done = deploy_step(_runtime.config(config), model_version, percent=percent, actor="pipeline")
+    settings = _runtime.config(config)
+    done = deploy_step(settings, model_version, source=Path(batch.path), percent=percent, actor="pipeline")
     shutil.copyfile(done.reference, reference.path)
     reference.metadata.update({"model_version": model_version, "auctions": done.reference_rows})
     print(f"deployed version {model_version} as {done.role}")

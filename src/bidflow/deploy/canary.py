@@ -237,7 +237,7 @@ def controller_for(config: Config, *, mirror: bool = True, image: str | None = N
 
 
 def default_image() -> str:
-    """The serving image of this release (``ghcr.io/bidflow/bidflow-serving:<version>``)."""
+    """The serving image of this release, named as the chart names it (``bidflow/serving:<version>``)."""
     from bidflow import __version__
 
-    return f"ghcr.io/bidflow/bidflow-serving:{__version__.split('+')[0]}"
+    return f"bidflow/serving:{__version__.split('+')[0]}"

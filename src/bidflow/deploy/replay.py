@@ -76,6 +76,7 @@ class ReplayReport:
         seconds: wall time.
         outcomes_sent: explored auctions whose outcomes went to the monitor.
         by_auction: auction id -> the role that answered it.
+        started_at: when the replay started (epoch seconds).
     """
 
     sent: int = 0
@@ -88,6 +89,7 @@ class ReplayReport:
     seconds: float = 0.0
     outcomes_sent: int = 0
     by_auction: dict[str, str] = field(default_factory=dict)
+    started_at: float = 0.0
 
     def percentile(self, q: float) -> float | None:
         ordered = sorted(self.latencies_ms)
@@ -157,7 +159,7 @@ async def replay(
     """
     import httpx
 
-    report = ReplayReport()
+    report = ReplayReport(started_at=time.time())
     queue: asyncio.Queue[Auction | None] = asyncio.Queue()
     for auction in auctions:
         queue.put_nowait(auction)

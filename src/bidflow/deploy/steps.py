@@ -59,18 +59,25 @@ def model_version(config: Config, version: str) -> ModelVersion:
 
 
 def deploy_step(
-    config: Config, version: str, *, percent: int | None = None, actor: str = "pipeline", image: str | None = None
+    config: Config,
+    version: str,
+    *,
+    source: Path | None = None,
+    percent: int | None = None,
+    actor: str = "pipeline",
+    image: str | None = None,
 ) -> DeployOutcome:
     """Deploy registered ``version``: champion when none serves, else a canary at ``percent``.
 
-    The drift reference for the version (``drift_reference_step``) is written first, so the monitor
-    can be given a detector for the model before its traffic arrives.
+    The drift reference for the version (``drift_reference_step`` on ``source``, default
+    ``paths.parquet``) is written first, so the monitor can be given a detector for the model before
+    its traffic arrives.
     """
     from bidflow.deploy.canary import controller_for
     from bidflow.modeling.steps import drift_reference_step
 
     model = model_version(config, version)
-    _, reference, rows = drift_reference_step(config, model=model.version)
+    _, reference, rows = drift_reference_step(config, model=model.version, source=source)
     controller = controller_for(config, image=image)
     share = config.canary.traffic_percent if percent is None else percent
     transition = controller.deploy(model, share, actor=actor, reasons=[f"registered version {model.version}"])
