@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_LINK_MODE := copy
 
-.PHONY: help setup monitor-setup demo test test-unit lint bench pipelines dvc-repro clean
+.PHONY: help setup monitor-setup browser demo test test-unit lint bench pipelines dvc-repro clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,9 +46,12 @@ monitor-setup: $(MONITOR_VENV)/.installed ## create .venv-monitor (drift monitor
 demo: setup monitor-setup ## run the whole loop on generated data and write the report
 	$(BIN)/bidflow demo
 
-test: setup monitor-setup ## run the whole test suite (unit, integration, e2e), then the monitor's in .venv-monitor
+test: setup monitor-setup browser ## run the whole test suite (unit, integration, e2e), then the monitor's in .venv-monitor
 	$(BIN)/python -m pytest
 	$(MONITOR_BIN)/python -m pytest tests/monitor --confcutdir=tests/monitor -p no:cacheprovider
+
+browser: ## Debian's chromium for the headless check of the demo report (installs only when missing)
+	@scripts/install-browser.sh || echo "make: chromium could not be installed (needs root); the report check will fail"
 
 test-unit: setup ## unit tests only: no services, no network
 	$(BIN)/python -m pytest -m "not integration and not e2e"

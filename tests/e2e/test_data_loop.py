@@ -1,4 +1,4 @@
-"""The data loop as a user runs it: `bidflow demo`, and `dvc repro` from a clean clone."""
+"""The data loop as a user runs it: `dvc repro` from a clean clone (the demo: tests/e2e/test_demo.py)."""
 
 from __future__ import annotations
 
@@ -15,32 +15,6 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.e2e
-
-
-def _env() -> dict[str, str]:
-    small = {
-        "BIDFLOW__SIMULATE__AUCTIONS_PER_HOUR": "4000",
-        "BIDFLOW__SIMULATE__PUBLISHERS": "150",
-        "BIDFLOW__FEATURES__REPO": str(REPO / "feature_repo"),
-    }
-    return os.environ | small | {"PATH": f"{BIN}:{os.environ['PATH']}", "COLUMNS": "200"}
-
-
-def test_demo_runs_twice_and_says_where_its_outputs_are(tmp_path: Path) -> None:
-    shutil.copy(REPO / "bidflow.yaml", tmp_path / "bidflow.yaml")
-    for _ in range(2):
-        result = subprocess.run([str(BIN / "bidflow"), "demo"], cwd=tmp_path, env=_env(), capture_output=True,
-                                text=True, timeout=600)  # fmt: skip
-        assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
-    assert "gate passed" in out and "gate stopped the batch as expected" in out
-    assert "unseen_categories(publisher_id)" in out
-    assert "registered version 1 as candidate" in out and "promoted version 1 to champion" in out
-    assert "of partner calls saved" in out
-    reports = tmp_path / "runs/demo/reports"
-    for report in ("validation", "validation-flood", "evaluation-bid_filter", "fairness-bid_filter"):
-        assert any((reports / report).glob("*.html")), report
-    assert (tmp_path / "runs/demo/mlflow.db").stat().st_size > 0
 
 
 def _outs(lock: Path) -> dict[str, str]:

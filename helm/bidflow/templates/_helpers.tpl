@@ -102,6 +102,11 @@ metadata:
   labels:
     {{- include "bidflow.labels" $ | nindent 4 }}
     {{- include "bidflow.selectorLabels" (dict "ctx" $ "component" .component) | nindent 4 }}
+  {{- if $m.modelVersion }}
+  annotations:
+    # The model this spec serves, in the form `bidflow canary --backend kserve` records it: it takes over from here.
+    bidflow.io/champion: {{ dict "name" .kind "version" $m.modelVersion "uri" $m.storageUri | toJson | quote }}
+  {{- end }}
 spec:
   predictor:
     serviceAccountName: {{ .serviceAccount }}

@@ -95,9 +95,17 @@ class WindowResult:
     at: float
     report: dict[str, Any]
     action: str | None = None  # "rollback" | "alert" | None
+    detected_at: float = 0.0  # when the test finished, before any action (``at``: after it)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"role": self.role, "version": self.version, "at": self.at, "report": self.report, "action": self.action}
+        return {
+            "role": self.role,
+            "version": self.version,
+            "at": self.at,
+            "detected_at": self.detected_at,
+            "report": self.report,
+            "action": self.action,
+        }
 
 
 class Monitor:
@@ -262,8 +270,9 @@ class Monitor:
             self.errors.append(exc.render()[:300])
             log.error("drift check skipped for %s v%s: %s", role, version, exc.render())
             return
+        detected_at = time.time()
         action = self._act(role, version, report)
-        result = WindowResult(role, version, time.time(), report.to_dict(), action)
+        result = WindowResult(role, version, time.time(), report.to_dict(), action, detected_at)
         self.history.append(result)
         for listener in self.listeners:
             listener(result)
