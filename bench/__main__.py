@@ -20,6 +20,7 @@ BENCHMARKS = [
     "ctr",
     "pipeline",
     "serving",
+    "monitor",
 ]
 README = Path(__file__).with_name("README.md")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"

@@ -3,10 +3,12 @@
 The data is the default ``simulate`` configuration (the demo's: 6 hours from 2026-11-02 00:00 UTC,
 20,000 auctions an hour on average, 400 publishers, seed 7); generating it is not timed. Everything
 else is the default configuration too (Feast features, default training parameters and gates),
-with a private Feast store and MLflow registry in a temporary folder. Timed: ``run_local`` from
-start to finish -- compiling, then the nine tasks (ingest, validate, build / apply / materialize
-features, train, evaluate, bias, register) each as a subprocess of this interpreter
-(SubprocessRunner, ``use_venv=False``), sequentially, as kfp.local runs them.
+with a private Feast store, MLflow registry and local deployment (router + model server, started
+before and not timed) in a temporary folder. Timed: ``run_local`` from start to finish -- compiling,
+then the eleven tasks (ingest, validate, build / apply / materialize features, train, evaluate,
+bias, register, deploy, fit the drift detector) each as a subprocess of this interpreter
+(SubprocessRunner, ``use_venv=False``; the fit hands over to ``.venv-monitor``), sequentially, as
+kfp.local runs them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import yaml
 from bench.harness import Result
 from bidflow.config import Config
 from bidflow.data.simulate import simulate
+from bidflow.demo.services import free_port, running_services
 from bidflow.pipelines.local import run_local
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 def run() -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         root = Path(tmp)
+        monitor = free_port()
         settings = {
             "features": {
                 "repo": str(REPO / "feature_repo"),
@@ -39,13 +43,24 @@ def run() -> list[Result]:
                 "artifact_location": str(root / "mlartifacts"),
             },
             "paths": {"reports": str(root / "reports"), "reference": str(root / "reference")},
+            "canary": {
+                "state": str(root / "deploy"),
+                "router_port": free_port(),
+                "champion_port": free_port(),
+                "canary_port": free_port(),
+                "monitor_url": f"http://127.0.0.1:{monitor}",
+            },
+            "monitor": {"port": monitor, "detector": str(root / "detectors")},
         }
         config = Config.model_validate(settings)
         generated = simulate(config.simulate, root / "raw")
         arguments = {"raw_logs": str(root / "raw"), "config": yaml.safe_dump(settings)}
-        started = time.perf_counter()
-        result = run_local("bid_filter", arguments, config, root / "kfp")
-        seconds = time.perf_counter() - started
+        config_file = root / "bidflow.yaml"
+        config_file.write_text(yaml.safe_dump(settings), encoding="utf-8")
+        with running_services(config_file, config.canary.router_port, monitor, root / "logs"):
+            started = time.perf_counter()
+            result = run_local("bid_filter", arguments, config, root / "kfp")
+            seconds = time.perf_counter() - started
     verdicts = ", ".join(
         f"{gate} {'passed' if passed else 'failed'}"
         for gate, passed in (("evaluation", result.evaluation_passed), ("bias", result.bias_passed))
@@ -53,6 +68,6 @@ def run() -> list[Result]:
     registered = f"registered v{result.registered.version}" if result.registered else "not registered"
     detail = (
         f"{generated.auctions:,} auctions ({generated.calls:,} partner calls) over {config.simulate.hours} h, "
-        f"9 tasks as subprocesses; gates: {verdicts}; {registered}"
+        f"11 tasks as subprocesses; gates: {verdicts}; {registered}, deployed as champion"
     )
     return [Result("pipeline: bid-filter training under kfp.local (wall)", seconds, "s", detail)]

@@ -48,6 +48,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_the_demo_trains_deploys_detects_drift_and_rolls_back(demo: tuple[Path, str]) -> None:
     root, out = demo
     assert "bid_filter v1 registered, deployed as champion, drift detector fitted" in out
+    assert "DVC-tracked as raw-1.dvc" in out and (root / "raw-1.dvc").is_file()
     assert "bid_filter v2 is the canary at 20 %" in out
     assert "failed 0" in out and "rolled back v2 by monitor: drift in the canary's traffic" in out
     assert "gate stopped the batch as expected" in out and "unseen_categories(publisher_id)" in out

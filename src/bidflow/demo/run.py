@@ -1,7 +1,7 @@
 """``bidflow demo``: the whole loop on generated data, locally, step by step.
 
-1. generate six hours of auction logs (the default market) and profile the first four as the data
-   gate's reference;
+1. generate six hours of auction logs (the default market), track them with DVC (the run folder's own
+   DVC repository) and profile the first four hours as the data gate's reference;
 2. run the bid-filter training pipeline with kfp.local: ingest, validate, features (Feast apply +
    materialize), train, evaluate, bias gate, register, deploy as **champion** on the local backend,
    fit the drift detector (alibi-detect, in the monitor's environment);
@@ -107,6 +107,7 @@ def run_demo(
 
     with step("1/7 generate six hours of auction logs and profile the first four as the data gate's reference"):
         summary = simulate(sim.model_copy(update={"hours": BASE_HOURS, "scenario": "none"}), root / "raw-1")
+        data_version = _dvc_track(root, root / "raw-1")
         ingest(root / "raw-1", root / "parquet-reference", config.ingest)
         split = sim.start + timedelta(hours=REFERENCE_HOURS)
         reference = build_profile(read_frame(root / "parquet-reference", until=split))
@@ -117,7 +118,7 @@ def run_demo(
         write_report(outcome.validation, config.paths.reports / "validation")
         step.done(
             f"{summary.auctions:,} auctions, {summary.calls:,} partner calls, bid rate {summary.bid_rate:.1%}; "
-            f"reference: {reference.rows:,} rows",
+            f"DVC-tracked as {data_version}; reference: {reference.rows:,} rows",
             root / "raw-1",
         )
 
@@ -279,6 +280,19 @@ def _publish_detector(workdir: Path, config_file: Path) -> None:
     if not detector.is_dir():
         raise DemoError("the pipeline produced no drift detector", where=detector, hint=f"see {reference}")
     shutil.copytree(detector, config.monitor.detector / version, dirs_exist_ok=True)
+
+
+def _dvc_track(root: Path, data: Path) -> str:
+    """Track ``data`` with DVC in the demo's own DVC repository (no git: the run folder is not one); its hash."""
+    from dvc.repo import Repo  # type: ignore[import-untyped]
+
+    repo = Repo.init(str(root), no_scm=True)
+    try:
+        repo.add(str(data))
+    finally:
+        repo.close()
+    pointer = yaml.safe_load((data.parent / f"{data.name}.dvc").read_text(encoding="utf-8"))
+    return f"{data.name}.dvc (md5 {pointer['outs'][0]['md5'][:12]})"
 
 
 def _latest(config: Config) -> ModelRef:
