@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -52,7 +53,7 @@ REFERENCE_HOURS: Final = 4
 BASE_HOURS: Final = 6
 RETRAIN_HOURS: Final = 2
 DEMO_AUCTIONS_PER_HOUR: Final = 5_000
-REPLAY_AUCTIONS: Final = 4_000
+REPLAY_AUCTIONS: Final = 3_000
 CANARY_PERCENT: Final = 20
 WINDOW: Final = 400
 DEMO_START_HOUR: Final = 14
@@ -286,7 +287,13 @@ def _dvc_track(root: Path, data: Path) -> str:
     """Track ``data`` with DVC in the demo's own DVC repository (no git: the run folder is not one); its hash."""
     from dvc.repo import Repo  # type: ignore[import-untyped]
 
-    repo = Repo.init(str(root), no_scm=True)
+    dvc_log = logging.getLogger("dvc")
+    level = dvc_log.level
+    dvc_log.setLevel(logging.WARNING)  # not its "Initialized DVC repository." banner in the middle of the steps
+    try:
+        repo = Repo.init(str(root), no_scm=True)
+    finally:
+        dvc_log.setLevel(level)
     try:
         repo.add(str(data))
     finally:
