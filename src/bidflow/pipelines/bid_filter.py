@@ -95,9 +95,10 @@ def bid_filter_pipeline(
         register = register_model(model=model, config=config, kind=KIND)
         platform.stateful(register)
         platform.attach_secrets(register, registry=True)
+        # After materialize too: a server that starts before the online store is filled serves default features.
         deploy = deploy_canary(
             model_version=register.outputs["Output"], batch=batch, config=config, percent=canary_percent
-        )
+        ).after(materialize)
         # Deploying twice would be refused (a canary is live), so a retry is for connection errors only.
         platform.stateful(deploy, retries=1)
         platform.attach_secrets(deploy, registry=True)

@@ -118,6 +118,8 @@ def test_register_runs_only_when_both_gates_pass(name: str, compiled: dict[str, 
     if name == "bid_filter":  # deploy only the registered version, then fit the detector on its reference
         tasks = spec["components"]["comp-condition-2"]["dag"]["tasks"]
         assert tasks["deploy-canary"]["dependentTasks"] == ["register-model"]
+        # ... and after materialize (hoisted by KFP to the gate's condition): no server starts on an empty store.
+        assert "materialize-features" in root["condition-1"]["dependentTasks"]
         assert tasks["fit-drift-detector"]["dependentTasks"] == ["deploy-canary"]
 
 
