@@ -6,7 +6,6 @@ import contextlib
 import gzip
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 
 from bidflow.config import SimulateConfig
 from bidflow.data.simulate import simulate
+from bidflow.demo.services import free_port as free_port  # shared with the tests that start servers
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -132,11 +132,3 @@ def running_router(config_file: Path, timeout_s: float = 180.0) -> Iterator[str]
     finally:
         process.terminate()
         process.wait(timeout=60)
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

@@ -312,12 +312,10 @@ def _latest(config: Config) -> ModelRef:
 
 
 def _replay(console: Console, auctions: list[Any], router: str, monitor: str, config: Config) -> ReplayReport:
-    from bidflow.deploy.commands import _replay_with_progress
-    from bidflow.deploy.replay import replay
+    from bidflow.deploy.replay import replay_with_progress
 
     target = f"{router}/v1/models/{config.registry.bid_filter_model}:predict"
-    report: ReplayReport = asyncio.run(_replay_with_progress(replay, auctions, target, 8, monitor))
-    return report
+    return asyncio.run(replay_with_progress(auctions, target, console, concurrency=8, monitor_url=monitor))
 
 
 def _wait_for_rollback(router: str, timeout_s: float = 60.0) -> dict[str, Any]:

@@ -1,1 +1,1 @@
-"""Deployment: the KServe InferenceService schema and checks, and (later) the canary policy and its backends."""
+"""Deployment: the InferenceService schema and checks, the canary policy and its backends (local, KServe)."""

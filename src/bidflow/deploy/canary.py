@@ -163,9 +163,9 @@ class RouterClient:
         self.timeout_s = timeout_s
 
     def status(self) -> DeploymentState:
-        from bidflow.deploy.journal import _state
+        from bidflow.deploy.journal import state_from_dict
 
-        return _state(self._call("GET", "/admin/state"))
+        return state_from_dict(self._call("GET", "/admin/state"))
 
     def transitions(self) -> list[Transition]:
         return [Transition.from_dict(t) for t in self._call("GET", "/admin/transitions")]

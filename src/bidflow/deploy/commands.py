@@ -10,7 +10,6 @@ Exit codes of ``analyse``: 0 promote, 3 roll back, 4 continue (CI branches on th
 from __future__ import annotations
 
 import json
-import time
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -175,14 +174,14 @@ def replay_command(
     """Replay logged auctions through the served endpoint, showing decisions/s and latency as it goes."""
     import asyncio
 
-    from bidflow.deploy.replay import read_auctions, replay
+    from bidflow.deploy.replay import read_auctions, replay_with_progress
 
     config: Config = ctx.obj
     auctions = list(read_auctions(logs, limit))
     endpoint = url or f"http://{config.canary.host}:{config.canary.router_port}"
     target = f"{endpoint.rstrip('/')}/v1/models/{config.registry.bid_filter_model}:predict"
     monitor = f"http://{config.monitor.host}:{config.monitor.port}" if outcomes else None
-    report = asyncio.run(_replay_with_progress(replay, auctions, target, concurrency, monitor))
+    report = asyncio.run(replay_with_progress(auctions, target, out, concurrency=concurrency, monitor_url=monitor))
     summary = report.summary()
     out.print(
         f"{summary['sent']:,} auctions in {summary['seconds']} s ({summary['auctions_per_s']}/s), "
@@ -193,28 +192,6 @@ def replay_command(
     if report.failed:
         out.print("first failures: " + " | ".join(report.failures[:3]), highlight=False)
         raise typer.Exit(1)
-
-
-async def _replay_with_progress(
-    replay: Any, auctions: list[Any], target: str, concurrency: int, monitor: str | None
-) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[live]}"))
-    with Progress(*columns, TimeRemainingColumn(), console=out, transient=False) as progress:
-        task = progress.add_task("replay", total=len(auctions), live="")
-        started = time.perf_counter()
-
-        def tick(report: Any) -> None:
-            if report.sent % 200 and report.sent != len(auctions):
-                return
-            elapsed = time.perf_counter() - started
-            recent = report.latencies_ms[-2000:]
-            p99 = sorted(recent)[int(0.99 * (len(recent) - 1))] if recent else 0.0
-            live = f"{report.sent / max(elapsed, 1e-9):,.0f}/s  p99 {p99:.1f} ms  failed {report.failed}"
-            progress.update(task, completed=report.sent, live=live)
-
-        return await replay(auctions, target, concurrency=concurrency, monitor_url=monitor, on_answer=tick)
 
 
 @canary_cli.command("reference")

@@ -63,7 +63,7 @@ class Transition:
             actor=str(data.get("actor", "?")),
             reasons=tuple(data.get("reasons", ())),
             metrics=dict(data.get("metrics", {})),
-            state=_state(state) if state else None,
+            state=state_from_dict(state) if state else None,
             at=float(data.get("at", 0.0)),
         )
 
@@ -102,7 +102,8 @@ class FileLog:
         return found
 
 
-def _state(data: dict[str, Any]) -> DeploymentState:
+def state_from_dict(data: dict[str, Any]) -> DeploymentState:
+    """The inverse of ``DeploymentState.to_dict``."""
     return DeploymentState(
         champion=ModelVersion.from_dict(data["champion"]) if data.get("champion") else None,
         canary=ModelVersion.from_dict(data["canary"]) if data.get("canary") else None,

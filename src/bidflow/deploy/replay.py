@@ -20,14 +20,18 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
 from bidflow.data.records import Outcome
 from bidflow.errors import InputError
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 _OUTCOME_BATCH: Final = 200
+_PROGRESS_EVERY: Final = 200
 
 
 class _Line(msgspec.Struct):
@@ -217,3 +221,32 @@ async def replay(
         await flush()
     report.seconds = time.perf_counter() - started
     return report
+
+
+async def replay_with_progress(
+    auctions: Sequence[Auction],
+    url: str,
+    console: Console,
+    *,
+    concurrency: int = 8,
+    monitor_url: str | None = None,
+) -> ReplayReport:
+    """``replay`` with a progress bar on ``console``: answers, decisions/s, recent p99 and failures, live."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[live]}"))
+    with Progress(*columns, TimeRemainingColumn(), console=console, transient=False) as progress:
+        task = progress.add_task("replay", total=len(auctions), live="")
+        started = time.perf_counter()
+
+        def tick(report: ReplayReport) -> None:
+            if report.sent % _PROGRESS_EVERY and report.sent != len(auctions):
+                return
+            recent = sorted(report.latencies_ms[-2_000:])
+            p99 = recent[int(0.99 * (len(recent) - 1))] if recent else 0.0
+            rate = report.sent / max(time.perf_counter() - started, 1e-9)
+            progress.update(
+                task, completed=report.sent, live=f"{rate:,.0f}/s  p99 {p99:.1f} ms  failed {report.failed}"
+            )
+
+        return await replay(auctions, url, concurrency=concurrency, monitor_url=monitor_url, on_answer=tick)

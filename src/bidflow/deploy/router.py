@@ -33,6 +33,8 @@ from bidflow.deploy.split import route
 from bidflow.errors import BidflowError, ConflictError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import httpx
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -286,7 +288,7 @@ def build_router(state: RouterState) -> Starlette:
     return Starlette(routes=routes, lifespan=lifespan)
 
 
-def serve_router(config: Config, config_path: Any = None) -> None:
+def serve_router(config: Config, config_path: Path | None = None) -> None:
     """Run the local deployment (router + model servers) until SIGINT/SIGTERM.
 
     The last recorded transition's state is restored first, so a restarted router serves what it

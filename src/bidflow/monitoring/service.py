@@ -48,7 +48,7 @@ class MonitorMetrics(Collector):
         self.monitor = monitor
 
     def collect(self) -> Iterator[Any]:
-        status = self.monitor.status()
+        status = self.monitor.status(history=False)  # a scrape needs the latest window per role, not all of them
         p_values = GaugeMetricFamily(
             "bidflow_drift_p_value", "p-value of the latest drift test per feature", labels=["role", "feature"]
         )

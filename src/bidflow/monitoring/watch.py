@@ -35,6 +35,7 @@ import numpy as np
 
 from bidflow.deploy.analysis import RoleMetrics, WindowMetrics, analyse
 from bidflow.errors import BidflowError, MonitorError
+from bidflow.monitoring.drift import drift_frame, drift_row
 from bidflow.openrtb import ValidationContext, decode_request_obj
 from bidflow.openrtb.features import request_features
 
@@ -214,8 +215,6 @@ class Monitor:
         request, response = record["request"], record["response"]
         instances = request["instances"]
         predictions = response["predictions"]
-        from bidflow.monitoring.drift import drift_row
-
         for instance, prediction in zip(instances, predictions, strict=True):
             req = decode_request_obj(instance["request"], _LENIENT)
             features = request_features(req, int(instance.get("ts_ms") or ts_ms))
@@ -250,8 +249,6 @@ class Monitor:
             version = watch.version
         if version is None or not rows:
             return
-        from bidflow.monitoring.drift import drift_frame
-
         try:
             detector = self._detector(version)
         except MonitorError as exc:
@@ -369,8 +366,8 @@ class Monitor:
 
     # -- status --
 
-    def status(self) -> dict[str, Any]:
-        """What ``GET /status`` answers: windows, recall, latest reports, actions and counts."""
+    def status(self, *, history: bool = True) -> dict[str, Any]:
+        """What ``GET /status`` answers: windows, recall, latest reports, actions, counts; ``history``: every window."""
         with self._lock:
             roles = {
                 role: {
@@ -388,7 +385,7 @@ class Monitor:
                 "roles": roles,
                 "score_psi": self.score_psi(),
                 "latest": latest,
-                "history": [r.to_dict() for r in self.history],
+                "history": [r.to_dict() for r in self.history] if history else [],
                 "transitions": list(self.transitions),
                 "counts": dict(self.counts),
                 "errors": list(self.errors),

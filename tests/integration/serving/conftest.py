@@ -25,18 +25,11 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 from tests.unit.modeling.conftest import bid_parquet, bid_rows, split_rows, trained
 from tests.unit.serving.conftest import bid_logs, model_dir
 
 __all__ = ["bid_logs", "bid_parquet", "bid_rows", "model_dir", "split_rows", "trained"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
