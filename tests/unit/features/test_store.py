@@ -220,3 +220,25 @@ def test_unreachable_redis_is_a_clear_error(tmp_path: Path) -> None:
 def test_empty_entity_frame_gives_an_empty_training_set(crafted: Any) -> None:
     frame = feature_store.training_set(crafted, entity_rows([]).reindex(columns=[*KEYS, "partner", "event_timestamp"]))
     assert frame.empty and "partner_stats__calls_1h" in frame.columns
+
+
+def test_lookups_grouped_by_hour_give_the_exact_times_answer(crafted: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Times inside an hour share one Feast lookup; the answer must equal asking at every exact time."""
+    rng = np.random.default_rng(3)
+    offsets = rng.integers(-3_600, 6 * 3_600, size=300)
+    offsets[:24] = np.arange(-1, 23) * 900  # on the hour, and quarter hours around it
+    stamps = [T0 + timedelta(seconds=int(s)) for s in offsets]
+    partners = rng.choice(["a", "b"], size=len(stamps))
+    entities = entity_rows([(str(p), "pub", ts) for p, ts in zip(partners, stamps, strict=True)])
+    grouped = feature_store.build_training_set(crafted, entities, "bid_filter")
+    assert (
+        feature_store._lookup_times(
+            crafted, service_spec(crafted, "bid_filter").views[0], grouped.frame["event_timestamp"]
+        ).nunique()
+        < 20
+    )
+    monkeypatch.setattr(feature_store, "_source_on_hours", lambda store, view: False)
+    exact = feature_store.build_training_set(crafted, entities, "bid_filter")
+    pd.testing.assert_frame_equal(grouped.frame, exact.frame)
+    assert grouped.defaulted == exact.defaulted
+    assert grouped.rows_with_defaults == exact.rows_with_defaults
