@@ -37,5 +37,6 @@ def run() -> list[Result]:
                 summary = ingest(raw, Path(tmp) / f"parquet-{workers}", IngestConfig(workers=workers))
             detail = f"{summary.auctions:,} auctions -> {summary.rows:,} rows in {summary.seconds:.1f} s"
             name = f"ingest: auctions/s ({label}; decode, rules, features, parquet)"
-            results.append(Result(name, summary.auctions / summary.seconds, "auctions/s", detail, ">= 50,000"))
+            target = ">= 50,000" if workers == 0 else ""  # the target is the machine's; one core is for reference
+            results.append(Result(name, summary.auctions / summary.seconds, "auctions/s", detail, target))
     return results

@@ -12,6 +12,7 @@ is written to a staging folder first and moved into place only when the run succ
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import multiprocessing
@@ -20,6 +21,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Final
@@ -180,6 +182,24 @@ def _ingest_file(
     path: Path, source: str, staging: Path, progress: Callable[[int], None] | None = None
 ) -> IngestSummary:
     """Ingest one log file into ``staging``; returns its own counts (runs in a worker process)."""
+    with _without_cycle_collection():
+        return _ingest_one(path, source, staging, progress)
+
+
+@contextmanager
+def _without_cycle_collection() -> Iterator[None]:
+    # A file's rows stay alive until its table is built, so the cycle collector keeps rescanning a
+    # growing heap that cannot hold a cycle (decoded JSON and scalar structs): 10-40 % of the time.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _ingest_one(path: Path, source: str, staging: Path, progress: Callable[[int], None] | None = None) -> IngestSummary:
     summary = IngestSummary(out_dir=staging, files=1)
     decoder = msgspec.json.Decoder(AuctionRecord)
     batch = _Batch()

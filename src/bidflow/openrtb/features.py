@@ -24,7 +24,7 @@ _MS_PER_HOUR: Final = 3_600_000
 _MS_PER_DAY: Final = 86_400_000
 
 
-class RequestFeatures(msgspec.Struct, frozen=True, kw_only=True):
+class RequestFeatures(msgspec.Struct, frozen=True, kw_only=True, gc=False):  # scalars only: no cycles
     """Features of one bid request (its first impression), independent of the partner."""
 
     channel: str  # site | app | dooh | unknown
