@@ -7,8 +7,10 @@ depth 8** is trained on the ``bid_filter`` FeatureService's training set (63 col
 
 Replayed: auctions of the last hour, each with 10-30 candidate partners (its logged partners plus
 unseen ones), as v1 requests with their logged time (so the online rows are live). Each request:
-decode + validate, one online read for all partners (Feast keys, 6 views), one ONNX predict, the
-decisions. Also 30-partner auctions alone, for the target.
+decode + validate, one online read for all partners (Feast keys, 6 views; the server keeps each
+key's row for 10 s, ``--feature-cache-s``, so a warm server asks the store only for keys it has not
+seen lately), one ONNX predict, the decisions. Also 30-partner auctions alone, for the target, and
+once more with the cache off (the store asked for every auction).
 
 Floors, in the same run and with the same load generator:
 
@@ -212,7 +214,10 @@ def process(command: list[str], port: int, cwd: Path, env: dict[str, str] | None
     import httpx
 
     log = (cwd / f"server-{port}.log").open("wb")
-    child = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=os.environ | (env or {}))
+    # The floor servers are this module run from ``cwd`` (a temp folder): the repository must be importable.
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    environ = os.environ | {"PYTHONPATH": path} | (env or {})
+    child = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=environ)
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -417,17 +422,21 @@ def stages(
     """CPU µs per auction of each step of the model's work, without HTTP or KServe."""
     from bidflow.config import load_config
     from bidflow.openrtb.features import request_features
-    from bidflow.serving.model import BidFilterModel, ModelSource, _v1_decision
+    from bidflow.serving.model import BidFilterModel, ModelSource, ServeOptions, _v1_decision
 
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        model = BidFilterModel(
-            "bid_filter", load_config(config_file, environ={}), ModelSource("bid_filter", uri=str(model_dir))
-        )
+        config, source = load_config(config_file, environ={}), ModelSource("bid_filter", uri=str(model_dir))
+        model = BidFilterModel("bid_filter", config, source)
+        direct = BidFilterModel("bid_filter", config, source, ServeOptions(feature_cache_s=0))
         assert model.load(), model.not_ready_reason
-        state, assembler = model.state, model._assembler
-        assert state is not None and state.online is not None and assembler is not None
+        assert direct.load(), direct.not_ready_reason
+        state = model.state
+        assert state is not None and state.online is not None
+        assembler = state.mapping.assembler
+        uncached = direct.state.online if direct.state is not None else None
+        assert uncached is not None
         auctions = [model.preprocess(body).auctions[0] for body in v1_bodies]
         features = [request_features(a.request, a.ts_ms) for a in auctions]
 
@@ -437,13 +446,18 @@ def stages(
                 a.partners, f.publisher_id, f.country, f.format, f.device_type, a.ts_ms / 1000
             )
 
+        def store_read(i: int) -> Any:
+            a, f = auctions[i], features[i]
+            return uncached.bid_filter(a.partners, f.publisher_id, f.country, f.format, f.device_type, a.ts_ms / 1000)
+
         blocks = [online(i).values for i in range(len(auctions))]
         matrices = [assembler.matrix(features[i], auctions[i].partners, blocks[i]) for i in range(len(auctions))]
         decisions = [model._decide(state, a) for a in auctions]
         steps = {
             "decode + validate + envelope": lambda i: model.preprocess(v1_bodies[i]),
             "request features": lambda i: request_features(auctions[i].request, auctions[i].ts_ms),
-            "online read": online,
+            "online read (cache warm)": online,
+            "[online read, store every time]": store_read,
             "assemble matrix": lambda i: assembler.matrix(features[i], auctions[i].partners, blocks[i]),
             "ONNX predict": lambda i: state.predictor.predict(matrices[i]),
             "decide + response": lambda i: _v1_decision(decisions[i], "1"),
@@ -457,6 +471,7 @@ def stages(
                 step(i)
             out[name] = (time.process_time() - began) / len(auctions) * 1e6
         model.stop()
+        direct.stop()
         return out
     finally:
         for key, value in saved.items():
@@ -522,6 +537,9 @@ def run(seconds: float = 6.0) -> list[Result]:
             ("bidflow sqlite, 30 partners", [*ours, "--config", str(configs["local"])], {}, files["thirty"], None),
             ("bidflow redis, 30 partners", [*ours, "--config", str(configs["production"])], redis_env,
              files["thirty"], redis_proc),
+            ("bidflow redis, 30 partners, no cache",
+             [*ours, "--config", str(configs["production"]), "--feature-cache-s", "0"], redis_env,
+             files["thirty"], redis_proc),
         ]  # fmt: skip
         for name, command, env, body_file, side in plans:
             port = free_port()
@@ -576,7 +594,7 @@ def _results(runs: list[Run], settings: dict[str, Any], breakdown: dict[str, dic
         out.append(
             Result(
                 f"serving in-process CPU, 30 partners, {store}",
-                sum(steps.values()),
+                sum(us for name, us in steps.items() if not name.startswith("[")),
                 "µs/auction",
                 f"no HTTP/KServe; µs per step: {parts}",
             )

@@ -27,6 +27,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import numpy as np
@@ -101,9 +102,15 @@ class OnlineFeatureReader:
         store: the feature store (its online store config says where to read).
         service: the FeatureService to serve.
         direct: read Feast's keys directly (fast); ``False`` goes through ``get_online_features``.
+        cache_s: keep what the store answered for each view's keys this many seconds (0: ask
+            every time). The store changes once per materialization (hourly here), so a model
+            server can afford a few seconds of lag for not paying a round trip per auction; the
+            ttl is still applied at each request's own time. Direct reads only.
     """
 
-    def __init__(self, store: FeatureStore, service: str = "bid_filter", *, direct: bool = True) -> None:
+    def __init__(
+        self, store: FeatureStore, service: str = "bid_filter", *, direct: bool = True, cache_s: float = 0.0
+    ) -> None:
         self.spec: ServiceSpec = service_spec(store, service)
         self._store = store
         self._service = store.get_feature_service(service)
@@ -112,6 +119,7 @@ class OnlineFeatureReader:
         self._view_defaults = [self._defaults[s] for s in self._slices]
         self._key_types = {k: t for v in self.spec.views for k, t in zip(v.join_keys, v.key_types, strict=True)}
         self._backend: _Backend | None = _direct_backend(store, self.spec) if direct else None
+        self._cache = _KeyCache(cache_s) if cache_s > 0 and self._backend is not None else None
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -173,9 +181,18 @@ class OnlineFeatureReader:
             return np.empty((0, len(self._defaults)))
         if self._backend is None:
             return self.read_via_feast(entities, at=at)
+        if self._cache is not None:
+            keys = [_row_keys(view, columns, n) for view in self.spec.views]
+            rows = self._cache.rows(self._backend, self.spec.views, keys)
+            return self._assemble(n, [None] * len(keys), rows, _seconds(at))
         lookups = [self._lookups(view, columns, n) for view in self.spec.views]
         fetched = self._backend.fetch(self.spec.views, lookups)
-        return self._assemble(n, lookups, fetched, _seconds(at))
+        return self._assemble(n, [lookup.inverse for lookup in lookups], fetched, _seconds(at))
+
+    @property
+    def cache_stats(self) -> tuple[int, int]:
+        """(rows served from the cache, rows whose key was read from the store), per view, since the start."""
+        return (self._cache.hits, self._cache.misses) if self._cache is not None else (0, 0)
 
     def read_via_feast(
         self, entities: Mapping[str, Sequence[Any] | str | int], *, at: datetime | float | None = None
@@ -236,15 +253,109 @@ class OnlineFeatureReader:
         return _Lookups(list(index), inverse)
 
     def _assemble(
-        self, n: int, lookups: Sequence[_Lookups], fetched: Sequence[tuple[np.ndarray, np.ndarray]], at_s: float
+        self,
+        n: int,
+        inverses: Sequence[np.ndarray | None],
+        fetched: Sequence[tuple[np.ndarray, np.ndarray]],
+        at_s: float,
     ) -> np.ndarray:
+        """The output matrix; a view's rows are in row order already (or one row for all) where its inverse is None."""
         out = np.empty((n, len(self._defaults)))
-        for view, where, defaults, lookup, (seconds, values) in zip(
-            self.spec.views, self._slices, self._view_defaults, lookups, fetched, strict=True
+        for view, where, defaults, inverse, (seconds, values) in zip(
+            self.spec.views, self._slices, self._view_defaults, inverses, fetched, strict=True
         ):
             settled = _settle(values, seconds, view, defaults, at_s)
-            out[:, where] = settled[0] if lookup.inverse is None else settled[lookup.inverse]
+            out[:, where] = settled if inverse is None else settled[inverse]
         return out
+
+
+def _row_keys(view: ViewSpec, columns: Mapping[str, Any], n: int) -> list[tuple[Any, ...]]:
+    """The view's entity key of every row, or one key when every join key is a scalar."""
+    values = [columns[k] for k in view.join_keys]
+    if not any(isinstance(v, list) for v in values):
+        return [tuple(values)]
+    return list(zip(*(v if isinstance(v, list) else repeat(v, n) for v in values), strict=False))
+
+
+class _KeyCache:
+    """What the store answered for each (view, entity key), reused for ``ttl_s`` seconds.
+
+    Rows live in one growing array per view (``_Slab``) and a dictionary maps each key to its row,
+    so a request costs one dictionary probe per key and one fancy index per view. Keys that are
+    unknown or whose row is older than ``ttl_s`` are read from the store, every view together, in
+    one call.
+    """
+
+    def __init__(self, ttl_s: float, limit: int = 200_000) -> None:
+        self.ttl_s = ttl_s
+        self.limit = limit  # keys per view; a full view starts again empty
+        self.hits = 0
+        self.misses = 0
+        self._slabs: dict[str, _Slab] = {}
+
+    def rows(
+        self, backend: _Backend, views: Sequence[ViewSpec], keys: Sequence[list[tuple[Any, ...]]]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per view: (event seconds, values) of each of its ``keys``, in order."""
+        now = time.monotonic()
+        indexes: list[np.ndarray] = []
+        stale_views: list[int] = []
+        stale_lookups: list[_Lookups] = []
+        stale_rows = 0
+        for i, (view, view_keys) in enumerate(zip(views, keys, strict=True)):
+            slab = self._slabs.get(view.name)
+            if slab is None or slab.size + len(view_keys) > self.limit:
+                slab = self._slabs[view.name] = _Slab(len(view.features))
+            get = slab.index.get
+            index = np.array([get(key, -1) for key in view_keys], dtype=np.intp)
+            stale = (index < 0) | (slab.expires[index] <= now)  # index -1 reads a real row: masked by the first test
+            if stale.any():
+                missing = list(dict.fromkeys(view_keys[k] for k in np.flatnonzero(stale)))
+                stale_views.append(i)
+                stale_lookups.append(_Lookups(missing, None))
+                stale_rows += int(stale.sum())
+            indexes.append(index)
+        self.misses += stale_rows
+        self.hits += sum(len(view_keys) for view_keys in keys) - stale_rows
+        if stale_views:
+            fresh = backend.fetch([views[i] for i in stale_views], stale_lookups)
+            for i, lookup, (seconds, values) in zip(stale_views, stale_lookups, fresh, strict=True):
+                slab = self._slabs[views[i].name]
+                slab.store(lookup.keys, seconds, values, now + self.ttl_s)
+                get = slab.index.__getitem__
+                indexes[i] = np.array([get(key) for key in keys[i]], dtype=np.intp)
+        return [
+            (self._slabs[view.name].seconds[index], self._slabs[view.name].values[index])
+            for view, index in zip(views, indexes, strict=True)
+        ]
+
+
+class _Slab:
+    """One view's cached rows: event seconds, feature values and expiry per key, grown by doubling."""
+
+    def __init__(self, width: int, capacity: int = 1024) -> None:
+        self.index: dict[tuple[Any, ...], int] = {}
+        self.size = 0
+        self.seconds = np.zeros(capacity)
+        self.values = np.zeros((capacity, width))
+        self.expires = np.zeros(capacity)
+
+    def store(self, keys: Sequence[tuple[Any, ...]], seconds: np.ndarray, values: np.ndarray, expires: float) -> None:
+        at = []
+        for key in keys:
+            row = self.index.get(key)
+            if row is None:
+                row = self.index[key] = self.size
+                self.size += 1
+            at.append(row)
+        if self.size > len(self.seconds):
+            grow = max(self.size, 2 * len(self.seconds))
+            self.seconds = np.resize(self.seconds, grow)
+            self.values = np.resize(self.values, (grow, self.values.shape[1]))
+            self.expires = np.resize(self.expires, grow)
+        self.seconds[at] = seconds
+        self.values[at] = values
+        self.expires[at] = expires
 
 
 def _settle(values: np.ndarray, seconds: np.ndarray, view: ViewSpec, defaults: np.ndarray, at_s: float) -> np.ndarray:
@@ -405,6 +516,14 @@ def _pack(lengths: np.ndarray, data: np.ndarray) -> np.ndarray:
     return records
 
 
+_Shape = tuple[tuple[str, int], ...]
+
+
+def _shape(views: Sequence[ViewSpec], counts: tuple[int, ...]) -> _Shape:
+    """Which views a fetch asks, with how many keys each: what its command, query and layout depend on."""
+    return tuple(zip((view.name for view in views), counts, strict=True))
+
+
 def _bulk(item: bytes) -> bytes:
     """One RESP bulk string."""
     return b"$%d\r\n%s\r\n" % (len(item), item)
@@ -434,19 +553,20 @@ class _Redis:
             view.name: [f"_ts:{view.view}".encode(), *(_mmh3(f"{view.view}:{f}") for f in view.features)]
             for view in spec.views
         }
-        self._argv: dict[tuple[int, ...], tuple[bytes, int]] = {}
-        self._layouts: dict[tuple[int, ...], _Layout] = {}
+        self._argv: dict[_Shape, tuple[bytes, int]] = {}
+        self._layouts: dict[_Shape, _Layout] = {}
 
     def fetch(self, views: Sequence[ViewSpec], lookups: Sequence[_Lookups]) -> list[tuple[np.ndarray, np.ndarray]]:
         counts = tuple(len(lookup.keys) for lookup in lookups)
+        shape = _shape(views, counts)
         keys = [self._keys(view.name, key) for view, lookup in zip(views, lookups, strict=True) for key in lookup.keys]
-        argv, nargs = self._argv.get(counts) or self._argv_for(views, counts)
+        argv, nargs = self._argv.get(shape) or self._argv_for(views, counts)
         head = b"*%d\r\n$7\r\nEVALSHA\r\n%s%s" % (3 + len(keys) + nargs, _bulk(self._sha), _bulk(b"%d" % len(keys)))
         lengths, data = self._call(b"".join([head, *keys, argv]))
         if len(lengths) and max(lengths) > _PAYLOAD:
             raise FeatureStoreError("online feature value too long to be numeric", got=f"{max(lengths)} bytes")
         records = _pack(np.frombuffer(lengths, dtype=np.uint8), np.frombuffer(data, dtype=np.uint8))
-        layout = self._layouts.get(counts) or self._layout(views, counts)
+        layout = self._layouts.get(shape) or self._layout(views, counts)
         seconds = decode_seconds(records[layout.stamps])
         values = decode_values(records[layout.values])
         return layout.split(seconds, values)
@@ -483,7 +603,7 @@ class _Redis:
             fields = self._fields[view.name]
             args += [b"%d" % count, b"%d" % len(fields), *fields]
         packed = (b"".join(_bulk(a) for a in args), len(args))
-        self._argv[counts] = packed
+        self._argv[_shape(views, counts)] = packed
         return packed
 
     def _layout(self, views: Sequence[ViewSpec], counts: tuple[int, ...]) -> _Layout:
@@ -494,7 +614,7 @@ class _Redis:
         is_value = np.ones(int(widths.sum()), dtype=bool)
         is_value[stamps] = False
         layout = _Layout(stamps, np.flatnonzero(is_value), shapes)
-        self._layouts[counts] = layout
+        self._layouts[_shape(views, counts)] = layout
         return layout
 
     def close(self) -> None:
@@ -513,11 +633,11 @@ class _Sqlite:
         self._keys = _KeyEncoder(spec, b"")
         self._tables = {view.name: _quote(f"{store.project}_{view.view}") for view in spec.views}
         self._seconds: dict[Any, float] = {}
-        self._sql: dict[tuple[int, ...], str] = {}
+        self._sql: dict[_Shape, str] = {}
 
     def fetch(self, views: Sequence[ViewSpec], lookups: Sequence[_Lookups]) -> list[tuple[np.ndarray, np.ndarray]]:
         counts = tuple(len(lookup.keys) for lookup in lookups)
-        sql = self._sql.get(counts) or self._query(views, counts)
+        sql = self._sql.get(_shape(views, counts)) or self._query(views, counts)
         keys = [self._keys(view.name, key) for view, lookup in zip(views, lookups, strict=True) for key in lookup.keys]
         try:
             rows = self._conn.execute(sql, keys).fetchall()
@@ -576,7 +696,7 @@ class _Sqlite:
             stamp_base += count
             value_base += count * width
         sql = " UNION ALL ".join(parts)
-        self._sql[counts] = sql
+        self._sql[_shape(views, counts)] = sql
         return sql
 
     def _event_seconds(self, raw: Any) -> float:

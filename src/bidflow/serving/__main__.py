@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 def parser() -> argparse.ArgumentParser:
     """The command-line options (also listed by ``--help``)."""
     from bidflow.serving.errors import DEFAULT_MAX_BODY_BYTES
-    from bidflow.serving.online import DEFAULT_COOLDOWN_S, DEFAULT_TIMEOUT_S
+    from bidflow.serving.online import DEFAULT_CACHE_S, DEFAULT_COOLDOWN_S, DEFAULT_TIMEOUT_S
 
     p = argparse.ArgumentParser(prog="python -m bidflow.serving", description=__doc__.split("\n", 1)[0])
     p.add_argument("--kind", choices=["bid_filter", "ctr"], default="bid_filter", help="which model server")
@@ -52,6 +52,12 @@ def parser() -> argparse.ArgumentParser:
         help="online store wait before failing open",
     )
     p.add_argument("--breaker-cooldown-s", type=float, default=DEFAULT_COOLDOWN_S)
+    p.add_argument(
+        "--feature-cache-s",
+        type=float,
+        default=DEFAULT_CACHE_S,
+        help="reuse the online store's answer for the same keys this long (0: read the store for every auction)",
+    )
     p.add_argument(
         "--auction-entry",
         action="store_true",
@@ -77,6 +83,7 @@ def build(args: argparse.Namespace, config: Config) -> tuple[ServedModel, Server
         validation=ValidationContext(auction_entry=args.auction_entry),
         feature_timeout_s=args.feature_timeout_ms / 1000,
         breaker_cooldown_s=args.breaker_cooldown_s,
+        feature_cache_s=args.feature_cache_s,
     )
     name = args.name or registered
     model: ServedModel

@@ -26,6 +26,9 @@ def serve(
         bool, typer.Option(help="Apply Prebid's auction-endpoint rules (requests straight from clients).")
     ] = False,
     feature_timeout_ms: Annotated[float, typer.Option(help="Online store wait before failing open.")] = 20.0,
+    feature_cache_s: Annotated[
+        float, typer.Option(help="Reuse the online store's answer for a key this long (0: ask it for every auction).")
+    ] = 10.0,
 ) -> None:
     """Serve a model with KServe's v1 and v2 endpoints (bid filter: call/skip per demand partner)."""
     from bidflow.config import Config
@@ -34,7 +37,7 @@ def serve(
     if kind not in ("bid_filter", "ctr"):
         raise typer.BadParameter("bid_filter or ctr", param_hint="--kind")
     argv = ["--kind", kind, "--model", model, "--host", host, "--http-port", str(http_port)]
-    argv += ["--feature-timeout-ms", str(feature_timeout_ms)]
+    argv += ["--feature-timeout-ms", str(feature_timeout_ms), "--feature-cache-s", str(feature_cache_s)]
     argv += ["--name", name] if name else []
     argv += ["--grpc-port", str(grpc_port)] if grpc_port is not None else []
     argv += ["--auction-entry"] if auction_entry else []

@@ -48,7 +48,7 @@ from bidflow.openrtb.features import FEATURE_NAMES, request_features
 from bidflow.serving.assemble import BidFilterAssembler
 from bidflow.serving.errors import RequestError
 from bidflow.serving.metrics import ModelCounts, serving_metrics
-from bidflow.serving.online import DEFAULT_COOLDOWN_S, DEFAULT_TIMEOUT_S, GuardedReader, Lookup
+from bidflow.serving.online import DEFAULT_CACHE_S, DEFAULT_COOLDOWN_S, DEFAULT_TIMEOUT_S, GuardedReader, Lookup
 from bidflow.serving.predictor import OnnxPredictor, probe_rows
 
 if TYPE_CHECKING:
@@ -112,6 +112,7 @@ class ServeOptions:
         max_auctions: most auctions in one v1 request.
         feature_timeout_s: longest wait on the online store (Redis) before failing open.
         breaker_cooldown_s: how long the store is left alone after a failure.
+        feature_cache_s: how long the store's answers are reused (0: ask it for every auction).
     """
 
     validation: ValidationContext = field(default_factory=ValidationContext)
@@ -119,6 +120,7 @@ class ServeOptions:
     max_auctions: int = 64
     feature_timeout_s: float = DEFAULT_TIMEOUT_S
     breaker_cooldown_s: float = DEFAULT_COOLDOWN_S
+    feature_cache_s: float = DEFAULT_CACHE_S
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ def open_reader(config: Config, service: str, options: ServeOptions) -> GuardedR
     from bidflow.features.online import OnlineFeatureReader
     from bidflow.features.store import open_store
 
-    reader = OnlineFeatureReader(open_store(config.features), service)
+    reader = OnlineFeatureReader(open_store(config.features), service, cache_s=options.feature_cache_s)
     return GuardedReader(reader, timeout_s=options.feature_timeout_s, cooldown_s=options.breaker_cooldown_s)
 
 

@@ -137,6 +137,7 @@ def test_fail_open_when_redis_is_killed_mid_run(
     server = start_server(
         "--config", str(feast_model.config_file("production", "serve-redis.yaml")),
         "--model", "candidate", "--breaker-cooldown-s", "0.5", "--feature-timeout-ms", "50",
+        "--feature-cache-s", "0",  # every auction asks the store: each one after the kill must fail open
         env=env,
     )  # fmt: skip
     records = _last_hour(bid_logs, 30)

@@ -157,3 +157,37 @@ def test_no_partners_no_rows_and_naive_times_are_utc(materialized: Any) -> None:
     aware = reader.features(PARTNERS, "pub", "USA", "banner", 4, at=T0 + HOUR)
     naive = reader.features(PARTNERS, "pub", "USA", "banner", 4, at=(T0 + HOUR).replace(tzinfo=None))
     np.testing.assert_array_equal(aware, naive)
+
+
+def test_cached_reads_equal_store_reads_until_the_cache_expires(materialized: Any, write_views: WriteViews) -> None:
+    import time
+
+    plain = OnlineFeatureReader(materialized, "bid_filter")
+    cached = OnlineFeatureReader(materialized, "bid_filter", cache_s=0.5)
+    requests = [
+        (PARTNERS, "pub", "USA", "banner", 4, T0 + 2 * HOUR),
+        (PARTNERS[:2], "pub", "USA", "banner", 4, T0 + 2 * HOUR + timedelta(seconds=1)),  # other key lists
+        (PARTNERS, "pub", "FRA", "video", 4, T0 + 2 * HOUR),  # some views hit, others miss
+        (PARTNERS, "pub", "USA", "banner", 4, T0 + 5 * HOUR),  # all hit, but every row is past its ttl now
+        (PARTNERS, "other", "USA", "banner", 2, T0 + 2 * HOUR),
+    ]
+    for partners, *keys, at in requests * 2:
+        np.testing.assert_array_equal(cached.features(partners, *keys, at=at), plain.features(partners, *keys, at=at))
+    hits, misses = cached.cache_stats
+    # Each (view, key) is read once: 4 partners x 5 partner views + the publisher, then new
+    # countries and formats for 4 partners, then a new publisher and device type.
+    assert misses == 4 * 5 + 1 + 4 * 2 + (4 * 2 + 1)
+    assert hits + misses == 2 * sum(len(p) * 5 + 1 for p, *_ in requests)
+
+    # New values in the store: the cache serves the old ones until it expires, then the new ones.
+    write_views({"partner_stats": [row | {"calls_1h": 100 + row["calls_1h"]} for row in PARTNER_ROWS]})
+    views = [v.view for v in plain.spec.views]
+    feature_store.materialize(materialized, T0 - 24 * HOUR, T0 + 2 * HOUR, views)
+    col = list(plain.feature_names).index("partner_stats__calls_1h")
+    at = T0 + 2 * HOUR
+    assert list(plain.features(PARTNERS, "pub", "USA", "banner", 4, at=at)[:, col]) == [102, 112, 122, 0]
+    assert list(cached.features(PARTNERS, "pub", "USA", "banner", 4, at=at)[:, col]) == [2, 12, 22, 0]
+    time.sleep(0.6)
+    assert list(cached.features(PARTNERS, "pub", "USA", "banner", 4, at=at)[:, col]) == [102, 112, 122, 0]
+    plain.close()
+    cached.close()
