@@ -269,7 +269,7 @@ def _drift(outcome: DemoOutcome) -> str:
     return (
         f"<p>alibi-detect TabularDrift (K-S for numbers, Chi-square for categories) and K-S on the mean score, "
         f"per window of {outcome.monitor.get('roles', {}).get('canary', {}).get('window_size', '?')} auctions, "
-        f"Bonferroni-corrected threshold {threshold if threshold is not None else '?'}.</p>"
+        f"Bonferroni-corrected threshold {f'{threshold:.2g}' if threshold is not None else '?'}.</p>"
         + _figure(figure, "p-value of each feature's test per window; below the dotted line is drift.")
         + _table(["traffic", "model", "window closed", "auctions", "drifted features", "action"], rows)
     )
