@@ -4,7 +4,8 @@ A synthetic day of traffic (30 partners, 400 publishers, 20 countries) goes thro
 ``bidflow features build``, is applied and materialized into a private store (SQLite in a temp
 folder; Redis in database 11 under a one-off project name, deleted afterwards). Each lookup is one
 ``bid_filter`` read for all 30 partners of a request drawn from that traffic -- 6 feature views,
-42 features, 151 entity keys. Timed: Feast's ``get_online_features`` and bidflow's direct path.
+42 features, 151 entity keys. Timed: Feast's ``get_online_features``, bidflow's direct path, and the
+direct path behind the model server's key cache (the same random requests, cold at the start).
 
 Run alone: ``.venv/bin/python -m bench.bench_online_features`` (prints a markdown table);
 ``python -m bench online_features`` adds the rows to bench/README.md.
@@ -41,6 +42,7 @@ FORMATS = ["banner", "video", "native", "audio"]
 COUNTRIES = [f"C{i:02d}" for i in range(20)]
 REDIS = "127.0.0.1:6379,db=11"
 TARGET_P99_MS = 2.0
+CACHE_S = 10.0  # bidflow.serving.online.DEFAULT_CACHE_S
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ def bench_store(
     feature_store.apply(store, cfg)
     end = START + timedelta(hours=HOURS)
     reader = OnlineFeatureReader(store, "bid_filter")
+    cached = OnlineFeatureReader(store, "bid_filter", cache_s=CACHE_S)
     views = [view.view for view in reader.spec.views]
     feature_store.materialize(store, START, end, views)
     at = end + timedelta(minutes=20)
@@ -119,6 +122,7 @@ def bench_store(
     for path, n, read in [
         ("get_online_features", feast_lookups, reader.read_via_feast),
         ("direct", lookups, reader.read),
+        (f"direct, {CACHE_S:g} s key cache (model server default)", lookups, cached.read),
     ]:
         it = iter(draws)
 
@@ -140,7 +144,13 @@ def bench_store(
     np.testing.assert_array_equal(
         reader.read({"partner": PARTNERS, **keys}, at=at), reader.read_via_feast({"partner": PARTNERS, **keys}, at=at)
     )
+    np.testing.assert_array_equal(
+        cached.read({"partner": PARTNERS, **keys}, at=at), reader.read({"partner": PARTNERS, **keys}, at=at)
+    )
+    hits, misses = cached.cache_stats
+    print(f"  {name} cache: {hits / max(1, hits + misses):.1%} of rows from the cache", flush=True)
     reader.close()
+    cached.close()
     return timings
 
 
