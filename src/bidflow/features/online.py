@@ -322,8 +322,8 @@ class _KeyCache:
             for i, lookup, (seconds, values) in zip(stale_views, stale_lookups, fresh, strict=True):
                 slab = self._slabs[views[i].name]
                 slab.store(lookup.keys, seconds, values, now + self.ttl_s)
-                get = slab.index.__getitem__
-                indexes[i] = np.array([get(key) for key in keys[i]], dtype=np.intp)
+                rows = slab.index
+                indexes[i] = np.array([rows[key] for key in keys[i]], dtype=np.intp)
         return [
             (self._slabs[view.name].seconds[index], self._slabs[view.name].values[index])
             for view, index in zip(views, indexes, strict=True)
