@@ -255,7 +255,9 @@ class MonitorConfig(_Section):
     port: int = Field(default=8090, ge=1, le=65535)
     detector: Path = Field(default=Path("deploy/detector"), description="folder written by save_detector")
     window_size: int = Field(default=2_000, ge=50, description="auctions per detection window")
-    p_value: float = Field(default=0.05, gt=0.0, lt=1.0, description="test level (Bonferroni over features)")
+    # Per window, familywise (Bonferroni over the features): a clean canary watched for N windows is
+    # rolled back by chance with probability about 1 - (1 - p_value)^N, so 0.05 would be too eager.
+    p_value: float = Field(default=0.01, gt=0.0, lt=1.0, description="test level per window (Bonferroni over features)")
     reference_rows: int = Field(default=5_000, ge=100, description="training rows kept as the drift reference")
     payload_batch: int = Field(default=256, ge=1, description="payloads per batch sent by the router")
     payload_queue: int = Field(default=20_000, ge=1, description="payloads buffered before new ones are dropped")

@@ -62,8 +62,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Config]:
             "max_p99_ratio": 10.0,  # a loaded 2-core machine: latency is judged by the absolute limit
             "max_p99_ms": 500.0,
         },
-        # p 0.01 per window (familywise, Bonferroni over the features): the clean canary is watched for
-        # four or more windows, and at the default 0.05 one false rollback in five runs is expected.
+        # p 0.01 per window (the default, stated because the test depends on it): the clean canary is
+        # watched for four or more windows, and at 0.05 one false rollback in five runs was seen.
         # The drifted hour is far past either (device_type: p ~ 1e-12).
         "monitor": {
             "port": free_port(),

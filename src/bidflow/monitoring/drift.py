@@ -24,7 +24,7 @@ on a window is at most ``p_value``. Two backends give the same decisions:
 Typical use::
 
     rows = [drift_row(request_features(req, ts_ms), score) for ...]
-    detector = fit_detector(drift_frame(reference_rows), p_value=0.05)
+    detector = fit_detector(drift_frame(reference_rows), p_value=0.01)
     save_detector(detector, Path("deploy/detector/7"))
     report = load_detector(Path("deploy/detector/7")).predict(drift_frame(rows))
     report.drift, report.drifted
