@@ -99,6 +99,7 @@ class ProcessBackend:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._retiring: list[threading.Thread] = []
 
     # -- DeploymentBackend --
 
@@ -174,10 +175,14 @@ class ProcessBackend:
             for server in (routes.canary, routes.champion):
                 if server is not None:
                     server.stop(drain_timeout_s=5.0)
+            for thread in self._retiring:  # a server still draining after a rollback or promotion
+                thread.join(timeout=30)
 
     def _retire(self, server: Server) -> None:
         # The routes no longer name it; stop it once what it was sent has been answered.
-        threading.Thread(target=server.stop, name=f"stop-{server.port}", daemon=True).start()
+        thread = threading.Thread(target=server.stop, name=f"stop-{server.port}", daemon=True)
+        self._retiring = [t for t in self._retiring if t.is_alive()] + [thread]
+        thread.start()
 
     def _start(self, model: ModelVersion, port: int, role: Role) -> Server:
         logs = self.cfg.state / "logs"

@@ -275,6 +275,10 @@ def build_router(state: RouterState) -> Starlette:
                 task.cancel()
             await client.aclose()
             await monitor.aclose()
+            # Here and not after the server returns: uvicorn re-raises the SIGTERM it caught once it
+            # has shut down, and the default handler ends the process before any code after it runs,
+            # which left the model servers running (and holding their ports) after every stop.
+            await asyncio.to_thread(state.backend.shutdown)
 
     routes = [
         Route("/admin/state", admin_state, methods=["GET"]),
@@ -321,4 +325,4 @@ def serve_router(config: Config, config_path: Path | None = None) -> None:
     try:
         server.run()
     finally:
-        backend.shutdown()
+        backend.shutdown()  # after an error or Ctrl-C; a second call finds nothing left to stop

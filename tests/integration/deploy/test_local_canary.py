@@ -9,6 +9,7 @@ come back serving what the transition log says.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bidflow.config import load_config
 from bidflow.data.simulate import simulate
 from bidflow.deploy.backend import ModelVersion
 from bidflow.deploy.canary import RouterClient
@@ -149,3 +151,18 @@ def test_restart_restores_the_recorded_deployment_then_promotion_without_a_faile
     # Promote or roll back with no canary live: a clear refusal, not a crash.
     with pytest.raises(Exception, match="no canary is live"):
         router.client.rollback(actor="test")
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_stopping_the_router_stops_its_model_servers(config_file: Path) -> None:
+    config = load_config(config_file, environ={})
+    with running_router(config_file) as url:  # restores the champion the previous tests left
+        assert RouterClient(url).status().champion is not None
+        assert _listening(config.canary.champion_port)
+    # running_router sent SIGTERM and waited for the router to exit: its model servers went with it.
+    assert not _listening(config.canary.champion_port)
