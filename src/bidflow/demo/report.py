@@ -63,22 +63,19 @@ SECTIONS: Final = (
 
 
 def write_demo_report(outcome: DemoOutcome, config: Config) -> Path:
-    """Build the report from what the demo produced (re-reading the models and gates it registered)."""
+    """Build the report from what the demo produced (re-reading the models it registered; logs nothing)."""
     from bidflow.modeling import registry
-    from bidflow.modeling.steps import evaluate_step, fairness_step
+    from bidflow.modeling.steps import bias_of, evaluation_of
 
     assert outcome.champion is not None and outcome.canary is not None
     batch = _ingested(outcome.root / "pipeline-2")
     name = config.registry.bid_filter_model
-    quiet = outcome.root / "reports" / "demo-gates"
-    _, evaluation = evaluate_step(
-        config, "bid_filter", source=batch, candidate=outcome.canary.version,
-        champion=outcome.champion.version, report_dir=quiet / "evaluation", enforce=False,
-    )  # fmt: skip
-    _, fairness = fairness_step(
-        config, "bid_filter", source=batch, candidate=outcome.canary.version, report_dir=quiet / "fairness",
-        enforce=False,
-    )  # fmt: skip
+    # The gates' verdicts are already logged by the pipeline; these recompute the scores for the plots only.
+    _, _, evaluation = evaluation_of(
+        config, "bid_filter", source=batch, candidate=outcome.canary.version, champion=outcome.champion.version
+    )
+    _, bias = bias_of(config, "bid_filter", source=batch, candidate=outcome.canary.version)
+    fairness = bias.report
     _, champion_model = registry.load(config.registry, name, outcome.champion.version)
     _, canary_model = registry.load(config.registry, name, outcome.canary.version)
 

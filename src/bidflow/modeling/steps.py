@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from bidflow.errors import GateFailed, ModelError
 from bidflow.modeling import inputs, registry
@@ -152,21 +153,11 @@ def evaluate_step(
             (a pipeline branches on it and keeps the report as an artifact).
     """
     from bidflow.modeling import plots
-    from bidflow.modeling.evaluate import evaluate
     from bidflow.modeling.report import evaluation_html, write_html, write_json
 
     name = inputs.model_name(config, kind)
-    cand_ref, cand = registry.load(config.registry, name, candidate)
-    champ_ref, champ = _champion(config, name, champion)
-    frame = _window(config, kind, source, since, until, [cand.spec.feature_service, *_services(champ)])
-    report = evaluate(
-        frame,
-        cand,
-        champ,
-        config.evaluate,
-        candidate_ref=cand_ref.label,
-        champion_ref=champ_ref.label if champ_ref else "none",
-        time_column=inputs.TIME,
+    cand_ref, champ_ref, report = evaluation_of(
+        config, kind, source=source, since=since, until=until, candidate=candidate, champion=champion
     )
     curves = {"candidate": (report.y, report.candidate.scores)}
     if report.champion is not None:
@@ -221,20 +212,12 @@ def fairness_step(
         report_dir: where fairness.json / fairness.html go (default ``paths.reports/fairness-<kind>``).
         enforce: raise ``GateFailed`` on a failed gate; False returns the failed outcome instead.
     """
-    from bidflow.modeling.dataset import labels
-    from bidflow.modeling.fairness import fairness_report
     from bidflow.modeling.report import fairness_html, write_html, write_json
 
     name = inputs.model_name(config, kind)
-    cand_ref, cand = registry.load(config.registry, name, candidate)
-    frame = _window(config, kind, source, since, until, [cand.spec.feature_service])
-    y, scores = labels(frame, cand.spec), cand.predict(frame)
-    called = None
-    if cand.policy is not None:
-        called = cand.policy.call_mask(frame["auction_id"].astype(str).to_numpy(), frame["partner"].to_numpy(), scores)
-    cfg = config.fairness if slices is None else config.fairness.model_copy(update={"slices": slices})
-    report = fairness_report(frame, y, scores, called, cfg, calibration_bins=config.evaluate.calibration_bins)
-    figures = _failing_calibration(frame, y, scores, report)
+    cand_ref, bias = bias_of(config, kind, source=source, since=since, until=until, candidate=candidate, slices=slices)
+    report = bias.report
+    figures = _failing_calibration(bias.frame, bias.y, bias.scores, report)
     out = report_dir or config.paths.reports / f"fairness-{kind}"
     payload = report.to_json() | {"model": name, "candidate_version": cand_ref.version}
     json_path = write_json(payload, out / "fairness.json")
@@ -249,6 +232,75 @@ def fairness_step(
             got="; ".join(f"{s.name}: {s.failures[0]}" for s in report.failing[:5]),
         )
     return GateOutcome(report.passed, json_path, html_path, cand_ref), report
+
+
+def evaluation_of(
+    config: Config,
+    kind: ModelKind,
+    *,
+    source: Path | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    candidate: str = registry.CANDIDATE,
+    champion: str | None = registry.CHAMPION,
+) -> tuple[registry.ModelRef, registry.ModelRef | None, EvaluationReport]:
+    """The champion/challenger comparison alone: nothing written, nothing logged (``evaluate_step`` does both).
+
+    Returns the candidate's and the champion's references (None: no champion) and the report,
+    which carries the labels and both models' scores for plots.
+    """
+    from bidflow.modeling.evaluate import evaluate
+
+    name = inputs.model_name(config, kind)
+    cand_ref, cand = registry.load(config.registry, name, candidate)
+    champ_ref, champ = _champion(config, name, champion)
+    frame = _window(config, kind, source, since, until, [cand.spec.feature_service, *_services(champ)])
+    report = evaluate(
+        frame,
+        cand,
+        champ,
+        config.evaluate,
+        candidate_ref=cand_ref.label,
+        champion_ref=champ_ref.label if champ_ref else "none",
+        time_column=inputs.TIME,
+    )
+    return cand_ref, champ_ref, report
+
+
+@dataclass(frozen=True)
+class BiasCheck:
+    """What the bias gate judged: the rows, labels and scores it saw, and its report."""
+
+    frame: pd.DataFrame
+    y: npt.NDArray[Any]
+    scores: npt.NDArray[np.float64]
+    report: FairnessReport
+
+
+def bias_of(
+    config: Config,
+    kind: ModelKind,
+    *,
+    source: Path | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    candidate: str = registry.CANDIDATE,
+    slices: tuple[str, ...] | None = None,
+) -> tuple[registry.ModelRef, BiasCheck]:
+    """The bias check per slice alone: nothing written, nothing logged (``fairness_step`` does both)."""
+    from bidflow.modeling.dataset import labels
+    from bidflow.modeling.fairness import fairness_report
+
+    name = inputs.model_name(config, kind)
+    cand_ref, cand = registry.load(config.registry, name, candidate)
+    frame = _window(config, kind, source, since, until, [cand.spec.feature_service])
+    y, scores = labels(frame, cand.spec), cand.predict(frame)
+    called = None
+    if cand.policy is not None:
+        called = cand.policy.call_mask(frame["auction_id"].astype(str).to_numpy(), frame["partner"].to_numpy(), scores)
+    cfg = config.fairness if slices is None else config.fairness.model_copy(update={"slices": slices})
+    report = fairness_report(frame, y, scores, called, cfg, calibration_bins=config.evaluate.calibration_bins)
+    return cand_ref, BiasCheck(frame, np.asarray(y), np.asarray(scores), report)
 
 
 def register_step(

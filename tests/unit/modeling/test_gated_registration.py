@@ -13,7 +13,7 @@ import pytest
 from bidflow.config import Config, FairnessConfig, RegistryConfig
 from bidflow.errors import GateFailed, RegistryError
 from bidflow.modeling import registry
-from bidflow.modeling.steps import evaluate_step, fairness_step, register_step, train_step
+from bidflow.modeling.steps import bias_of, evaluate_step, evaluation_of, fairness_step, register_step, train_step
 
 MODEL = "gated_bid_filter"  # its own name in the session's registry: other tests see no bid_filter change
 LENIENT = FairnessConfig(max_recall_gap=1.0, max_calibration_gap=1.0)
@@ -80,3 +80,24 @@ def test_a_failed_gate_registers_nothing(config: Config) -> None:
 def test_an_unknown_run_is_a_registry_error(config: Config) -> None:
     with pytest.raises(RegistryError, match="no MLflow run"):
         registry.resolve(config.registry, MODEL, registry.run_uri("0" * 32))
+
+
+def test_the_checks_alone_judge_like_the_gates_and_log_nothing(config: Config) -> None:
+    """What the demo report uses: the same verdicts as the gates, with no tag, metric or file in MLflow."""
+    run_id = train_step(config, "bid_filter", register=False).run_id
+    candidate = registry.run_uri(run_id)
+    before = registry.resolve(config.registry, MODEL, candidate).tags
+
+    cand_ref, champ_ref, evaluation = evaluation_of(config, "bid_filter", candidate=candidate, champion=None)
+    strict = config.model_copy(update={"fairness": STRICT})
+    _, bias = bias_of(strict, "bid_filter", candidate=candidate)
+    assert champ_ref is None and cand_ref.run_id == run_id
+    assert len(bias.y) == len(bias.scores) == len(bias.frame) == evaluation.rows
+    assert registry.resolve(config.registry, MODEL, candidate).tags == before  # no gate.* tag
+    assert not list(Path(config.paths.reports).glob("**/*.json"))  # no report written
+
+    gated, report = evaluate_step(config, "bid_filter", candidate=candidate, champion=None, enforce=False)
+    assert gated.passed == evaluation.gate.passed and report.rows == evaluation.rows
+    gated_bias = fairness_step(strict, "bid_filter", candidate=candidate, enforce=False)[1]
+    assert [s.name for s in gated_bias.failing] == [s.name for s in bias.report.failing]
+    assert bias.report.failing  # the strict gate fails, so the comparison is not of two empty lists
