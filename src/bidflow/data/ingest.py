@@ -123,7 +123,9 @@ def find_log_files(raw: Path) -> list[Path]:
         return [raw]
     if not raw.is_dir():
         raise InputError(
-            "auction-log input does not exist", where=raw, hint="run `bidflow simulate` first, or give the log file or folder as the argument"
+            "auction-log input does not exist",
+            where=raw,
+            hint="run `bidflow simulate` first, or give the log file or folder as the argument",
         )
     files = sorted(p for p in raw.rglob("*") if p.is_file() and p.name.endswith(LOG_SUFFIXES))
     if not files:
