@@ -183,8 +183,8 @@ class OnlineFeatureReader:
             return self.read_via_feast(entities, at=at)
         if self._cache is not None:
             keys = [_row_keys(view, columns, n) for view in self.spec.views]
-            rows = self._cache.rows(self._backend, self.spec.views, keys)
-            return self._assemble(n, [None] * len(keys), rows, _seconds(at))
+            rows = self._cache.rows(self._backend, self.spec.views, keys, self._view_defaults)
+            return self._assemble_cached(n, rows, _seconds(at))
         lookups = [self._lookups(view, columns, n) for view in self.spec.views]
         fetched = self._backend.fetch(self.spec.views, lookups)
         return self._assemble(n, [lookup.inverse for lookup in lookups], fetched, _seconds(at))
@@ -268,6 +268,19 @@ class OnlineFeatureReader:
             out[:, where] = settled if inverse is None else settled[inverse]
         return out
 
+    def _assemble_cached(self, n: int, cached: Sequence[tuple[np.ndarray, np.ndarray]], at_s: float) -> np.ndarray:
+        """The output matrix from cached rows, whose nulls are defaults already: only the ttl is left to apply."""
+        out = np.empty((n, len(self._defaults)))
+        for view, where, defaults, (seconds, values) in zip(
+            self.spec.views, self._slices, self._view_defaults, cached, strict=True
+        ):
+            if view.ttl_seconds is not None:
+                expired = seconds < at_s - view.ttl_seconds
+                if expired.any():
+                    values[expired] = defaults  # ``values`` is a gathered copy, never the cache itself
+            out[:, where] = values
+        return out
+
 
 def _row_keys(view: ViewSpec, columns: Mapping[str, Any], n: int) -> list[tuple[Any, ...]]:
     """The view's entity key of every row, or one key when every join key is a scalar."""
@@ -283,7 +296,8 @@ class _KeyCache:
     Rows live in one growing array per view (``_Slab``) and a dictionary maps each key to its row,
     so a request costs one dictionary probe per key and one fancy index per view. Keys that are
     unknown or whose row is older than ``ttl_s`` are read from the store, every view together, in
-    one call.
+    one call. Rows are kept with their nulls replaced by the view's defaults (that rule does not
+    depend on the request); the ttl, which depends on the request's time, is applied per request.
     """
 
     def __init__(self, ttl_s: float, limit: int = 200_000) -> None:
@@ -294,9 +308,13 @@ class _KeyCache:
         self._slabs: dict[str, _Slab] = {}
 
     def rows(
-        self, backend: _Backend, views: Sequence[ViewSpec], keys: Sequence[list[tuple[Any, ...]]]
+        self,
+        backend: _Backend,
+        views: Sequence[ViewSpec],
+        keys: Sequence[list[tuple[Any, ...]]],
+        defaults: Sequence[np.ndarray],
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per view: (event seconds, values) of each of its ``keys``, in order."""
+        """Per view: (event seconds, values with nulls as ``defaults``) of each of its ``keys``, in order."""
         now = time.monotonic()
         indexes: list[np.ndarray] = []
         stale_views: list[int] = []
@@ -321,7 +339,7 @@ class _KeyCache:
             fresh = backend.fetch([views[i] for i in stale_views], stale_lookups)
             for i, lookup, (seconds, values) in zip(stale_views, stale_lookups, fresh, strict=True):
                 slab = self._slabs[views[i].name]
-                slab.store(lookup.keys, seconds, values, now + self.ttl_s)
+                slab.store(lookup.keys, seconds, np.where(np.isnan(values), defaults[i], values), now + self.ttl_s)
                 rows = slab.index
                 indexes[i] = np.array([rows[key] for key in keys[i]], dtype=np.intp)
         return [

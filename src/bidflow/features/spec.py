@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
@@ -61,7 +62,7 @@ class ServiceSpec:
     def defaults(self) -> np.ndarray:
         return np.array([d for view in self.views for d in view.defaults], dtype=np.float64)
 
-    @property
+    @cached_property  # read on every online request
     def join_keys(self) -> tuple[str, ...]:
         keys: dict[str, None] = {}
         for view in self.views:
