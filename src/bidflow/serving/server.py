@@ -27,6 +27,7 @@ import asyncio
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -107,6 +108,9 @@ def build_app(models: Sequence[ServedModel], options: ServerOptions | None = Non
     from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
 
     options = options or ServerOptions()
+    # KServe's endpoints answer with FastAPI's ORJSONResponse, which FastAPI now deprecates: a warning
+    # on the first request of every server that is KServe's to act on and tells an operator nothing.
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated", module="fastapi")
     repository = ModelRepository()
     for model in models:
         model.enable_latency_logging = False  # KServe's INFO line per request
