@@ -274,11 +274,7 @@ class OnlineFeatureReader:
         for view, where, defaults, (seconds, values) in zip(
             self.spec.views, self._slices, self._view_defaults, cached, strict=True
         ):
-            if view.ttl_seconds is not None:
-                expired = seconds < at_s - view.ttl_seconds
-                if expired.any():
-                    values[expired] = defaults  # ``values`` is a gathered copy, never the cache itself
-            out[:, where] = values
+            out[:, where] = _expire(values, seconds, view, defaults, at_s)  # a gathered copy, not the cache
         return out
 
 
@@ -339,7 +335,7 @@ class _KeyCache:
             fresh = backend.fetch([views[i] for i in stale_views], stale_lookups)
             for i, lookup, (seconds, values) in zip(stale_views, stale_lookups, fresh, strict=True):
                 slab = self._slabs[views[i].name]
-                slab.store(lookup.keys, seconds, np.where(np.isnan(values), defaults[i], values), now + self.ttl_s)
+                slab.store(lookup.keys, seconds, _fill_nulls(values, defaults[i]), now + self.ttl_s)
                 rows = slab.index
                 indexes[i] = np.array([rows[key] for key in keys[i]], dtype=np.intp)
         return [
@@ -378,10 +374,20 @@ class _Slab:
 
 def _settle(values: np.ndarray, seconds: np.ndarray, view: ViewSpec, defaults: np.ndarray, at_s: float) -> np.ndarray:
     """Apply the serving rules: null (NaN) -> default; a row older than the ttl -> all defaults."""
-    values = np.where(np.isnan(values), defaults, values)
+    return _expire(_fill_nulls(values, defaults), seconds, view, defaults, at_s)
+
+
+def _fill_nulls(values: np.ndarray, defaults: np.ndarray) -> np.ndarray:
+    """A copy of ``values`` with each null (NaN) replaced by its column's default."""
+    return np.where(np.isnan(values), defaults, values)
+
+
+def _expire(values: np.ndarray, seconds: np.ndarray, view: ViewSpec, defaults: np.ndarray, at_s: float) -> np.ndarray:
+    """Rows older than the view's ttl at ``at_s`` become all defaults (in place: pass a copy)."""
     if view.ttl_seconds is not None:
         expired = seconds < at_s - view.ttl_seconds
-        values[expired] = defaults
+        if expired.any():
+            values[expired] = defaults
     return values
 
 
