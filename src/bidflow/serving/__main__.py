@@ -7,6 +7,7 @@ Examples::
     python -m bidflow.serving --model /tmp/model-folder     # a folder written by save_model
     python -m bidflow.serving --kind ctr --model models:/ctr_ipinyou/3
     python -m bidflow.serving --host 0.0.0.0                # inside a pod
+    python -m bidflow.serving --workers 2                   # one server process per core
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="bind address; 0.0.0.0 only inside a container")
     p.add_argument("--http-port", "--http_port", type=int, default=8080)
     p.add_argument("--grpc-port", type=int, default=None, help="serve gRPC v2 on this port too (default: off)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port, each with its own model (one per core; default 1)",
+    )
     p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     p.add_argument(
         "--feature-timeout-ms",
@@ -76,6 +83,7 @@ def build(args: argparse.Namespace, config: Config) -> tuple[ServedModel, Server
     from bidflow.openrtb import ValidationContext
     from bidflow.serving.model import BidFilterModel, ModelSource, ServeOptions
     from bidflow.serving.server import ServerOptions
+    from bidflow.serving.workers import check_workers
 
     registered = config.registry.bid_filter_model if args.kind == "bid_filter" else config.registry.ctr_model
     source = ModelSource.parse(registered, args.model)
@@ -99,35 +107,45 @@ def build(args: argparse.Namespace, config: Config) -> tuple[ServedModel, Server
         grpc_port=args.grpc_port,
         max_body_bytes=args.max_body_bytes,
         load_retry_s=args.load_retry_s,
+        workers=args.workers,
     )
+    check_workers(server)
     return model, server
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the options, load the configuration once, serve until SIGINT/SIGTERM."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
     from bidflow.config import load_config
     from bidflow.errors import BidflowError
 
     try:
         config = load_config(args.config)
         model, options = build(args, config)
+        code = run(model, options, argv, config)
     except BidflowError as exc:
         print(f"error: {exc.render()}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    run(model, options)
+    if code:
+        sys.exit(code)
 
 
-def run(model: ServedModel, options: ServerOptions) -> None:
-    """Serve ``model`` until SIGINT/SIGTERM (logging set up here when nobody has yet)."""
+def run(model: ServedModel, options: ServerOptions, argv: Sequence[str], config: Config) -> int:
+    """Serve ``model`` until SIGINT/SIGTERM, or start ``options.workers`` processes that each build it from ``argv``.
+
+    Returns the exit code (logging is set up here when nobody has yet).
+    """
     from bidflow.serving.server import serve
+    from bidflow.serving.workers import run_workers
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    if options.workers > 1:
+        return run_workers(argv, config, options)
     serve([model], options)
+    return 0
 
 
 class _quiet_argv:

@@ -29,6 +29,9 @@ def serve(
     feature_cache_s: Annotated[
         float, typer.Option(help="Reuse the online store's answer for a key this long (0: ask it for every auction).")
     ] = 10.0,
+    workers: Annotated[
+        int, typer.Option(help="Server processes sharing the port, each with its own model (one per core).")
+    ] = 1,
 ) -> None:
     """Serve a model with KServe's v1 and v2 endpoints (bid filter: call/skip per demand partner)."""
     from bidflow.config import Config
@@ -38,9 +41,12 @@ def serve(
         raise typer.BadParameter("bid_filter or ctr", param_hint="--kind")
     argv = ["--kind", kind, "--model", model, "--host", host, "--http-port", str(http_port)]
     argv += ["--feature-timeout-ms", str(feature_timeout_ms), "--feature-cache-s", str(feature_cache_s)]
+    argv += ["--workers", str(workers)]
     argv += ["--name", name] if name else []
     argv += ["--grpc-port", str(grpc_port)] if grpc_port is not None else []
     argv += ["--auction-entry"] if auction_entry else []
     config: Config = ctx.obj
     served, options = build(parser().parse_args(argv), config)
-    run(served, options)
+    code = run(served, options, argv, config)
+    if code:
+        raise typer.Exit(code)

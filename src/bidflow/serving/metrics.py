@@ -20,19 +20,31 @@ Per-partner counts are kept in plain Python lists and turned into samples only w
 scrapes (a custom collector): one auction with 30 partners costs a few list increments instead of
 30 labelled ``Counter.inc`` calls. Created on first use, once per process (``serving_metrics()``),
 because prometheus_client refuses a second registration of the same names.
+
+With several worker processes (``--workers``) every process counts its own requests, so
+prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set by the parent before the
+workers start) keeps the standard metrics in shared files, and ``/metrics`` sums them over the
+workers (``exposition``). The per-partner lists cannot live in those files; each worker adds what
+they counted since last time to real counters once a second (and before answering a scrape), so a
+scrape may lag other workers' decisions by up to a second. The two share gauges are derived from
+the summed counters, and ``model_info`` is the largest value over live workers: 1 while any worker
+serves that version, 0 once none does.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Metric
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 OTHER: Final = "other"
+MULTIPROCESS_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own switch
+FLUSH_S: Final = 1.0  # how often a worker publishes its per-partner counts in multiprocess mode
 # Fine buckets below 5 ms: the latency budget of a bid filter is a few milliseconds.
 LATENCY_BUCKETS: Final = (
     0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
@@ -49,6 +61,10 @@ class ModelCounts:
         self.calls = [0] * len(self.partners)
         self.skips = [0] * len(self.partners)
         self.auctions: dict[tuple[bool, bool], int] = {}
+        # What ``ServingMetrics.flush`` has published already (multiprocess mode).
+        self.published: tuple[list[int], list[int], dict[tuple[bool, bool], int]] = (
+            [0] * len(self.partners), [0] * len(self.partners), {},
+        )  # fmt: skip
 
     def record(self, partners: Sequence[str], calls: Sequence[bool], explored: bool, fail_open: bool) -> None:
         """Count one auction's decisions."""
@@ -64,12 +80,19 @@ class ModelCounts:
 
 
 class ServingMetrics(Collector):
-    """All serving metrics of this process; register models with ``model()``."""
+    """All serving metrics of this process; register models with ``model()``.
 
-    def __init__(self, registry: Any = REGISTRY) -> None:
+    Args:
+        registry: where the metrics are registered.
+        multiprocess: one of several worker processes (see the module docstring): per-partner
+            counts go to shared counters by ``flush`` instead of being collected at scrape time.
+    """
+
+    def __init__(self, registry: Any = REGISTRY, *, multiprocess: bool = False) -> None:
         self._models: dict[str, ModelCounts] = {}
         self._info: dict[str, tuple[str, ...]] = {}
         self._lock = threading.Lock()
+        self.multiprocess = multiprocess
         self.latency = Histogram(
             "bidflow_serving_request_seconds",
             "Time from receiving a scoring request to the start of its response.",
@@ -88,8 +111,19 @@ class ServingMetrics(Collector):
             "The model version being served (value 1).",
             ["model", "version", "source", "predictor"],
             registry=registry,
+            multiprocess_mode="livemax",
         )
-        registry.register(self)
+        if not multiprocess:
+            registry.register(self)
+            return
+        self._decisions = Counter(
+            "bidflow_serving_decisions", "Call/skip decisions per partner.", ["model", "partner", "decision"],
+            registry=registry,
+        )  # fmt: skip
+        self._auctions = Counter(
+            "bidflow_serving_auctions", "Scored auctions.", ["model", "explored", "fail_open"], registry=registry
+        )
+        threading.Thread(target=self._flush_forever, name="metrics-flush", daemon=True).start()
 
     def model(self, name: str, partners: Iterable[str], *, version: str, source: str, predictor: str) -> ModelCounts:
         """Start counting for a (re)loaded model; returns the object its requests report to."""
@@ -98,11 +132,37 @@ class ServingMetrics(Collector):
         with self._lock:
             self._models[name] = counts
             previous = self._info.pop(name, None)
-            if previous is not None:  # a reload replaces the previous version's series
+            if previous is not None and self.multiprocess:  # the shared files keep every series: zero it
+                self.model_info.labels(*previous).set(0)
+            elif previous is not None:  # a reload replaces the previous version's series
                 self.model_info.remove(*previous)
             self._info[name] = labels
             self.model_info.labels(*labels).set(1)
         return counts
+
+    def flush(self) -> None:
+        """Publish the counts since the last flush to the shared counters (multiprocess mode only)."""
+        if not self.multiprocess:
+            return
+        with self._lock:
+            models = list(self._models.items())
+            for name, counts in models:
+                calls, skips, auctions = counts.published
+                for i, partner in enumerate(counts.partners):
+                    for decision, now, before in (("call", counts.calls, calls), ("skip", counts.skips, skips)):
+                        value = now[i]  # one read: the serving thread may be incrementing it
+                        if value != before[i]:
+                            self._decisions.labels(name, partner, decision).inc(value - before[i])
+                            before[i] = value
+                for key, value in list(counts.auctions.items()):
+                    if value != auctions.get(key, 0):
+                        self._auctions.labels(name, _flag(key[0]), _flag(key[1])).inc(value - auctions.get(key, 0))
+                        auctions[key] = value
+
+    def _flush_forever(self) -> None:
+        stop = threading.Event()
+        while not stop.wait(FLUSH_S):
+            self.flush()
 
     def describe(self) -> Iterable[Any]:
         """Nothing: describing nothing keeps registration free of a ``collect()`` call."""
@@ -150,8 +210,64 @@ def serving_metrics() -> ServingMetrics:
     global _METRICS
     with _METRICS_LOCK:
         if _METRICS is None:
-            _METRICS = ServingMetrics()
+            _METRICS = ServingMetrics(multiprocess=bool(os.environ.get(MULTIPROCESS_ENV)))
         return _METRICS
+
+
+def exposition(accept: str | None) -> tuple[bytes, str]:
+    """The ``/metrics`` body and its content type: this process's metrics, or all workers' summed."""
+    from prometheus_client import exposition as formats
+
+    encoder, content_type = formats.choose_encoder(accept or "")
+    metrics = serving_metrics()
+    if not metrics.multiprocess:
+        return encoder(REGISTRY), content_type
+    metrics.flush()
+    return encoder(_Summed(os.environ[MULTIPROCESS_ENV])), content_type
+
+
+class _Summed:
+    """Every worker's metrics from the shared files, plus the share gauges derived from the sums."""
+
+    def __init__(self, directory: str) -> None:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        self._registry = CollectorRegistry()
+        MultiProcessCollector(self._registry, path=directory)  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterator[Metric]:
+        families = list(self._registry.collect())
+        yield from families
+        yield from shares(families)
+
+
+def shares(families: Iterable[Metric]) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    """The filtered and exploration share gauges, per model, from the decision and auction counters."""
+    decisions: dict[str, dict[str, float]] = {}
+    auctions: dict[str, dict[bool, float]] = {}
+    for family in families:
+        for sample in family.samples:
+            if sample.name == "bidflow_serving_decisions_total":
+                per = decisions.setdefault(sample.labels["model"], {"call": 0.0, "skip": 0.0})
+                per[sample.labels["decision"]] += sample.value
+            elif sample.name == "bidflow_serving_auctions_total":
+                explored = sample.labels["explored"] == "true"
+                per_auction = auctions.setdefault(sample.labels["model"], {True: 0.0, False: 0.0})
+                per_auction[explored] += sample.value
+    filtered = GaugeMetricFamily(
+        "bidflow_serving_filtered_share", "Share of partner calls skipped since start.", labels=["model"]
+    )
+    explored_share = GaugeMetricFamily(
+        "bidflow_serving_exploration_share", "Share of auctions in the exploration share since start.",
+        labels=["model"],
+    )  # fmt: skip
+    for name, per in sorted(decisions.items()):
+        total = per["call"] + per["skip"]
+        filtered.add_metric([name], per["skip"] / total if total else 0.0)
+    for name, per_auction in sorted(auctions.items()):
+        total = per_auction[True] + per_auction[False]
+        explored_share.add_metric([name], per_auction[True] / total if total else 0.0)
+    return filtered, explored_share
 
 
 def _flag(value: bool) -> str:

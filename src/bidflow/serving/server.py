@@ -16,6 +16,10 @@ What differs from ``kserve.ModelServer`` and why:
   retried. KServe instead refuses to start without a ready model.
 * **Errors** go through ``bidflow.serving.errors`` (the one status mapping), and request bodies are
   capped (``BodyLimit``).
+* **uvloop.** uvicorn picks its event loop only in its own ``run``; ``serve`` starts the loop
+  itself (for gRPC), so it asks uvicorn for the same loop factory.
+* **Several processes** (``workers``): see ``bidflow.serving.workers``; ``/metrics`` then sums
+  every worker's metrics (``bidflow.serving.metrics.exposition``).
 
 The endpoints themselves are KServe's (``register_v1_endpoints``, ``register_v2_endpoints``,
 ``DataPlane``), so the v1 and v2 protocols behave exactly as in any KServe predictor.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 import warnings
@@ -33,10 +38,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from bidflow.serving.errors import DEFAULT_MAX_BODY_BYTES, BodyLimit, install_error_handlers
-from bidflow.serving.metrics import serving_metrics
+from bidflow.serving.metrics import exposition, serving_metrics
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from starlette.requests import Request
+    from starlette.responses import Response
     from starlette.types import ASGIApp, Receive, Scope, Send
 
     from bidflow.serving.model import ServedModel
@@ -57,6 +64,7 @@ class ServerOptions:
         max_body_bytes: largest accepted request body.
         load_retry_s: pause between attempts to load a model that failed to load.
         timeout_keep_alive_s: idle keep-alive connections are closed after this.
+        workers: server processes sharing the port (``bidflow.serving.workers``).
     """
 
     host: str = LOCALHOST
@@ -65,6 +73,7 @@ class ServerOptions:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     load_retry_s: float = 10.0
     timeout_keep_alive_s: int = 65
+    workers: int = 1
 
 
 class RequestTimer:
@@ -103,7 +112,6 @@ def build_app(models: Sequence[ServedModel], options: ServerOptions | None = Non
     from kserve.model_repository import ModelRepository
     from kserve.protocol.dataplane import DataPlane
     from kserve.protocol.model_repository_extension import ModelRepositoryExtension
-    from kserve.protocol.rest.server import metrics_handler
     from kserve.protocol.rest.v1_endpoints import register_v1_endpoints
     from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
 
@@ -124,7 +132,7 @@ def build_app(models: Sequence[ServedModel], options: ServerOptions | None = Non
         openapi_url=None,
     )
     app.add_api_route("/", dataplane.live, methods=["GET"])
-    app.add_api_route("/metrics", metrics_handler, methods=["GET"])
+    app.add_route("/metrics", _metrics, methods=["GET"])  # a plain Starlette route: nothing to validate
     register_v1_endpoints(app, dataplane, extension)
     register_v2_endpoints(app, dataplane, extension)
     by_name = {model.name: model for model in models}
@@ -136,12 +144,22 @@ def build_app(models: Sequence[ServedModel], options: ServerOptions | None = Non
     return app
 
 
-def serve(models: Sequence[ServedModel], options: ServerOptions | None = None) -> None:
+async def _metrics(request: Request) -> Response:
+    from starlette.responses import Response
+
+    body, content_type = exposition(request.headers.get("accept"))
+    return Response(content=body, headers={"content-type": content_type})
+
+
+def serve(
+    models: Sequence[ServedModel], options: ServerOptions | None = None, sockets: list[socket.socket] | None = None
+) -> None:
     """Load ``models`` in the background and serve them until SIGINT/SIGTERM.
 
     Args:
         models: the models (not loaded yet; ``load()`` is called, and retried, in a thread).
         options: bind address, ports, limits.
+        sockets: listen on these instead of binding ``host:http_port`` (worker processes).
     """
     import uvicorn
 
@@ -164,13 +182,14 @@ def serve(models: Sequence[ServedModel], options: ServerOptions | None = None) -
     async def run() -> None:
         grpc = await _start_grpc(app, options) if options.grpc_port is not None else None
         try:
-            await server.serve()  # returns on SIGINT/SIGTERM (uvicorn's handlers)
+            await server.serve(sockets=sockets)  # returns on SIGINT/SIGTERM (uvicorn's handlers)
         finally:
             if grpc is not None:
                 await grpc.stop(grace=5)
 
     log.info("listening on http://%s:%d (gRPC: %s)", options.host, options.http_port, options.grpc_port or "off")
-    asyncio.run(run())
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(run())
     for model in models:
         model.stop()
 

@@ -8,6 +8,8 @@ its ``candidate`` alias, and its scores are checked against the training path (p
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -220,3 +222,102 @@ def test_grpc_v2_when_asked_for(
     outputs = {o.name: o.as_numpy() for o in response.outputs}
     assert [p.decode() if isinstance(p, bytes) else p for p in outputs["partner"]] == partners
     np.testing.assert_array_equal(outputs["score"], [d["score"] for d in rest["decisions"]])
+
+
+def _post(port: int, path: str, body: bytes) -> tuple[socket.socket, int, bytes]:
+    """One HTTP/1.1 request on a new connection, left open: (the connection, status, body)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        reply += sock.recv(65536)
+    header, _, rest = reply.partition(b"\r\n\r\n")
+    lines = header.split(b"\r\n")
+    length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length"))
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return sock, int(header.split(b" ")[1]), rest
+
+
+def _children(pid: int) -> list[int]:
+    """The worker processes of server ``pid`` (not multiprocessing's resource tracker)."""
+    children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return [p for p in children if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def _owner(local_port: int, server_port: int, pids: list[int]) -> int:
+    """The pid holding the server side of the connection from ``local_port``."""
+    (inode,) = [
+        fields[9]
+        for fields in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
+        if fields[1] == f"0100007F:{server_port:04X}" and fields[2] == f"0100007F:{local_port:04X}"
+    ]
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            if fd.is_symlink() and str(fd.readlink()) == f"socket:[{inode}]":
+                return pid
+    raise AssertionError(f"no worker holds the connection from port {local_port}")
+
+
+def _total(metrics: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(name))
+
+
+def _all_ready(url: str) -> bool:
+    # New connections land on either worker: both must answer.
+    return all(httpx.get(f"{url}/v2/models/bid_filter/ready", timeout=2).status_code == 200 for _ in range(12))
+
+
+def test_two_workers_share_the_port_and_their_metrics(
+    model_dir: Path, bid_logs: list[dict[str, Any]], start_server: Callable[..., ServerProcess]
+) -> None:
+    import signal
+
+    server = start_server("--model", str(model_dir), "--workers", "2")
+    port = int(server.url.rsplit(":", 1)[1])
+    deadline = time.monotonic() + 120
+    while len(workers := _children(server.process.pid)) < 2 or not _all_ready(server.url):
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.5)
+    assert _listening(server.process.pid) == []  # the parent only supervises
+    assert sorted(a for pid in workers for a in _listening(pid)) == [f"127.0.0.1:{port}"] * 2
+
+    connections, owners, partners_sent = [], set(), 0
+    for record in bid_logs[:24]:
+        partners = [o["partner"] for o in record["outcomes"]]
+        body = {"instances": [{"request": record["request"], "partners": partners, "ts_ms": record["ts_ms"]}]}
+        sock, status, reply = _post(port, "/v1/models/bid_filter:predict", json.dumps(body).encode())
+        assert status == 200, reply
+        assert [d["partner"] for d in json.loads(reply)["predictions"][0]["decisions"]] == partners
+        owners.add(_owner(sock.getsockname()[1], port, workers))
+        connections.append(sock)
+        partners_sent += len(partners)
+    assert owners == set(workers)  # the kernel spread the connections over both workers
+    for sock in connections:
+        sock.close()
+
+    def settled() -> str:  # each worker publishes its per-partner counts once a second
+        deadline = time.monotonic() + 10
+        while True:
+            text = httpx.get(f"{server.url}/metrics", timeout=5).text
+            if _total(text, "bidflow_serving_decisions_total{") == partners_sent:
+                return text
+            assert time.monotonic() < deadline, text
+            time.sleep(0.3)
+
+    metrics = settled()
+    assert _total(metrics, "bidflow_serving_auctions_total{") == 24
+    assert _total(metrics, "bidflow_serving_request_seconds_count{") == 24
+    skips = _total(metrics, 'bidflow_serving_decisions_total{decision="skip"')
+    assert f'bidflow_serving_filtered_share{{model="bid_filter"}} {skips / partners_sent}' in metrics
+    assert 'bidflow_serving_model_info{model="bid_filter",predictor="onnxruntime"' in metrics
+
+    # A worker killed from outside is replaced; what it counted stays counted.
+    os.kill(workers[0], signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while workers[0] in (now := _children(server.process.pid)) or len(now) < 2 or not _all_ready(server.url):
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.5)
+    assert server.process.poll() is None
+    assert _total(settled(), "bidflow_serving_auctions_total{") == 24
