@@ -9,8 +9,9 @@ Replayed: auctions of the last hour, each with 10-30 candidate partners (its log
 unseen ones), as v1 requests with their logged time (so the online rows are live). Each request:
 decode + validate, one online read for all partners (Feast keys, 6 views; the server keeps each
 key's row for 10 s, ``--feature-cache-s``, so a warm server asks the store only for keys it has not
-seen lately), one ONNX predict, the decisions. Also 30-partner auctions alone, for the target, and
-once more with the cache off (the store asked for every auction).
+seen lately), one ONNX predict, the decisions. Also 30-partner auctions alone, for the target, once
+with two server processes (``--workers 2``: the load generator then competes with them for the two
+cores), and once more with the cache off (the store asked for every auction).
 
 Floors, in the same run and with the same load generator:
 
@@ -22,7 +23,7 @@ Floors, in the same run and with the same load generator:
 
 Load: ``wrk`` (Debian package) with a Lua script rotating the recorded bodies, one thread, closed loop
 at 1, 8 and 64 connections; without wrk, a small asyncio client in a second process. CPU per request
-is the server process's (and Redis's) CPU time over the run divided by the requests: stable on a
+is the server processes' (and Redis's) CPU time over the run divided by the requests: stable on a
 shared machine, while wall-clock percentiles are not.
 
 Run alone: ``.venv/bin/python -m bench.bench_serving [--seconds 8]`` (prints a table);
@@ -224,9 +225,10 @@ def process(command: list[str], port: int, cwd: Path, env: dict[str, str] | None
             if child.poll() is not None:
                 raise RuntimeError(f"server exited: {(cwd / f'server-{port}.log').read_text()[-3000:]}")
             try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/v2/models/bid_filter/ready", timeout=2)
+                # Several answers on new connections: with --workers each worker must be ready.
+                ready = [httpx.get(f"http://127.0.0.1:{port}/v2/models/bid_filter/ready", timeout=2) for _ in range(8)]
                 bare = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
-                if ready.status_code == 200 or (bare.status_code == 200 and "bare" in bare.text):
+                if all(r.status_code == 200 for r in ready) or (bare.status_code == 200 and "bare" in bare.text):
                     break
             except httpx.HTTPError:
                 pass
@@ -245,8 +247,11 @@ def process(command: list[str], port: int, cwd: Path, env: dict[str, str] | None
 
 
 def cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and its live child processes (the workers of ``--workers N``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 # --- load ---------------------------------------------------------------------------------------------
@@ -537,6 +542,8 @@ def run(seconds: float = 6.0) -> list[Result]:
             ("bidflow sqlite, 30 partners", [*ours, "--config", str(configs["local"])], {}, files["thirty"], None),
             ("bidflow redis, 30 partners", [*ours, "--config", str(configs["production"])], redis_env,
              files["thirty"], redis_proc),
+            ("bidflow redis, 30 partners, 2 workers", [*ours, "--config", str(configs["production"]), "--workers", "2"],
+             redis_env, files["thirty"], redis_proc),
             ("bidflow redis, 30 partners, no cache",
              [*ours, "--config", str(configs["production"]), "--feature-cache-s", "0"], redis_env,
              files["thirty"], redis_proc),

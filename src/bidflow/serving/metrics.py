@@ -129,6 +129,7 @@ class ServingMetrics(Collector):
         """Start counting for a (re)loaded model; returns the object its requests report to."""
         counts = ModelCounts(partners)
         labels = (name, version, source, predictor)
+        self.flush()  # what the previous version counted, before its counts are replaced
         with self._lock:
             self._models[name] = counts
             previous = self._info.pop(name, None)
