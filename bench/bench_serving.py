@@ -3,7 +3,8 @@
 Setup (all private, in a temp folder): generated OpenRTB traffic (``bidflow simulate``, 4 hours) is
 ingested, its Feast features built, applied and materialized into SQLite and into a private
 ``redis-server`` on a free port (the shared Redis is not touched); a bid filter with **300 trees of
-depth 8** is trained on the ``bid_filter`` FeatureService's training set (63 columns).
+depth 8** (the serving issue's reference size) is trained on the ``bid_filter`` FeatureService's
+training set (63 columns), and one with ``bidflow train``'s own settings (depth 6, early stopping).
 
 Replayed: auctions of the last hour, each with 10-30 candidate partners (its logged partners plus
 unseen ones), as v1 requests with their logged time (so the online rows are live). Each request:
@@ -11,7 +12,8 @@ decode + validate, one online read for all partners (Feast keys, 6 views; the se
 key's row for 10 s, ``--feature-cache-s``, so a warm server asks the store only for keys it has not
 seen lately), one ONNX predict, the decisions. Also 30-partner auctions alone, for the target, once
 with two server processes (``--workers 2``: the load generator then competes with them for the two
-cores), and once more with the cache off (the store asked for every auction).
+cores), with the default-trained model (one and two workers), and once more with the cache off (the
+store asked for every auction).
 
 Floors, in the same run and with the same load generator:
 
@@ -120,10 +122,15 @@ def build(root: Path, auctions_per_hour: int = 4_000) -> dict[str, Any]:
     )  # fmt: skip
     model = train.fit(frame, spec, cfg, policy=EvaluateConfig())
     train.save_model(model, root / "model")
+    default = train.fit(frame, spec, TrainConfig(nthread=2), policy=EvaluateConfig())  # what `bidflow train` makes
+    train.save_model(default, root / "model-default")
     end = calls.column("ts").to_pylist()[-1] + timedelta(hours=1)
     views = [v.view for v in _service(store).views]
     feature_store.materialize(store, end - timedelta(days=2), end, views)
-    settings["model"] = {"trees": model.best_iteration, "columns": len(spec.names), "end": end.isoformat()}
+    settings["model"] = {
+        "trees": model.best_iteration, "columns": len(spec.names), "end": end.isoformat(),
+        "default_trees": default.best_iteration, "default_depth": TrainConfig().max_depth,
+    }  # fmt: skip
     return settings
 
 
@@ -534,6 +541,7 @@ def run(seconds: float = 6.0) -> list[Result]:
         runs: list[Run] = []
         me = [sys.executable, "-m", "bench.bench_serving"]
         ours = [sys.executable, "-m", "bidflow.serving", "--model", str(root / "model"), "--log-level", "WARNING"]
+        default = [*ours[:3], "--model", str(root / "model-default"), *ours[5:]]
         plans = [
             ("bare", [*me, "--serve-bare"], {}, files["mixed"], None),
             ("xgbserver (30 rows)", [*me, "--serve-xgb"], {}, files["rows"], None),
@@ -544,6 +552,11 @@ def run(seconds: float = 6.0) -> list[Result]:
              files["thirty"], redis_proc),
             ("bidflow redis, 30 partners, 2 workers", [*ours, "--config", str(configs["production"]), "--workers", "2"],
              redis_env, files["thirty"], redis_proc),
+            ("bidflow redis, 30 partners, default-trained model", [*default, "--config", str(configs["production"])],
+             redis_env, files["thirty"], redis_proc),
+            ("bidflow redis, 30 partners, default-trained model, 2 workers",
+             [*default, "--config", str(configs["production"]), "--workers", "2"], redis_env, files["thirty"],
+             redis_proc),
             ("bidflow redis, 30 partners, no cache",
              [*ours, "--config", str(configs["production"]), "--feature-cache-s", "0"], redis_env,
              files["thirty"], redis_proc),
@@ -612,6 +625,14 @@ def _results(runs: list[Run], settings: dict[str, Any], breakdown: dict[str, dic
             float(model["trees"]),
             "trees",
             f"depth {DEPTH}, {model['columns']} columns, onnxruntime, 1 thread; machine shared (noisy wall clock)",
+        )
+    )
+    out.append(
+        Result(
+            "serving default-trained model",
+            float(model["default_trees"]),
+            "trees",
+            f"depth {model['default_depth']}: `bidflow train`'s settings (early stopping) on the same training set",
         )
     )
     return out

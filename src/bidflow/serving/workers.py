@@ -131,7 +131,6 @@ def listen(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(address)
     sock.listen(_BACKLOG)
-    sock.set_inheritable(True)
     return sock
 
 
