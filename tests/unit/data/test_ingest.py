@@ -123,3 +123,16 @@ def test_missing_or_empty_input_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no auction-log files"):
         ingest(tmp_path / "empty", tmp_path / "out", IngestConfig())
+
+
+def test_a_file_spanning_hours_is_split_into_hourly_partitions(generated_logs: Path, tmp_path: Path) -> None:
+    records = [r for p in sorted(generated_logs.rglob("*.jsonl.gz")) for r in read_log(p)]
+    _write_log(tmp_path / "raw" / "both-hours.jsonl", [json.dumps(r) for r in records], compress=False)
+    summary = ingest(tmp_path / "raw", tmp_path / "out", IngestConfig())
+    per_hour: dict[str, int] = {}
+    for record in records:
+        hour = f"hour=2026-11-02T{record['ts_ms'] // 3_600_000 % 24:02d}"
+        per_hour[hour] = per_hour.get(hour, 0) + len(record["outcomes"])
+    assert sorted(per_hour) == ["hour=2026-11-02T08", "hour=2026-11-02T09"]
+    written = {p.parent.name: pq.read_metadata(p).num_rows for p in summary.partitions}
+    assert written == per_hour
