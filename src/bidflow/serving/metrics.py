@@ -177,13 +177,7 @@ class ServingMetrics(Collector):
         auctions = CounterMetricFamily(
             "bidflow_serving_auctions", "Scored auctions.", labels=["model", "explored", "fail_open"]
         )
-        filtered = GaugeMetricFamily(
-            "bidflow_serving_filtered_share", "Share of partner calls skipped since start.", labels=["model"]
-        )
-        explored_share = GaugeMetricFamily(
-            "bidflow_serving_exploration_share", "Share of auctions in the exploration share since start.",
-            labels=["model"],
-        )  # fmt: skip
+        totals: dict[str, tuple[float, float, float, float]] = {}
         with self._lock:
             models = list(self._models.items())
         for name, counts in models:
@@ -194,12 +188,9 @@ class ServingMetrics(Collector):
             outcomes = dict(counts.auctions)
             for (explored, fail_open), n in sorted(outcomes.items()):
                 auctions.add_metric([name, _flag(explored), _flag(fail_open)], n)
-            total = sum(calls) + sum(skips)
-            filtered.add_metric([name], sum(skips) / total if total else 0.0)
-            n_auctions = sum(outcomes.values())
             n_explored = sum(n for (explored, _), n in outcomes.items() if explored)
-            explored_share.add_metric([name], n_explored / n_auctions if n_auctions else 0.0)
-        yield from (decisions, auctions, filtered, explored_share)
+            totals[name] = (sum(skips), sum(calls) + sum(skips), n_explored, sum(outcomes.values()))
+        yield from (decisions, auctions, *_share_gauges(totals))
 
 
 _METRICS: ServingMetrics | None = None
@@ -244,17 +235,22 @@ class _Summed:
 
 def shares(families: Iterable[Metric]) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
     """The filtered and exploration share gauges, per model, from the decision and auction counters."""
-    decisions: dict[str, dict[str, float]] = {}
-    auctions: dict[str, dict[bool, float]] = {}
+    totals: dict[str, list[float]] = {}  # model -> skips, decisions, explored auctions, auctions
     for family in families:
         for sample in family.samples:
             if sample.name == "bidflow_serving_decisions_total":
-                per = decisions.setdefault(sample.labels["model"], {"call": 0.0, "skip": 0.0})
-                per[sample.labels["decision"]] += sample.value
+                per = totals.setdefault(sample.labels["model"], [0.0] * 4)
+                per[0] += sample.value if sample.labels["decision"] == "skip" else 0.0
+                per[1] += sample.value
             elif sample.name == "bidflow_serving_auctions_total":
-                explored = sample.labels["explored"] == "true"
-                per_auction = auctions.setdefault(sample.labels["model"], {True: 0.0, False: 0.0})
-                per_auction[explored] += sample.value
+                per = totals.setdefault(sample.labels["model"], [0.0] * 4)
+                per[2] += sample.value if sample.labels["explored"] == "true" else 0.0
+                per[3] += sample.value
+    return _share_gauges({name: (s, d, e, a) for name, (s, d, e, a) in totals.items()})
+
+
+def _share_gauges(totals: dict[str, tuple[float, float, float, float]]) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    """Per model (skips, decisions, explored auctions, auctions) -> the two share gauges."""
     filtered = GaugeMetricFamily(
         "bidflow_serving_filtered_share", "Share of partner calls skipped since start.", labels=["model"]
     )
@@ -262,12 +258,9 @@ def shares(families: Iterable[Metric]) -> tuple[GaugeMetricFamily, GaugeMetricFa
         "bidflow_serving_exploration_share", "Share of auctions in the exploration share since start.",
         labels=["model"],
     )  # fmt: skip
-    for name, per in sorted(decisions.items()):
-        total = per["call"] + per["skip"]
-        filtered.add_metric([name], per["skip"] / total if total else 0.0)
-    for name, per_auction in sorted(auctions.items()):
-        total = per_auction[True] + per_auction[False]
-        explored_share.add_metric([name], per_auction[True] / total if total else 0.0)
+    for name, (skips, decisions, explored, auctions) in sorted(totals.items()):
+        filtered.add_metric([name], skips / decisions if decisions else 0.0)
+        explored_share.add_metric([name], explored / auctions if auctions else 0.0)
     return filtered, explored_share
 
 
