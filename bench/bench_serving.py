@@ -540,8 +540,11 @@ def run(seconds: float = 6.0) -> list[Result]:
             print(f"  in-process, 30 partners, {store}: {steps}", file=sys.stderr, flush=True)
         runs: list[Run] = []
         me = [sys.executable, "-m", "bench.bench_serving"]
-        ours = [sys.executable, "-m", "bidflow.serving", "--model", str(root / "model"), "--log-level", "WARNING"]
-        default = [*ours[:3], "--model", str(root / "model-default"), *ours[5:]]
+
+        def server(model: Path) -> list[str]:
+            return [sys.executable, "-m", "bidflow.serving", "--model", str(model), "--log-level", "WARNING"]
+
+        ours, default = server(root / "model"), server(root / "model-default")
         plans = [
             ("bare", [*me, "--serve-bare"], {}, files["mixed"], None),
             ("xgbserver (30 rows)", [*me, "--serve-xgb"], {}, files["rows"], None),

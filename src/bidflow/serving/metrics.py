@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final
 
@@ -161,8 +162,8 @@ class ServingMetrics(Collector):
                         auctions[key] = value
 
     def _flush_forever(self) -> None:
-        stop = threading.Event()
-        while not stop.wait(FLUSH_S):
+        while True:
+            time.sleep(FLUSH_S)
             self.flush()
 
     def describe(self) -> Iterable[Any]:

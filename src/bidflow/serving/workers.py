@@ -6,8 +6,9 @@ model, compiled predictor and online reader) in a fresh interpreter, and restart
 
 * **One port, balanced by the kernel.** Every worker binds ``host:http_port`` with
   ``SO_REUSEPORT``, so the kernel spreads new connections over the workers by their addresses. A
-  socket shared by accept() would not: under epoll the busiest worker tends to win every new
-  connection, and an exchange holds a few long-lived keep-alive connections. The parent binds the
+  socket shared by accept() is known to concentrate new connections on few workers under epoll
+  (the waiter that slept last is woken first; not measured here), and an exchange holds a few
+  long-lived keep-alive connections, so an unlucky split would last. The parent binds the
   port once first (without ``SO_REUSEPORT``), so a port in use is a clear error before anything
   starts.
 * **Metrics of all workers** on every worker's ``/metrics``: the parent sets prometheus_client's
