@@ -8,9 +8,9 @@ training set (63 columns), and one with ``bidflow train``'s own settings (depth 
 
 Replayed: auctions of the last hour, each with 10-30 candidate partners (its logged partners plus
 unseen ones), as v1 requests with their logged time (so the online rows are live). Each request:
-decode + validate, one online read for all partners (Feast keys, 6 views; the server keeps each
-key's row for 10 s, ``--feature-cache-s``, so a warm server asks the store only for keys it has not
-seen lately), one ONNX predict, the decisions. Also 30-partner auctions alone, for the target, once
+decode + validate, one online read for all partners (Feast keys, 6 views; the server reuses the
+store's answers for up to 20 s, ``--feature-cache-s``, so a warm server asks the store only for keys
+it has not seen lately), one ONNX predict, the decisions. Also 30-partner auctions alone, for the target, once
 with two server processes (``--workers 2``: the load generator then competes with them for the two
 cores), with the default-trained model (one and two workers), and once more with the cache off (the
 store asked for every auction).
@@ -24,7 +24,9 @@ Floors, in the same run and with the same load generator:
   127.0.0.1 and gRPC off), given the already assembled 30 x 63 feature rows of the same model.
 
 Load: ``wrk`` (Debian package) with a Lua script rotating the recorded bodies, one thread, closed loop
-at 1, 8 and 64 connections; without wrk, a small asyncio client in a second process. CPU per request
+at 1, 8 and 64 connections; for the two-worker servers also open loop, 2,000 / 3,000 / 4,000 auctions/s
+offered on one fixed schedule over 32 connections (``load(rate=...)``). Without wrk, a small asyncio
+client in a second process does both. CPU per request
 is the server processes' (and Redis's) CPU time over the run divided by the requests: stable on a
 shared machine, while wall-clock percentiles are not.
 
@@ -47,7 +49,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,8 @@ from bench.harness import Result, machine
 REPO = Path(__file__).resolve().parents[1]
 START = datetime(2026, 11, 2, tzinfo=UTC)
 CONNECTIONS = (1, 8, 64)
+PACED_CONNECTIONS = 32  # open loop: enough that a connection is free at each slot
+PACED_RATES = (2_000, 3_000, 4_000)  # auctions/s offered to the two-worker servers
 TREES, DEPTH = 300, 8
 NEW_PARTNERS = [f"newcomer{i:02d}" for i in range(30)]  # partners the model never saw (defaults, unseen code)
 TARGET_P50_MS, TARGET_P99_MS, TARGET_RATE = 0.5, 2.0, 4_000
@@ -77,10 +81,22 @@ class Run:
     side_cpu_us: float  # Redis CPU per request (0 when not involved)
     errors: int
     partners: float  # mean partners per auction
+    offered: float | None = None  # open loop: the scheduled rate (None: closed loop)
 
     @property
     def rate(self) -> float:
         return self.requests / self.seconds
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One server to measure: its command, the bodies replayed, its environment, its open-loop rates."""
+
+    name: str
+    command: list[str]
+    bodies: Path
+    env: dict[str, str] = field(default_factory=dict)
+    rates: tuple[float, ...] = ()
 
 
 # --- building the model and the traffic ------------------------------------------------------------
@@ -265,6 +281,23 @@ def cpu_seconds(pid: int) -> float:
 
 WRK_LUA = """
 local bodies = {}
+local rate = tonumber(os.getenv("BENCH_RATE") or "")
+if rate then
+  -- Open loop: every request has a slot on one schedule (rate per second, all connections
+  -- together); a free connection waits for the next slot. LuaJIT's ffi reads the clock.
+  local ffi = require("ffi")
+  ffi.cdef[[
+  typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+  int clock_gettime(int clk_id, bench_timespec *tp);
+  ]]
+  local now, slot, interval = ffi.new("bench_timespec"), nil, 1000 / rate
+  delay = function()
+    ffi.C.clock_gettime(1, now)  -- CLOCK_MONOTONIC
+    local ms = tonumber(now.tv_sec) * 1000 + tonumber(now.tv_nsec) / 1e6
+    slot = (slot or ms) + interval
+    return math.max(0, slot - ms)
+  end
+end
 for line in io.lines(os.getenv("BENCH_BODIES")) do bodies[#bodies + 1] = line end
 local path = os.getenv("BENCH_PATH")
 local headers = {["Content-Type"] = "application/json"}
@@ -283,13 +316,24 @@ end
 """
 
 
-def load(url: str, path: str, body_file: Path, connections: int, seconds: float, workdir: Path) -> dict[str, float]:
-    """Closed-loop load from a second process: wrk if installed, else the asyncio client below."""
+def load(
+    url: str, path: str, body_file: Path, connections: int, seconds: float, workdir: Path, rate: float | None = None
+) -> dict[str, float]:
+    """Load from a second process: wrk if installed, else the asyncio client below.
+
+    Closed loop (each connection sends its next request when the answer arrives), or with
+    ``rate``, open loop: requests are sent on a fixed schedule of ``rate`` per second, spread over
+    the connections, whatever the server's answers take (latency at a given load, not the
+    server's limit). An open-loop run that falls behind its schedule shows as an achieved rate
+    below ``rate``.
+    """
     wrk = shutil.which("wrk")
     if wrk is not None:
         script = workdir / "replay.lua"
         script.write_text(WRK_LUA, encoding="utf-8")
         env = os.environ | {"BENCH_BODIES": str(body_file), "BENCH_PATH": path}
+        if rate is not None:
+            env["BENCH_RATE"] = str(rate)
         command = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(script), url]
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=seconds + 60)
         line = next(x for x in done.stderr.splitlines() if x.startswith("BENCH "))
@@ -302,24 +346,34 @@ def load(url: str, path: str, body_file: Path, connections: int, seconds: float,
             "p99_ms": stats["p99_us"] / 1000,
         }
     command = [sys.executable, "-m", "bench.bench_serving", "--client", url, path, str(body_file), str(connections)]
-    done = subprocess.run([*command, str(seconds)], capture_output=True, text=True, cwd=REPO, timeout=seconds + 60)
+    command += [str(seconds), str(rate or 0)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=seconds + 60)
     stats = json.loads(done.stdout.strip().splitlines()[-1])
     return {k: float(v) for k, v in stats.items()}
 
 
-async def _client(url: str, path: str, body_file: Path, connections: int, seconds: float) -> dict[str, float]:
-    """A minimal HTTP/1.1 keep-alive client (asyncio streams): much cheaper per request than httpx."""
+async def _client(
+    url: str, path: str, body_file: Path, connections: int, seconds: float, rate: float = 0.0
+) -> dict[str, float]:
+    """A minimal HTTP/1.1 keep-alive client (asyncio streams): much cheaper per request than httpx.
+
+    ``rate`` > 0: open loop, as wrk's script does it (one schedule for all connections).
+    """
     host, port = url.removeprefix("http://").split(":")
     bodies = [line.encode() for line in body_file.read_text().splitlines()]
     latencies: list[float] = []
     errors = 0
     stop = time.perf_counter() + seconds
+    slot = time.perf_counter()
 
     async def connection(offset: int) -> None:
-        nonlocal errors
+        nonlocal errors, slot
         reader, writer = await asyncio.open_connection(host, int(port))
         i = offset
         while time.perf_counter() < stop:
+            if rate > 0:
+                slot += 1 / rate
+                await asyncio.sleep(max(0.0, slot - time.perf_counter()))
             body = bodies[i % len(bodies)]
             i += 1
             head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
@@ -349,19 +403,33 @@ async def _client(url: str, path: str, body_file: Path, connections: int, second
 
 
 def measure(
-    name: str, url: str, path: str, body_file: Path, pid: int, side_pid: int | None, seconds: float, workdir: Path
+    name: str,
+    url: str,
+    path: str,
+    body_file: Path,
+    pids: tuple[int, int | None],
+    seconds: float,
+    workdir: Path,
+    rates: tuple[float, ...] = (),
 ) -> list[Run]:
+    """Closed loop at each of ``CONNECTIONS``, then open loop at each of ``rates`` (``PACED_CONNECTIONS``).
+
+    Args:
+        pids: the server process (its workers counted with it) and the store's (Redis) or None.
+    """
+    pid, side_pid = pids
     partners = float(np.mean([_partners(line) for line in body_file.read_text().splitlines()[:500]]))
     load(url, path, body_file, 8, min(2.0, seconds), workdir)  # warm-up: caches, allocator, key encoder
     runs = []
-    for connections in CONNECTIONS:
+    loads: list[tuple[int, float | None]] = [(c, None) for c in CONNECTIONS] + [(PACED_CONNECTIONS, r) for r in rates]
+    for connections, rate in loads:
         cpu0, side0 = cpu_seconds(pid), cpu_seconds(side_pid) if side_pid else 0.0
-        stats = load(url, path, body_file, connections, seconds, workdir)
+        stats = load(url, path, body_file, connections, seconds, workdir, rate)
         cpu, side = cpu_seconds(pid) - cpu0, (cpu_seconds(side_pid) - side0) if side_pid else 0.0
         n = max(1, int(stats["requests"]))
         runs.append(
             Run(name, connections, n, stats["seconds"], stats["p50_ms"], stats["p99_ms"], cpu / n * 1e6,
-                side / n * 1e6, int(stats["errors"]), partners)
+                side / n * 1e6, int(stats["errors"]), partners, rate)
         )  # fmt: skip
         print(f"  {runs[-1]}", file=sys.stderr, flush=True)
     return runs
@@ -497,7 +565,7 @@ def stages(
 
 
 def run(seconds: float = 6.0) -> list[Result]:
-    """Build everything, measure the four servers at 1/8/64 connections, return the rows."""
+    """Build everything, measure every server of the plan, return the rows."""
     root = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     redis_proc: subprocess.Popen[bytes] | None = None
     try:
@@ -545,37 +613,36 @@ def run(seconds: float = 6.0) -> list[Result]:
             return [sys.executable, "-m", "bidflow.serving", "--model", str(model), "--log-level", "WARNING"]
 
         ours, default = server(root / "model"), server(root / "model-default")
+        production, local = ["--config", str(configs["production"])], ["--config", str(configs["local"])]
+        two = ["--workers", "2"]
         plans = [
-            ("bare", [*me, "--serve-bare"], {}, files["mixed"], None),
-            ("xgbserver (30 rows)", [*me, "--serve-xgb"], {}, files["rows"], None),
-            ("bidflow sqlite", [*ours, "--config", str(configs["local"])], {}, files["mixed"], None),
-            ("bidflow redis", [*ours, "--config", str(configs["production"])], redis_env, files["mixed"], redis_proc),
-            ("bidflow sqlite, 30 partners", [*ours, "--config", str(configs["local"])], {}, files["thirty"], None),
-            ("bidflow redis, 30 partners", [*ours, "--config", str(configs["production"])], redis_env,
-             files["thirty"], redis_proc),
-            ("bidflow redis, 30 partners, 2 workers", [*ours, "--config", str(configs["production"]), "--workers", "2"],
-             redis_env, files["thirty"], redis_proc),
-            ("bidflow redis, 30 partners, default-trained model", [*default, "--config", str(configs["production"])],
-             redis_env, files["thirty"], redis_proc),
-            ("bidflow redis, 30 partners, default-trained model, 2 workers",
-             [*default, "--config", str(configs["production"]), "--workers", "2"], redis_env, files["thirty"],
-             redis_proc),
-            ("bidflow redis, 30 partners, no cache",
-             [*ours, "--config", str(configs["production"]), "--feature-cache-s", "0"], redis_env,
-             files["thirty"], redis_proc),
+            Plan("bare", [*me, "--serve-bare"], files["mixed"]),
+            Plan("xgbserver (30 rows)", [*me, "--serve-xgb"], files["rows"]),
+            Plan("bidflow sqlite", [*ours, *local], files["mixed"]),
+            Plan("bidflow redis", [*ours, *production], files["mixed"], redis_env),
+            Plan("bidflow sqlite, 30 partners", [*ours, *local], files["thirty"]),
+            Plan("bidflow redis, 30 partners", [*ours, *production], files["thirty"], redis_env),
+            Plan("bidflow redis, 30 partners, 2 workers", [*ours, *production, *two], files["thirty"], redis_env,
+                 PACED_RATES),
+            Plan("bidflow redis, 30 partners, default-trained model", [*default, *production], files["thirty"],
+                 redis_env),
+            Plan("bidflow redis, 30 partners, default-trained model, 2 workers", [*default, *production, *two],
+                 files["thirty"], redis_env, PACED_RATES),
+            Plan("bidflow redis, 30 partners, no cache", [*ours, *production, "--feature-cache-s", "0"],
+                 files["thirty"], redis_env),
         ]  # fmt: skip
-        for name, command, env, body_file, side in plans:
+        for plan in plans:
             port = free_port()
-            extra = (
-                [str(port), str(model_file)]
-                if "--serve-xgb" in command
-                else [str(port)]
-                if "--serve-bare" in command
-                else ["--http-port", str(port)]
-            )
-            with process([*command, *extra], port, root, env) as pid:
+            if "--serve-xgb" in plan.command:
+                extra = [str(port), str(model_file)]
+            elif "--serve-bare" in plan.command:
+                extra = [str(port)]
+            else:
+                extra = ["--http-port", str(port)]
+            side = redis_proc.pid if "BIDFLOW_FEAST_REDIS" in plan.env else None
+            with process([*plan.command, *extra], port, root, plan.env) as pid:
                 url = f"http://127.0.0.1:{port}"
-                runs += measure(name, url, V1, body_file, pid, side.pid if side else None, seconds, root)
+                runs += measure(plan.name, url, V1, plan.bodies, (pid, side), seconds, root, plan.rates)
         return _results(runs, settings, breakdown)
     finally:
         if redis_proc is not None:
@@ -600,7 +667,7 @@ def _results(runs: list[Run], settings: dict[str, Any], breakdown: dict[str, dic
     model = settings["model"]
     out = []
     for r in runs:
-        floor = bare.get(r.connections)
+        floor = bare.get(r.connections) if r.offered is None else None
         ratio = f", {r.cpu_us / floor.cpu_us:.1f}x bare" if floor is not None and r.server != "bare" else ""
         side = f" + redis {r.side_cpu_us:.0f} µs" if r.side_cpu_us else ""
         per_decision = f" ({r.cpu_us / r.partners:.1f} µs/decision)" if r.server.startswith("bidflow") else ""
@@ -611,7 +678,11 @@ def _results(runs: list[Run], settings: dict[str, Any], breakdown: dict[str, dic
         target = ""
         if r.server.startswith("bidflow") and "30 partners" in r.server:
             target = f"p50 ≤ {TARGET_P50_MS} ms, p99 ≤ {TARGET_P99_MS} ms at ≥ {TARGET_RATE:,}/s; CPU ≤ 5x bare"
-        out.append(Result(f"serving {r.server} c={r.connections}", r.rate, "auctions/s", detail, target))
+        if r.offered is None:
+            out.append(Result(f"serving {r.server} c={r.connections}", r.rate, "auctions/s", detail, target))
+        else:
+            detail = f"open loop, {r.connections} connections; " + detail
+            out.append(Result(f"serving {r.server}, {r.offered:,.0f}/s offered", r.rate, "auctions/s", detail, target))
     for store, steps in breakdown.items():
         parts = ", ".join(f"{name} {us:.0f}" for name, us in steps.items())
         out.append(
@@ -646,7 +717,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--serve-bare", type=int, metavar="PORT")
     parser.add_argument("--serve-xgb", nargs=2, metavar=("PORT", "MODEL_FILE"))
-    parser.add_argument("--client", nargs=5, metavar=("URL", "PATH", "BODIES", "CONNECTIONS", "SECONDS"))
+    parser.add_argument("--client", nargs=6, metavar=("URL", "PATH", "BODIES", "CONNECTIONS", "SECONDS", "RATE"))
     args = parser.parse_args()
     if args.serve_bare is not None:
         serve_bare(args.serve_bare)
@@ -655,8 +726,9 @@ def main() -> None:
         serve_xgb(int(args.serve_xgb[0]), args.serve_xgb[1])
         return
     if args.client is not None:
-        url, path, body_file, connections, seconds = args.client
-        print(json.dumps(asyncio.run(_client(url, path, Path(body_file), int(connections), float(seconds)))))
+        url, path, body_file, connections, seconds, rate = args.client
+        stats = asyncio.run(_client(url, path, Path(body_file), int(connections), float(seconds), float(rate)))
+        print(json.dumps(stats))
         return
     results = run(args.seconds)
     print(f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine()}\n")

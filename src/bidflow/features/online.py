@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import numpy as np
 
 from bidflow.errors import FeatureStoreError
+from bidflow.features.cache import CacheStats, RowCache, fill_nulls
 from bidflow.features.spec import ServiceSpec, ViewSpec, service_spec
 
 if TYPE_CHECKING:
@@ -119,7 +120,12 @@ class OnlineFeatureReader:
         self._view_defaults = [self._defaults[s] for s in self._slices]
         self._key_types = {k: t for v in self.spec.views for k, t in zip(v.join_keys, v.key_types, strict=True)}
         self._backend: _Backend | None = _direct_backend(store, self.spec) if direct else None
-        self._cache = _KeyCache(cache_s) if cache_s > 0 and self._backend is not None else None
+        self._ttls = np.array([np.inf if v.ttl_seconds is None else v.ttl_seconds for v in self.spec.views])
+        self._cache = (
+            RowCache(self.spec.views, self.spec.join_keys, self._view_defaults, cache_s)
+            if cache_s > 0 and self._backend is not None
+            else None
+        )
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -182,17 +188,15 @@ class OnlineFeatureReader:
         if self._backend is None:
             return self.read_via_feast(entities, at=at)
         if self._cache is not None:
-            keys = [_row_keys(view, columns, n) for view in self.spec.views]
-            rows = self._cache.rows(self._backend, self.spec.views, keys, self._view_defaults)
-            return self._assemble_cached(n, rows, _seconds(at))
+            return self._read_cached(self._cache, n, columns, _seconds(at))
         lookups = [self._lookups(view, columns, n) for view in self.spec.views]
         fetched = self._backend.fetch(self.spec.views, lookups)
         return self._assemble(n, [lookup.inverse for lookup in lookups], fetched, _seconds(at))
 
     @property
-    def cache_stats(self) -> tuple[int, int]:
-        """(rows served from the cache, rows whose key was read from the store), per view, since the start."""
-        return (self._cache.hits, self._cache.misses) if self._cache is not None else (0, 0)
+    def cache_stats(self) -> CacheStats:
+        """What the cache answered and what it read from the store, since the start (zeros without a cache)."""
+        return self._cache.stats if self._cache is not None else CacheStats(0, 0, 0, 0)
 
     def read_via_feast(
         self, entities: Mapping[str, Sequence[Any] | str | int], *, at: datetime | float | None = None
@@ -268,118 +272,32 @@ class OnlineFeatureReader:
             out[:, where] = settled if inverse is None else settled[inverse]
         return out
 
-    def _assemble_cached(self, n: int, cached: Sequence[tuple[np.ndarray, np.ndarray]], at_s: float) -> np.ndarray:
-        """The output matrix from cached rows, whose nulls are defaults already: only the ttl is left to apply."""
-        out = np.empty((n, len(self._defaults)))
-        for view, where, defaults, (seconds, values) in zip(
-            self.spec.views, self._slices, self._view_defaults, cached, strict=True
-        ):
-            out[:, where] = _expire(values, seconds, view, defaults, at_s)  # a gathered copy, not the cache
-        return out
+    def _read_cached(self, cache: RowCache, n: int, columns: Mapping[str, Any], at_s: float) -> np.ndarray:
+        """The output matrix from the cache, whose rows have their nulls as defaults: the ttl is left to apply."""
+        keys = _entity_keys(self.spec.join_keys, columns, n)
+        values, seconds = cache.rows(self._fetch, keys)
+        expired = seconds < at_s - self._ttls  # ``_expire``'s rule, for every view at once
+        if expired.any():
+            for v in np.flatnonzero(expired.any(axis=0)):
+                values[expired[:, v], self._slices[v]] = self._view_defaults[v]
+        return values
 
-
-def _row_keys(view: ViewSpec, columns: Mapping[str, Any], n: int) -> list[tuple[Any, ...]]:
-    """The view's entity key of every row, or one key when every join key is a scalar."""
-    values = [columns[k] for k in view.join_keys]
-    if not any(isinstance(v, list) for v in values):
-        return [tuple(values)]
-    return list(zip(*(v if isinstance(v, list) else repeat(v, n) for v in values), strict=False))
-
-
-class _KeyCache:
-    """What the store answered for each (view, entity key), reused for ``ttl_s`` seconds.
-
-    Rows live in one growing array per view (``_Slab``) and a dictionary maps each key to its row,
-    so a request costs one dictionary probe per key and one fancy index per view. Keys that are
-    unknown or whose row is older than ``ttl_s`` are read from the store, every view together, in
-    one call. Rows are kept with their nulls replaced by the view's defaults (that rule does not
-    depend on the request); the ttl, which depends on the request's time, is applied per request.
-    """
-
-    def __init__(self, ttl_s: float, limit: int = 200_000) -> None:
-        self.ttl_s = ttl_s
-        self.limit = limit  # keys per view; a full view starts again empty
-        self.hits = 0
-        self.misses = 0
-        self._slabs: dict[str, _Slab] = {}
-
-    def rows(
-        self,
-        backend: _Backend,
-        views: Sequence[ViewSpec],
-        keys: Sequence[list[tuple[Any, ...]]],
-        defaults: Sequence[np.ndarray],
+    def _fetch(
+        self, views: Sequence[ViewSpec], keys: Sequence[list[tuple[Any, ...]]]
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per view: (event seconds, values with nulls as ``defaults``) of each of its ``keys``, in order."""
-        now = time.monotonic()
-        indexes: list[np.ndarray] = []
-        stale_views: list[int] = []
-        stale_lookups: list[_Lookups] = []
-        stale_rows = 0
-        for i, (view, view_keys) in enumerate(zip(views, keys, strict=True)):
-            slab = self._slabs.get(view.name)
-            if slab is None or slab.size + len(view_keys) > self.limit:
-                slab = self._slabs[view.name] = _Slab(len(view.features))
-            get = slab.index.get
-            index = np.array([get(key, -1) for key in view_keys], dtype=np.intp)
-            stale = (index < 0) | (slab.expires[index] <= now)  # index -1 reads a real row: masked by the first test
-            if stale.any():
-                missing = list(dict.fromkeys(view_keys[k] for k in np.flatnonzero(stale)))
-                stale_views.append(i)
-                stale_lookups.append(_Lookups(missing, None))
-                stale_rows += int(stale.sum())
-            indexes.append(index)
-        self.misses += stale_rows
-        self.hits += sum(len(view_keys) for view_keys in keys) - stale_rows
-        if stale_views:
-            fresh = backend.fetch([views[i] for i in stale_views], stale_lookups)
-            for i, lookup, (seconds, values) in zip(stale_views, stale_lookups, fresh, strict=True):
-                slab = self._slabs[views[i].name]
-                slab.store(lookup.keys, seconds, _fill_nulls(values, defaults[i]), now + self.ttl_s)
-                rows = slab.index
-                indexes[i] = np.array([rows[key] for key in keys[i]], dtype=np.intp)
-        return [
-            (self._slabs[view.name].seconds[index], self._slabs[view.name].values[index])
-            for view, index in zip(views, indexes, strict=True)
-        ]
+        assert self._backend is not None  # the cache exists only with a direct backend
+        return self._backend.fetch(views, [_Lookups(view_keys, None) for view_keys in keys])
 
 
-class _Slab:
-    """One view's cached rows: event seconds, feature values and expiry per key, grown by doubling."""
-
-    def __init__(self, width: int, capacity: int = 1024) -> None:
-        self.index: dict[tuple[Any, ...], int] = {}
-        self.size = 0
-        self.seconds = np.zeros(capacity)
-        self.values = np.zeros((capacity, width))
-        self.expires = np.zeros(capacity)
-
-    def store(self, keys: Sequence[tuple[Any, ...]], seconds: np.ndarray, values: np.ndarray, expires: float) -> None:
-        at = []
-        for key in keys:
-            row = self.index.get(key)
-            if row is None:
-                row = self.index[key] = self.size
-                self.size += 1
-            at.append(row)
-        if self.size > len(self.seconds):
-            grow = max(self.size, 2 * len(self.seconds))
-            self.seconds = np.resize(self.seconds, grow)
-            self.values = np.resize(self.values, (grow, self.values.shape[1]))
-            self.expires = np.resize(self.expires, grow)
-        self.seconds[at] = seconds
-        self.values[at] = values
-        self.expires[at] = expires
+def _entity_keys(join_keys: Sequence[str], columns: Mapping[str, Any], n: int) -> list[tuple[Any, ...]]:
+    """Every row's values of ``join_keys`` (a scalar column repeats on every row)."""
+    values = [columns[k] if isinstance(columns[k], list) else repeat(columns[k], n) for k in join_keys]
+    return list(zip(*values, strict=False))
 
 
 def _settle(values: np.ndarray, seconds: np.ndarray, view: ViewSpec, defaults: np.ndarray, at_s: float) -> np.ndarray:
     """Apply the serving rules: null (NaN) -> default; a row older than the ttl -> all defaults."""
-    return _expire(_fill_nulls(values, defaults), seconds, view, defaults, at_s)
-
-
-def _fill_nulls(values: np.ndarray, defaults: np.ndarray) -> np.ndarray:
-    """A copy of ``values`` with each null (NaN) replaced by its column's default."""
-    return np.where(np.isnan(values), defaults, values)
+    return _expire(fill_nulls(values, defaults), seconds, view, defaults, at_s)
 
 
 def _expire(values: np.ndarray, seconds: np.ndarray, view: ViewSpec, defaults: np.ndarray, at_s: float) -> np.ndarray:

@@ -63,7 +63,7 @@ def parser() -> argparse.ArgumentParser:
         "--feature-cache-s",
         type=float,
         default=DEFAULT_CACHE_S,
-        help="reuse the online store's answer for the same keys this long (0: read the store for every auction)",
+        help="the oldest an online-store answer may be when reused (0: read the store for every auction)",
     )
     p.add_argument(
         "--auction-entry",

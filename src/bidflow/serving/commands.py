@@ -27,8 +27,8 @@ def serve(
     ] = False,
     feature_timeout_ms: Annotated[float, typer.Option(help="Online store wait before failing open.")] = 20.0,
     feature_cache_s: Annotated[
-        float, typer.Option(help="Reuse the online store's answer for a key this long (0: ask it for every auction).")
-    ] = 10.0,
+        float, typer.Option(help="Oldest an online-store answer may be when reused (0: ask it for every auction).")
+    ] = 20.0,  # serving.online.DEFAULT_CACHE_S, not imported: it would load numpy for every CLI call
     workers: Annotated[
         int, typer.Option(help="Server processes sharing the port, each with its own model (one per core).")
     ] = 1,

@@ -23,12 +23,12 @@ because prometheus_client refuses a second registration of the same names.
 
 With several worker processes (``--workers``) every process counts its own requests, so
 prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set by the parent before the
-workers start) keeps the standard metrics in shared files, and ``/metrics`` sums them over the
-workers (``exposition``). The per-partner lists cannot live in those files; each worker adds what
-they counted since last time to real counters once a second (and before answering a scrape), so a
-scrape may lag other workers' decisions by up to a second. The two share gauges are derived from
-the summed counters, and ``model_info`` is the largest value over live workers: 1 while any worker
-serves that version, 0 once none does.
+workers start, with ``BIDFLOW_SERVING_METRICS_DIR`` beside it) keeps the standard metrics in shared
+files, and ``/metrics`` sums them over the workers (``exposition``). The per-partner lists cannot
+live in those files; each worker adds what they counted since last time to real counters once a
+second (and before answering a scrape), so a scrape may lag other workers' decisions by up to a
+second. The two share gauges are derived from the summed counters, and ``model_info`` is the largest
+value over live workers: 1 while any worker serves that version, 0 once none does.
 """
 
 from __future__ import annotations
@@ -45,6 +45,10 @@ from prometheus_client.registry import Collector
 
 OTHER: Final = "other"
 MULTIPROCESS_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own switch
+# Set, to the same folder, only by ``bidflow.serving.workers``: importing feast sets
+# PROMETHEUS_MULTIPROC_DIR in any process (feast.metrics, at import), so that one cannot say
+# whether this process is one of several workers.
+WORKERS_DIR_ENV: Final = "BIDFLOW_SERVING_METRICS_DIR"
 FLUSH_S: Final = 1.0  # how often a worker publishes its per-partner counts in multiprocess mode
 # Fine buckets below 5 ms: the latency budget of a bid filter is a few milliseconds.
 LATENCY_BUCKETS: Final = (
@@ -203,7 +207,7 @@ def serving_metrics() -> ServingMetrics:
     global _METRICS
     with _METRICS_LOCK:
         if _METRICS is None:
-            _METRICS = ServingMetrics(multiprocess=bool(os.environ.get(MULTIPROCESS_ENV)))
+            _METRICS = ServingMetrics(multiprocess=bool(os.environ.get(WORKERS_DIR_ENV)))
         return _METRICS
 
 
@@ -216,7 +220,7 @@ def exposition(accept: str | None) -> tuple[bytes, str]:
     if not metrics.multiprocess:
         return encoder(REGISTRY), content_type
     metrics.flush()
-    return encoder(_Summed(os.environ[MULTIPROCESS_ENV])), content_type
+    return encoder(_Summed(os.environ[WORKERS_DIR_ENV])), content_type
 
 
 class _Summed:

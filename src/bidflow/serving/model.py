@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 from kserve import Model
@@ -62,6 +63,7 @@ PARTNER_COLUMN: Final = "partner"  # the bid filter's per-row key (bidflow.model
 CALL: Final = "call"
 SKIP: Final = "skip"
 _INSTANCE_KEYS: Final = frozenset({"request", "partners", "ts_ms"})
+_JSON: Final = msgspec.json.Encoder()
 
 
 # --- what to serve ---------------------------------------------------------------------------------
@@ -308,6 +310,10 @@ class Batch:
 class BidFilterModel(ServedModel):
     """Call/skip decisions per demand partner for OpenRTB auctions (see the module docstring)."""
 
+    def __init__(self, name: str, config: Config, source: ModelSource, options: ServeOptions | None = None) -> None:
+        super().__init__(name, config, source, options)
+        self.required_response_headers = True  # KServe then lets postprocess set the content type
+
     def _check(self, model: TrainedModel) -> None:
         if model.policy is None:
             raise ModelError(
@@ -339,7 +345,9 @@ class BidFilterModel(ServedModel):
             return Batch(v2=True, auctions=[self._v2_auction(payload)], request_id=payload.id)
         return Batch(v2=False, auctions=self._v1_auctions(payload))
 
-    def predict(self, batch: Batch, headers: dict[str, str] | None = None) -> Batch:
+    def predict(
+        self, batch: Batch, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
+    ) -> Batch:
         """Score every auction: one online read and one predict call per auction."""
         state = self._loaded()
         decisions = [self._decide(state, auction) for auction in batch.auctions]
@@ -347,12 +355,21 @@ class BidFilterModel(ServedModel):
 
     def postprocess(
         self, batch: Batch, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
-    ) -> dict[str, Any] | InferResponse:
-        """Decisions -> the v1 JSON body or a v2 ``InferResponse``."""
+    ) -> bytes | dict[str, Any] | InferResponse:
+        """Decisions -> the v1 JSON body or a v2 ``InferResponse``.
+
+        The v1 body leaves as JSON bytes, which KServe sends as they are (also as the data of a
+        binary CloudEvent): for a dict it would build FastAPI's deprecated ``ORJSONResponse``, a
+        deprecation check per response, and encode it there.
+        """
         version = self.state.version if self.state is not None else None
         if batch.v2:
             return self._v2_response(batch, version)
-        return {"predictions": [_v1_decision(d, version) for d in batch.decisions]}
+        body = {"predictions": [_v1_decision(d, version) for d in batch.decisions]}
+        if response_headers is None:  # called directly, not by KServe
+            return body
+        response_headers["content-type"] = "application/json"
+        return _JSON.encode(body)
 
     # -- scoring --
 

@@ -9,9 +9,9 @@ with training) with the serving policy:
 * A circuit breaker. After a failure the store is not asked again for ``cooldown_s``; requests in
   between fail open at once instead of each paying a timeout. The first request after the
   cooldown tries again (and closes the breaker when it succeeds).
-* A short cache (``OnlineFeatureReader(cache_s=...)``, ``--feature-cache-s``): what the store
-  answered for a view's keys is reused for a few seconds; while Redis is down, cached auctions
-  keep their features and the others fail open.
+* A short cache (``OnlineFeatureReader(cache_s=...)``, ``--feature-cache-s``: the oldest an answer
+  may be): what the store answered is reused for a few seconds; while Redis is down, cached
+  auctions keep their features and the others fail open.
 * Fail open. Any failure returns ``None`` and the reason; the caller calls every partner and
   counts it in ``bidflow_serving_fail_open_total{reason}``. The reason is logged once per
   breaker opening (never once per request).
@@ -35,9 +35,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S: Final = 0.02
 DEFAULT_COOLDOWN_S: Final = 1.0
-# Features change once per materialization (hourly): ten seconds of lag costs nothing and spares
-# the store (and the auction) a round trip for nearly every request.
-DEFAULT_CACHE_S: Final = 10.0
+# Features change once per materialization (hourly): twenty seconds of lag costs nothing and spares
+# the store (and the auction) a round trip for nearly every request. The cache keeps a row 5 to 10 s
+# (``bidflow.features.cache``: no answer is older than this).
+DEFAULT_CACHE_S: Final = 20.0
 
 
 @dataclass(frozen=True)

@@ -16,24 +16,31 @@ What differs from ``kserve.ModelServer`` and why:
   retried. KServe instead refuses to start without a ready model.
 * **Errors** go through ``bidflow.serving.errors`` (the one status mapping), and request bodies are
   capped (``BodyLimit``).
+* **A settled heap.** Once the models are loaded, everything allocated so far is frozen out of the
+  cycle collector's full passes (``settle_heap``): one such pass over a loaded server took 170 ms.
 * **uvloop.** uvicorn picks its event loop only in its own ``run``; ``serve`` starts the loop
   itself (for gRPC), so it asks uvicorn for the same loop factory.
 * **Several processes** (``workers``): see ``bidflow.serving.workers``; ``/metrics`` then sums
   every worker's metrics (``bidflow.serving.metrics.exposition``).
 
 The endpoints themselves are KServe's (``register_v1_endpoints``, ``register_v2_endpoints``,
-``DataPlane``), so the v1 and v2 protocols behave exactly as in any KServe predictor.
+``DataPlane``), so the v1 and v2 protocols behave exactly as in any KServe predictor. One
+shortcut: v1 predict, the bid filter's hot path, is routed to KServe's own ``V1Endpoints.predict``
+by a plain Starlette route ahead of FastAPI's. FastAPI's route would resolve the same two
+arguments (the model name and the request) through its dependency machinery: about 45 µs of the
+~300 µs an auction costs in the app (measured in-process, 30 partners).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -51,6 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOCALHOST: Final = "127.0.0.1"
+V1_PREDICT: Final = "/v1/models/{model_name}:predict"
 
 
 @dataclass(frozen=True)
@@ -112,13 +120,13 @@ def build_app(models: Sequence[ServedModel], options: ServerOptions | None = Non
     from kserve.model_repository import ModelRepository
     from kserve.protocol.dataplane import DataPlane
     from kserve.protocol.model_repository_extension import ModelRepositoryExtension
-    from kserve.protocol.rest.v1_endpoints import register_v1_endpoints
+    from kserve.protocol.rest.v1_endpoints import V1Endpoints, register_v1_endpoints
     from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
 
     options = options or ServerOptions()
     # KServe's endpoints answer with FastAPI's ORJSONResponse, which FastAPI now deprecates: a warning
     # on the first request of every server that is KServe's to act on and tells an operator nothing.
-    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated", module="fastapi")
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     repository = ModelRepository()
     for model in models:
         model.enable_latency_logging = False  # KServe's INFO line per request
@@ -133,6 +141,7 @@ def build_app(models: Sequence[ServedModel], options: ServerOptions | None = Non
     )
     app.add_api_route("/", dataplane.live, methods=["GET"])
     app.add_route("/metrics", _metrics, methods=["GET"])  # a plain Starlette route: nothing to validate
+    app.add_route(V1_PREDICT, _v1_predict(V1Endpoints(dataplane, extension)), methods=["POST"])
     register_v1_endpoints(app, dataplane, extension)
     register_v2_endpoints(app, dataplane, extension)
     by_name = {model.name: model for model in models}
@@ -142,6 +151,15 @@ def build_app(models: Sequence[ServedModel], options: ServerOptions | None = Non
     app.state.dataplane = dataplane
     app.state.extension = extension
     return app
+
+
+def _v1_predict(endpoints: Any) -> Callable[[Request], Awaitable[Any]]:
+    """KServe's v1 predict handler as a plain Starlette endpoint (see the module docstring)."""
+
+    async def predict(request: Request) -> Any:
+        return await endpoints.predict(request.path_params["model_name"], request)
+
+    return predict
 
 
 async def _metrics(request: Request) -> Response:
@@ -197,6 +215,19 @@ def serve(
 def _load_until_ready(model: ServedModel, retry_s: float) -> None:
     while not model.load():
         time.sleep(retry_s)
+    settle_heap()
+
+
+def settle_heap() -> None:
+    """Exempt everything loaded so far from the cycle collector's full passes.
+
+    A loaded server holds about 300,000 tracked objects (feast, mlflow, the model), and a full
+    collection walks them all: about 170 ms here, every request of that moment waiting, whenever
+    enough new objects have outlived two younger collections. Frozen, they are never walked again.
+    The cost: cyclic garbage among them (a model replaced by a reload) is never freed.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def _start_grpc(app: Any, options: ServerOptions) -> Any:

@@ -12,8 +12,8 @@ model, compiled predictor and online reader) in a fresh interpreter, and restart
   port once first (without ``SO_REUSEPORT``), so a port in use is a clear error before anything
   starts.
 * **Metrics of all workers** on every worker's ``/metrics``: the parent sets prometheus_client's
-  ``PROMETHEUS_MULTIPROC_DIR`` (a private temporary folder, removed at exit) before the workers
-  start; see ``bidflow.serving.metrics``.
+  ``PROMETHEUS_MULTIPROC_DIR`` and bidflow's ``BIDFLOW_SERVING_METRICS_DIR`` (a private temporary
+  folder, removed at exit) before the workers start; see ``bidflow.serving.metrics``.
 * **Stopping.** SIGTERM or SIGINT to the parent stops every worker (each finishes its requests).
   A worker killed by a signal (the OOM killer, say) or exiting after ``CRASH_WINDOW_S`` is
   started again; one that fails on its own right after starting (an error exit within
@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from bidflow.errors import ConfigError
+from bidflow.serving.metrics import MULTIPROCESS_ENV, WORKERS_DIR_ENV
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -83,8 +84,8 @@ def run_workers(argv: Sequence[str], config: Config, options: ServerOptions) -> 
     """
     _check_port(options.host, options.http_port)
     directory = tempfile.mkdtemp(prefix="bidflow-metrics-")
-    saved = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory  # inherited by the workers, read at their import
+    saved = {name: os.environ.get(name) for name in (MULTIPROCESS_ENV, WORKERS_DIR_ENV)}
+    os.environ.update(dict.fromkeys(saved, directory))  # inherited by the workers, read at their import
     stopping = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing half-initialised is inherited
@@ -116,10 +117,11 @@ def run_workers(argv: Sequence[str], config: Config, options: ServerOptions) -> 
         _stop([process for process, _ in workers])
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if saved is None:
-            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        else:
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         shutil.rmtree(directory, ignore_errors=True)
     return code
 

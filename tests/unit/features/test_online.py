@@ -159,9 +159,13 @@ def test_no_partners_no_rows_and_naive_times_are_utc(materialized: Any) -> None:
     np.testing.assert_array_equal(aware, naive)
 
 
-def test_cached_reads_equal_store_reads_until_the_cache_expires(materialized: Any, write_views: WriteViews) -> None:
-    import time
+def test_cached_reads_equal_store_reads_until_the_cache_expires(
+    materialized: Any, write_views: WriteViews, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bidflow.features import cache
 
+    clock = [1_000.0]
+    monkeypatch.setattr(cache, "monotonic", lambda: clock[0])
     plain = OnlineFeatureReader(materialized, "bid_filter")
     cached = OnlineFeatureReader(materialized, "bid_filter", cache_s=0.5)
     requests = [
@@ -173,11 +177,17 @@ def test_cached_reads_equal_store_reads_until_the_cache_expires(materialized: An
     ]
     for partners, *keys, at in requests * 2:
         np.testing.assert_array_equal(cached.features(partners, *keys, at=at), plain.features(partners, *keys, at=at))
-    hits, misses = cached.cache_stats
+    stats = cached.cache_stats
     # Each (view, key) is read once: 4 partners x 5 partner views + the publisher, then new
     # countries and formats for 4 partners, then a new publisher and device type.
-    assert misses == 4 * 5 + 1 + 4 * 2 + (4 * 2 + 1)
-    assert hits + misses == 2 * sum(len(p) * 5 + 1 for p, *_ in requests)
+    assert stats.keys_missed == 4 * 5 + 1 + 4 * 2 + (4 * 2 + 1)
+    # Whole rows: the second and fourth requests ask for rows of the first, and the second round
+    # for rows of the first; the third and fifth need the key cache.
+    assert (stats.rows_hit, stats.rows_missed) == (2 + 4 + 18, 4 + 4 + 4)
+    # Only rows the row cache missed reach the key cache: the third request's rows find their
+    # partner, partner x publisher, partner x device and publisher views; the fifth's their
+    # partner, partner x country and partner x format views.
+    assert stats.keys_hit == 4 * 3 + 4 + 4 * 3
 
     # New values in the store: the cache serves the old ones until it expires, then the new ones.
     write_views({"partner_stats": [row | {"calls_1h": 100 + row["calls_1h"]} for row in PARTNER_ROWS]})
@@ -187,7 +197,7 @@ def test_cached_reads_equal_store_reads_until_the_cache_expires(materialized: An
     at = T0 + 2 * HOUR
     assert list(plain.features(PARTNERS, "pub", "USA", "banner", 4, at=at)[:, col]) == [102, 112, 122, 0]
     assert list(cached.features(PARTNERS, "pub", "USA", "banner", 4, at=at)[:, col]) == [2, 12, 22, 0]
-    time.sleep(0.6)
+    clock[0] += 0.5  # the cache's bound: no answer older than cache_s
     assert list(cached.features(PARTNERS, "pub", "USA", "banner", 4, at=at)[:, col]) == [102, 112, 122, 0]
     plain.close()
     cached.close()

@@ -51,6 +51,7 @@ def test_v1_round_trip_on_generated_auctions(
         partners = [o["partner"] for o in record["outcomes"]]
         response = client.post(V1, json=v1_body(record, partners=partners))
         assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/json"
         (prediction,) = response.json()["predictions"]
         check_prediction(prediction, partners, trained)
         assert prediction["model_version"]
@@ -91,6 +92,16 @@ def test_several_auctions_in_one_v1_request(client: Any, bid_logs: list[dict[str
     body = {"instances": [{"request": r["request"], "ts_ms": r["ts_ms"]} for r in records]}
     predictions = client.post(V1, json=body).json()["predictions"]
     assert [p["id"] for p in predictions] == [r["request"]["id"] for r in records]
+
+
+def test_a_binary_cloudevent_request_gets_a_cloudevent_answer(client: Any, bid_logs: list[dict[str, Any]]) -> None:
+    record = bid_logs[0]
+    plain = client.post(V1, json=v1_body(record)).json()
+    event = {"specversion": "1.0", "source": "exchange", "type": "bid.request", "id": "e1"}
+    headers = {f"ce-{name}": value for name, value in event.items()} | {"content-type": "application/json"}
+    binary = client.post(V1, content=json.dumps(v1_body(record)), headers=headers)
+    assert binary.status_code == 200, binary.text
+    assert binary.headers["ce-source"].endswith("bid_filter") and binary.json() == plain
 
 
 # --- client mistakes: 400 naming the field --------------------------------------------------------
@@ -269,3 +280,26 @@ def test_metrics_count_decisions(client: Any, bid_logs: list[dict[str, Any]]) ->
         "bidflow_serving_model_info",
     ):
         assert name in text, name
+
+
+def test_a_settled_heap_is_left_out_of_full_collections() -> None:
+    import gc
+    import weakref
+
+    from bidflow.serving.server import settle_heap
+
+    class Node:
+        pass
+
+    cycle = Node()
+    cycle.me = cycle  # type: ignore[attr-defined]  # garbage only the cycle collector frees
+    gone = weakref.ref(cycle)
+    del cycle
+    tracked = len(gc.get_objects())
+    settle_heap()
+    try:
+        assert gone() is None  # collected before freezing, not frozen for good
+        assert gc.get_freeze_count() >= tracked // 2
+        assert len(gc.get_objects()) < tracked // 10  # what a full collection still walks
+    finally:
+        gc.unfreeze()

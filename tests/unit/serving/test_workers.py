@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from bidflow.errors import ConfigError
-from bidflow.serving.metrics import ServingMetrics, shares
+from bidflow.serving.metrics import MULTIPROCESS_ENV, WORKERS_DIR_ENV, ServingMetrics, shares
 from bidflow.serving.server import ServerOptions
 from bidflow.serving.workers import check_workers, listen, run_workers
 
@@ -97,3 +99,35 @@ def test_the_command_line_explains_bad_worker_settings() -> None:
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "gRPC is served by one process only" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("workers_dir", "expected"), [(False, "False"), (True, "True")])
+def test_only_the_workers_parent_switches_metrics_to_multiprocess_mode(
+    tmp_path: Path, workers_dir: bool, expected: str
+) -> None:
+    # feast sets PROMETHEUS_MULTIPROC_DIR when it is imported: a lone server that imported feast
+    # first must still count in memory.
+    script = (
+        "import feast.metrics, os\n"
+        "assert os.environ.get('PROMETHEUS_MULTIPROC_DIR')\n"
+        "from bidflow.serving.metrics import serving_metrics\n"
+        "print(serving_metrics().multiprocess)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in (MULTIPROCESS_ENV, WORKERS_DIR_ENV)}
+    if workers_dir:
+        env |= {MULTIPROCESS_ENV: str(tmp_path), WORKERS_DIR_ENV: str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == expected
+
+
+def test_bidflow_serve_and_the_server_module_share_their_cache_default() -> None:
+    import inspect
+
+    from bidflow.serving.__main__ import parser
+    from bidflow.serving.commands import serve
+    from bidflow.serving.online import DEFAULT_CACHE_S
+
+    # commands.py keeps a literal (importing the constant would load numpy for every CLI call)
+    assert inspect.signature(serve).parameters["feature_cache_s"].default == DEFAULT_CACHE_S
+    assert parser().parse_args(["--model", "champion"]).feature_cache_s == DEFAULT_CACHE_S

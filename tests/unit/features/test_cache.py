@@ -1,0 +1,88 @@
+"""The online reader's cache on its own: which keys it reads from the store, and when again."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from bidflow.features import cache as cache_module
+from bidflow.features.cache import Key, RowCache
+from bidflow.features.spec import ViewSpec
+
+PARTNER = ViewSpec("partner_stats", "partner_stats", ("partner",), ("String",), ("bids",), (0.0,), None)
+PUBLISHER = ViewSpec("publisher_stats", "publisher_stats", ("publisher_id",), ("String",), ("fill",), (-1.0,), None)
+
+
+class Store:
+    """Answers every key with a value that says which read it came from; counts the keys read."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.keys_read: list[Key] = []
+
+    def fetch(self, views: Sequence[ViewSpec], keys: Sequence[list[Key]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        self.reads += 1
+        out = []
+        for view, view_keys in zip(views, keys, strict=True):
+            self.keys_read += [(view.name, *key) for key in view_keys]
+            values = np.full((len(view_keys), 1), float(self.reads))
+            if view is PUBLISHER:
+                values[:] = np.nan  # a null: served as the view's default
+            out.append((np.full(len(view_keys), 1_000.0), values))
+        return out
+
+
+def test_rows_are_assembled_from_each_views_keys_and_read_once() -> None:
+    store, cache = Store(), RowCache([PARTNER, PUBLISHER], ("partner", "publisher_id"), [np.zeros(1), -np.ones(1)], 60)
+    values, seconds = cache.rows(store.fetch, [("a", "p1"), ("b", "p1")])
+    np.testing.assert_array_equal(values, [[1.0, -1.0], [1.0, -1.0]])
+    np.testing.assert_array_equal(seconds, [[1_000.0, 1_000.0]] * 2)
+    # A new publisher reads only its own view: the partners' rows come from the key cache.
+    values, _ = cache.rows(store.fetch, [("b", "p2"), ("a", "p1")])
+    np.testing.assert_array_equal(values, [[1.0, -1.0], [1.0, -1.0]])
+    assert store.keys_read == [("partner_stats", "a"), ("partner_stats", "b"), ("publisher_stats", "p1"),
+                               ("publisher_stats", "p2")]  # fmt: skip
+    values[:] = 7.0  # the caller's copy: the cache is untouched
+    np.testing.assert_array_equal(cache.rows(store.fetch, [("a", "p1")])[0], [[1.0, -1.0]])
+    # rows: hit, missed; keys (of missed rows only): hit, read
+    assert cache.stats == (2, 2 + 1, 1, 4)
+
+
+def test_rows_filled_together_expire_together_and_other_fills_at_other_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1_000.0]
+    monkeypatch.setattr(cache_module, "monotonic", lambda: clock[0])
+    ttl_s = 0.4  # keys live 0.2 s; each fill's rows 0.1 to 0.2 s
+    store, cache = Store(), RowCache([PARTNER], ("partner",), [np.zeros(1)], ttl_s, seed=3)
+    auctions = [[(f"{k}-a",), (f"{k}-b",)] for k in range(20)]
+    for keys in auctions:
+        cache.rows(store.fetch, keys)
+    clock[0] += 0.15
+    missed = cache.stats.rows_missed
+    refilled = 0
+    for keys in auctions:
+        cache.rows(store.fetch, keys)
+        refilled += (cache.stats.rows_missed - missed) // 2
+        missed = cache.stats.rows_missed
+    assert cache.stats.rows_missed % 2 == 0  # both rows of one fill: both cached, or both read again
+    assert 0 < refilled < len(auctions)
+    clock[0] += 0.25  # past every row's and key's expiry: nothing older than ttl_s is served
+    before = store.reads
+    for keys in auctions:
+        cache.rows(store.fetch, keys)
+    assert store.reads - before == len(auctions)
+
+
+def test_a_full_cache_starts_again_and_still_answers_right() -> None:
+    store = Store()
+    cache = RowCache([PARTNER, PUBLISHER], ("partner", "publisher_id"), [np.zeros(1), -np.ones(1)], 60, limit=4)
+    first = [("a", "p1"), ("b", "p1")]
+    cache.rows(store.fetch, first)
+    cache.rows(store.fetch, [("c", "p1"), ("d", "p1")])
+    values, _ = cache.rows(store.fetch, [("e", "p1"), *first])  # 5 rows > 4: the row cache starts again
+    np.testing.assert_array_equal(values[:, 1], [-1.0, -1.0, -1.0])
+    np.testing.assert_array_equal(values[:, 0], [3.0, 1.0, 1.0])  # old rows rebuilt from the key cache
+    assert len(store.keys_read) == len(set(store.keys_read)) == 5 + 1  # no key read twice
