@@ -68,7 +68,7 @@ pipelines: setup ## compile the Kubeflow pipelines to IR YAML under pipelines/ (
 	$(BIN)/bidflow pipeline compile --out pipelines
 
 dvc-repro: setup ## reproduce the DVC stages (simulate -> ingest -> validate)
-	$(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro  # the stages call the bidflow CLI
 
 clean: ## remove generated data, reports and the virtual environments
 	rm -rf $(VENV) $(MONITOR_VENV) $(UV_DIR) data reports .pytest_cache .mypy_cache .ruff_cache

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import struct
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +52,17 @@ def test_an_hour_is_the_same_whatever_range_it_is_generated_in(make_logs: Callab
     alone = make_logs(hours=1, start="2026-11-02T09:00:00Z")
     name = "hour=2026-11-02T09/auctions.jsonl.gz"
     assert (both / name).read_bytes() == (alone / name).read_bytes()
+
+
+def test_the_bytes_are_zlibs_deflate_under_a_constant_header(generated_logs: Path) -> None:
+    # DVC versions the raw logs by their bytes: they must not depend on the machine that wrote
+    # them, so the deflate stream must be exactly what zlib (the same code on every CPU) makes.
+    data = (generated_logs / "hour=2026-11-02T08/auctions.jsonl.gz").read_bytes()
+    content = gzip.decompress(data)
+    deflate = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+    assert data[:10] == bytes((0x1F, 0x8B, 8, 0, 0, 0, 0, 0, 4, 255))  # no file name, no mtime
+    assert data[10:-8] == deflate.compress(content) + deflate.flush()
+    assert data[-8:] == struct.pack("<II", zlib.crc32(content), len(content))
 
 
 def test_records_are_openrtb_shaped_with_one_outcome_per_configured_bidder(generated_logs: Path) -> None:
