@@ -56,9 +56,18 @@ def _write(rows: list[Result], command: str) -> None:
     previous = rest.partition(END)[0].strip().splitlines()
     kept = _other_rows(previous, {r.benchmark for r in rows})
     if kept:
-        table += ["", "Earlier results of benchmarks not rerun this time:", "", *kept]
+        table += ["", f"Earlier results of benchmarks not rerun this time ({_stamp(previous)}):", "", *kept]
     README.write_text(f"{head}{BEGIN}\n" + "\n".join(table) + f"\n{END}{tail}", encoding="utf-8")
     print(f"wrote {README}", file=sys.stderr)
+
+
+def _stamp(previous: list[str]) -> str:
+    """Where and when the kept rows were measured: the earlier table's "Measured ..." line, when
+    all its rows came from that one run."""
+    stamps = [line for line in previous if line.startswith(("Measured ", "Earlier results"))]
+    if len(stamps) == 1 and stamps[0].startswith("Measured "):
+        return stamps[0].removeprefix("Measured ").rstrip(".")
+    return "from several earlier runs; see git history"
 
 
 def _other_rows(previous: list[str], rerun: set[str]) -> list[str]:
