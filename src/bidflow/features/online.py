@@ -34,7 +34,7 @@ import numpy as np
 
 from bidflow.errors import FeatureStoreError
 from bidflow.features.cache import CacheStats, RowCache, fill_nulls
-from bidflow.features.spec import ServiceSpec, ViewSpec, service_spec
+from bidflow.features.spec import ServiceSpec, ViewSpec, service_spec, too_old
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -120,7 +120,7 @@ class OnlineFeatureReader:
         self._view_defaults = [self._defaults[s] for s in self._slices]
         self._key_types = {k: t for v in self.spec.views for k, t in zip(v.join_keys, v.key_types, strict=True)}
         self._backend: _Backend | None = _direct_backend(store, self.spec) if direct else None
-        self._ttls = np.array([np.inf if v.ttl_seconds is None else v.ttl_seconds for v in self.spec.views])
+        self._ttls = np.array([view.ttl_limit for view in self.spec.views])
         self._cache = (
             RowCache(self.spec.views, self.spec.join_keys, self._view_defaults, cache_s)
             if cache_s > 0 and self._backend is not None
@@ -276,7 +276,7 @@ class OnlineFeatureReader:
         """The output matrix from the cache, whose rows have their nulls as defaults: the ttl is left to apply."""
         keys = _entity_keys(self.spec.join_keys, columns, n)
         values, seconds = cache.rows(self._fetch, keys)
-        expired = seconds < at_s - self._ttls  # ``_expire``'s rule, for every view at once
+        expired = too_old(seconds, self._ttls, at_s)  # every view at once
         if expired.any():
             for v in np.flatnonzero(expired.any(axis=0)):
                 values[expired[:, v], self._slices[v]] = self._view_defaults[v]
@@ -302,10 +302,9 @@ def _settle(values: np.ndarray, seconds: np.ndarray, view: ViewSpec, defaults: n
 
 def _expire(values: np.ndarray, seconds: np.ndarray, view: ViewSpec, defaults: np.ndarray, at_s: float) -> np.ndarray:
     """Rows older than the view's ttl at ``at_s`` become all defaults (in place: pass a copy)."""
-    if view.ttl_seconds is not None:
-        expired = seconds < at_s - view.ttl_seconds
-        if expired.any():
-            values[expired] = defaults
+    expired = too_old(seconds, view.ttl_limit, at_s)
+    if expired.any():
+        values[expired] = defaults
     return values
 
 

@@ -42,9 +42,20 @@ class ViewSpec:
     def columns(self) -> tuple[str, ...]:
         return tuple(f"{self.name}__{feature}" for feature in self.features)
 
-    def expired(self, event_seconds: float, at_seconds: float) -> bool:
-        """Whether a row stamped ``event_seconds`` is too old to use at ``at_seconds``."""
-        return self.ttl_seconds is not None and event_seconds < at_seconds - self.ttl_seconds
+    @property
+    def ttl_limit(self) -> float:
+        """The ttl in seconds, infinite when rows never expire (``too_old`` takes it as it is)."""
+        return math.inf if self.ttl_seconds is None else self.ttl_seconds
+
+
+def too_old(event_seconds: np.ndarray, ttl_limit: float | np.ndarray, at_seconds: float) -> np.ndarray:
+    """The ttl rule: which rows stamped ``event_seconds`` are too old to use at ``at_seconds``.
+
+    ``ttl_limit`` is one view's (``ViewSpec.ttl_limit``) or, for rows holding several views'
+    stamps side by side, one per view.
+    """
+    old: np.ndarray = event_seconds < at_seconds - ttl_limit
+    return old
 
 
 @dataclass(frozen=True)
