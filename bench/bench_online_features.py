@@ -113,7 +113,7 @@ def bench_store(
     feature_store.apply(store, cfg)
     end = START + timedelta(hours=HOURS)
     reader = OnlineFeatureReader(store, "bid_filter")
-    cached = OnlineFeatureReader(store, "bid_filter", cache_s=CACHE_S)
+    cached = OnlineFeatureReader(store, "bid_filter", cache_s=CACHE_S, refresh=True)  # as the model server
     views = [view.view for view in reader.spec.views]
     feature_store.materialize(store, START, end, views)
     at = end + timedelta(minutes=20)

@@ -18,11 +18,23 @@ so no answer is older than ``ttl_s``. The spread is for the store: the rows of a
 requests would otherwise all expire at the same moment, and every request of that moment would
 wait on the store (in the serving benchmark at 2,000 auctions/s, p99 went from about 20 ms to
 2-5 ms with the spread).
+
+Background refresh (``refresh=True``, the model server's setting): a row is then served until
+``ttl_s / 2`` after it was read, and from 1/2 to 3/4 of that (spread as above) it is due: the
+first request that finds it due hands its key to a ``Refresher`` thread and is answered from the
+cache. The thread reads the rows from the store; the next request keeps what it read. Only rows
+nobody asked for while they were due are read on the request path. Rows are never older than
+``ttl_s``: the key cache's rows are at most ``ttl_s / 2`` old when assembled.
 """
 
 from __future__ import annotations
 
+import logging
+import queue
+import threading
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
 from time import monotonic
@@ -31,6 +43,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from bidflow.features.spec import ViewSpec
+
+log = logging.getLogger(__name__)
 
 Key = tuple[Any, ...]
 # (views, distinct keys of each view) -> per view: (event seconds, values; NaN for null or missing)
@@ -43,7 +57,8 @@ class CacheStats(NamedTuple):
     rows_hit: int  # output rows served whole from the row cache
     rows_missed: int  # output rows assembled from the key cache (and the store)
     keys_hit: int  # a missed row's (view, key) lookups the key cache answered
-    keys_missed: int  # distinct (view, key)s read from the store
+    keys_missed: int  # distinct (view, key)s read from the store on the request path
+    rows_refreshed: int = 0  # rows read again in the background (``RowCache(refresh=True)``)
 
 
 class Slab:
@@ -61,6 +76,7 @@ class Slab:
         self.values = np.zeros((capacity, width))
         self.seconds = np.zeros((capacity, *stamps))
         self.expires = np.zeros(capacity)
+        self.renews = np.zeros(capacity)  # when a row is due to be read again ahead of ``expires``
 
     def find(self, keys: Sequence[Key], now: float) -> tuple[np.ndarray, np.ndarray]:
         """(row of each key, whether it must be read again: unknown, or expired by ``now``)."""
@@ -72,8 +88,15 @@ class Slab:
         """The row of each key (all stored)."""
         return np.fromiter(map(self.index.__getitem__, keys), dtype=np.intp, count=len(keys))
 
-    def store(self, keys: Sequence[Key], seconds: np.ndarray, values: np.ndarray, expires: np.ndarray | float) -> None:
-        """Add or replace the rows of distinct ``keys``."""
+    def store(
+        self,
+        keys: Sequence[Key],
+        seconds: np.ndarray,
+        values: np.ndarray,
+        expires: np.ndarray | float,
+        renews: np.ndarray | float | None = None,
+    ) -> None:
+        """Add or replace the rows of distinct ``keys`` (``renews`` defaults to ``expires``)."""
         at = []
         for key in keys:
             row = self.index.get(key)
@@ -86,9 +109,11 @@ class Slab:
             self.values = np.resize(self.values, (grow, self.values.shape[1]))
             self.seconds = np.resize(self.seconds, (grow, *self.seconds.shape[1:]))
             self.expires = np.resize(self.expires, grow)
+            self.renews = np.resize(self.renews, grow)
         self.seconds[at] = seconds
         self.values[at] = values
         self.expires[at] = expires
+        self.renews[at] = expires if renews is None else renews
 
 
 class KeyCache:
@@ -146,6 +171,28 @@ class KeyCache:
             out.append((slab.seconds[index], slab.values[index]))
         return out
 
+    def slab(self, view: ViewSpec) -> Slab | None:
+        return self._slabs.get(view.name)
+
+    def lacking(self, view: ViewSpec, keys: list[Key], at: float) -> list[Key]:
+        """Those of ``keys`` (distinct) that are unknown or expired by ``at``."""
+        slab = self._slabs.get(view.name)
+        if slab is None:
+            return keys
+        _, stale = slab.find(keys, at)
+        return [keys[k] for k in np.flatnonzero(stale).tolist()]
+
+    def put(
+        self, view: ViewSpec, keys: list[Key], answer: tuple[np.ndarray, np.ndarray], defaults: np.ndarray, now: float
+    ) -> Slab:
+        """Keep what the store answered (event seconds, values) for ``keys`` (distinct) of ``view``."""
+        slab = self._slabs.get(view.name)
+        if slab is None or slab.size + len(keys) > self.limit:
+            slab = self._slabs[view.name] = Slab(len(view.features))
+        seconds, values = answer
+        slab.store(keys, seconds, fill_nulls(values, defaults), now + self.ttl_s)
+        return slab
+
 
 class RowCache:
     """Whole output rows per entity key, in front of a ``KeyCache`` (see the module docstring).
@@ -157,6 +204,7 @@ class RowCache:
         ttl_s: the oldest an answer may be (see the module docstring).
         limit: rows kept; a full cache starts again empty.
         seed: seeds the spread of expiry times (tests).
+        refresh: read rows that are due again in a background thread, serving them meanwhile.
     """
 
     def __init__(
@@ -167,6 +215,8 @@ class RowCache:
         ttl_s: float,
         limit: int = 100_000,
         seed: int | None = None,
+        *,
+        refresh: bool = False,
     ) -> None:
         self.views = tuple(views)
         self.defaults = list(defaults)
@@ -175,14 +225,17 @@ class RowCache:
         self.keys = KeyCache(ttl_s / 2)
         self.hits = 0
         self.misses = 0
+        self.refreshed = 0
         self._width = sum(len(view.features) for view in views)
         self._view_keys = [_picker([join_keys.index(key) for key in view.join_keys]) for view in views]
         self._slab = Slab(self._width, (len(views),))
         self._spread = np.random.default_rng(seed)
+        self._refresher = Refresher() if refresh else None
+        self._pending: set[Key] = set()  # keys handed to the refresher and not back yet
 
     @property
     def stats(self) -> CacheStats:
-        return CacheStats(self.hits, self.misses, self.keys.hits, self.keys.misses)
+        return CacheStats(self.hits, self.misses, self.keys.hits, self.keys.misses, self.refreshed)
 
     def rows(self, fetch: Fetch, keys: Sequence[Key]) -> tuple[np.ndarray, np.ndarray]:
         """(values with nulls as defaults, event seconds per view) of each entity key, in order.
@@ -190,9 +243,13 @@ class RowCache:
         Both arrays are copies: the caller may overwrite expired views in place.
         """
         now = monotonic()
+        if self._refresher is not None and self._refresher.done:
+            self._apply_refreshed()
         if self._slab.size + len(keys) > self.limit:  # before any lookup: rows found now must stay stored
             self._slab = Slab(self._width, (len(self.views),))
         index, stale = self._slab.find(keys, now)
+        if self._refresher is not None:
+            self._refresh_due(fetch, keys, index, stale, now)
         missed = int(np.count_nonzero(stale))
         self.misses += missed
         self.hits += len(keys) - missed
@@ -205,15 +262,168 @@ class RowCache:
         index = self._slab.rows_of(keys)
         return self._slab.values[index], self._slab.seconds[index]
 
+    def settle(self, timeout_s: float = 5.0) -> None:
+        """Wait for the refreshes under way and keep what they read (tests, shutdown)."""
+        if self._refresher is not None:
+            self._refresher.wait(timeout_s)
+            self._apply_refreshed()
+
+    def close(self) -> None:
+        """Stop the refresher's thread (rows due later are then read on the request path)."""
+        if self._refresher is not None:
+            self._refresher.stop()
+
     def _fill(self, fetch: Fetch, missing: list[Key], now: float) -> tuple[np.ndarray, np.ndarray]:
         """Assemble and keep the rows of ``missing`` (distinct keys); returns them (values, seconds)."""
         view_keys = [list(map(view_key, missing)) for view_key in self._view_keys]
         answered = self.keys.rows(fetch, self.views, view_keys, self.defaults, now)
         values = np.concatenate([view_values for _, view_values in answered], axis=1)
         seconds = np.stack([view_seconds for view_seconds, _ in answered], axis=1)
-        expires = now + self.ttl_s / 2 * self._spread.uniform(0.5, 1.0)
-        self._slab.store(missing, seconds, values, expires)  # copies: the arrays stay the caller's
+        self._keep(missing, seconds, values, now)
         return values, seconds
+
+    def _keep(self, keys: list[Key], seconds: np.ndarray, values: np.ndarray, now: float) -> None:
+        half = self.ttl_s / 2
+        if self._refresher is None:
+            self._slab.store(keys, seconds, values, now + half * self._spread.uniform(0.5, 1.0))
+        else:  # served until ``now + half`` whatever; due for a background read from 1/2 to 3/4 of that
+            self._slab.store(keys, seconds, values, now + half, now + half * self._spread.uniform(0.5, 0.75))
+
+    def _refresh_due(self, fetch: Fetch, keys: Sequence[Key], index: np.ndarray, stale: np.ndarray, now: float) -> None:
+        """Renew the found rows that are due: from the key cache at once, or after a background read.
+
+        Only the (view, key)s the key cache lacks (or will lack within a second) are read, as a
+        request-path fill would; each entity key is handed over once until its read is back.
+        """
+        due = ~stale & (self._slab.renews[index] <= now)
+        if not due.any():
+            return
+        pending = self._pending
+        fresh = [key for key in dict.fromkeys(keys[k] for k in np.flatnonzero(due).tolist()) if key not in pending]
+        if not fresh:
+            return
+        soon = now + min(1.0, self.ttl_s / 8)
+        wanted = [
+            (view, missing)
+            for view, pick in zip(self.views, self._view_keys, strict=True)
+            if (missing := self.keys.lacking(view, list(dict.fromkeys(map(pick, fresh))), soon))
+        ]
+        if not wanted:
+            self._reassemble(fresh, now)
+            return
+        assert self._refresher is not None
+        pending.update(fresh)
+        self._refresher.submit(_Job(fetch, [view for view, _ in wanted], [missing for _, missing in wanted], fresh))
+
+    def _apply_refreshed(self) -> None:
+        """Keep what the refresher read; runs on the request path, so the caches have one writer."""
+        assert self._refresher is not None
+        now = monotonic()
+        for job in self._refresher.collect():
+            self._pending.difference_update(job.rows)
+            if job.answers is None:  # the store failed: the rows expire and are read on the request path
+                continue
+            for view, view_keys, answer in zip(job.views, job.keys, job.answers, strict=True):
+                self.keys.put(view, view_keys, answer, self.defaults[self.views.index(view)], job.read_at)
+            if self._slab.size + len(job.rows) > self.limit:  # the rows may be gone since (a full cache)
+                self._slab = Slab(self._width, (len(self.views),))
+            self._reassemble(job.rows, now)
+
+    def _reassemble(self, keys: list[Key], now: float) -> None:
+        """Rebuild the rows of ``keys`` from the key cache where it holds all their views' rows.
+
+        Never empties the row cache: during a lookup, the rows it found must stay where they are.
+        """
+        indexes = []
+        whole = np.ones(len(keys), dtype=bool)
+        for view, pick in zip(self.views, self._view_keys, strict=True):
+            slab = self.keys.slab(view)
+            if slab is None:
+                return
+            index, stale = slab.find(list(map(pick, keys)), now)
+            whole &= ~stale
+            indexes.append((slab, index))
+        rows = np.flatnonzero(whole)
+        if not len(rows):
+            return
+        values = np.concatenate([slab.values[index[rows]] for slab, index in indexes], axis=1)
+        seconds = np.stack([slab.seconds[index[rows]] for slab, index in indexes], axis=1)
+        self._keep([keys[k] for k in rows.tolist()], seconds, values, now)
+        self.refreshed += len(rows)
+
+
+@dataclass
+class _Job:
+    """One background read: ``keys`` of ``views`` from the store, to renew the entity keys ``rows``."""
+
+    fetch: Fetch
+    views: list[ViewSpec]
+    keys: list[list[Key]]  # per view, distinct
+    rows: list[Key]
+    answers: list[tuple[np.ndarray, np.ndarray]] | None = None  # None: not read yet, or the read failed
+    read_at: float = 0.0
+
+
+class Refresher:
+    """Reads from the store in a thread of its own; what it read is kept by the request path.
+
+    The thread only calls ``fetch`` (a network round trip, mostly spent outside the GIL) and
+    hands the answers back; it never touches the caches, so they need no lock. Started on the
+    first job; a daemon, so a server that exits does not wait for it.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._done: deque[_Job] = deque()
+        self._thread: threading.Thread | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+        self._queued = 0  # jobs submitted and not finished (both threads count: under ``_lock``)
+        self._lock = threading.Lock()
+
+    @property
+    def done(self) -> bool:
+        return bool(self._done)
+
+    def submit(self, job: _Job) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="feature-refresh", daemon=True)
+            self._thread.start()
+        with self._lock:
+            self._queued += 1
+            self._idle.clear()
+        self._jobs.put(job)
+
+    def collect(self) -> list[_Job]:
+        """The jobs finished since the last call."""
+        finished = []
+        while self._done:
+            finished.append(self._done.popleft())
+        return finished
+
+    def wait(self, timeout_s: float) -> bool:
+        """Whether every job submitted so far finished within ``timeout_s``."""
+        return self._idle.wait(timeout_s)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                job.read_at = monotonic()
+                job.answers = job.fetch(job.views, job.keys)
+            except Exception:  # the store is down or slow: the request path reads and fails open
+                log.debug("background read for %d rows failed", len(job.rows), exc_info=True)
+                job.answers = None
+            self._done.append(job)
+            with self._lock:
+                self._queued -= 1
+                if self._queued == 0:
+                    self._idle.set()
 
 
 def fill_nulls(values: np.ndarray, defaults: np.ndarray) -> np.ndarray:

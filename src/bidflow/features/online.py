@@ -107,10 +107,19 @@ class OnlineFeatureReader:
             every time). The store changes once per materialization (hourly here), so a model
             server can afford a few seconds of lag for not paying a round trip per auction; the
             ttl is still applied at each request's own time. Direct reads only.
+        refresh: with a cache, read rows that are due again in a background thread and serve
+            them meanwhile (``bidflow.features.cache``), so that a request seldom waits on the
+            store; for servers.
     """
 
     def __init__(
-        self, store: FeatureStore, service: str = "bid_filter", *, direct: bool = True, cache_s: float = 0.0
+        self,
+        store: FeatureStore,
+        service: str = "bid_filter",
+        *,
+        direct: bool = True,
+        cache_s: float = 0.0,
+        refresh: bool = False,
     ) -> None:
         self.spec: ServiceSpec = service_spec(store, service)
         self._store = store
@@ -122,7 +131,7 @@ class OnlineFeatureReader:
         self._backend: _Backend | None = _direct_backend(store, self.spec) if direct else None
         self._ttls = np.array([view.ttl_limit for view in self.spec.views])
         self._cache = (
-            RowCache(self.spec.views, self.spec.join_keys, self._view_defaults, cache_s)
+            RowCache(self.spec.views, self.spec.join_keys, self._view_defaults, cache_s, refresh=refresh)
             if cache_s > 0 and self._backend is not None
             else None
         )
@@ -218,6 +227,8 @@ class OnlineFeatureReader:
         return out
 
     def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()  # first: its thread may be reading through the backend
         if self._backend is not None:
             self._backend.close()
 

@@ -165,7 +165,8 @@ def open_reader(config: Config, service: str, options: ServeOptions) -> GuardedR
     from bidflow.features.online import OnlineFeatureReader
     from bidflow.features.store import open_store
 
-    reader = OnlineFeatureReader(open_store(config.features), service, cache_s=options.feature_cache_s)
+    store = open_store(config.features)
+    reader = OnlineFeatureReader(store, service, cache_s=options.feature_cache_s, refresh=True)
     return GuardedReader(reader, timeout_s=options.feature_timeout_s, cooldown_s=options.breaker_cooldown_s)
 
 

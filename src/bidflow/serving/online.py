@@ -10,8 +10,9 @@ with training) with the serving policy:
   between fail open at once instead of each paying a timeout. The first request after the
   cooldown tries again (and closes the breaker when it succeeds).
 * A short cache (``OnlineFeatureReader(cache_s=...)``, ``--feature-cache-s``: the oldest an answer
-  may be): what the store answered is reused for a few seconds; while Redis is down, cached
-  auctions keep their features and the others fail open.
+  may be): what the store answered is reused for a few seconds, and rows that are due are read
+  again in a background thread while the cached ones are served (``refresh=True``); while Redis is
+  down, cached auctions keep their features and the others fail open.
 * Fail open. Any failure returns ``None`` and the reason; the caller calls every partner and
   counts it in ``bidflow_serving_fail_open_total{reason}``. The reason is logged once per
   breaker opening (never once per request).

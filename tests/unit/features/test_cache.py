@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -47,7 +48,7 @@ def test_rows_are_assembled_from_each_views_keys_and_read_once() -> None:
     values[:] = 7.0  # the caller's copy: the cache is untouched
     np.testing.assert_array_equal(cache.rows(store.fetch, [("a", "p1")])[0], [[1.0, -1.0]])
     # rows: hit, missed; keys (of missed rows only): hit, read
-    assert cache.stats == (2, 2 + 1, 1, 4)
+    assert cache.stats == (2, 2 + 1, 1, 4, 0)
 
 
 def test_rows_filled_together_expire_together_and_other_fills_at_other_times(
@@ -86,3 +87,75 @@ def test_a_full_cache_starts_again_and_still_answers_right() -> None:
     np.testing.assert_array_equal(values[:, 1], [-1.0, -1.0, -1.0])
     np.testing.assert_array_equal(values[:, 0], [3.0, 1.0, 1.0])  # old rows rebuilt from the key cache
     assert len(store.keys_read) == len(set(store.keys_read)) == 5 + 1  # no key read twice
+
+
+class ThreadedStore(Store):
+    """A ``Store`` that notes which thread read, and can be made to fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+        self.failing = False
+
+    def fetch(self, views: Sequence[ViewSpec], keys: Sequence[list[Key]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        self.threads.append(threading.get_ident())
+        if self.failing:
+            raise ConnectionError("store down")
+        return super().fetch(views, keys)
+
+
+def test_due_rows_are_served_and_read_again_in_the_background(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1_000.0]
+    monkeypatch.setattr(cache_module, "monotonic", lambda: clock[0])
+    ttl_s = 0.4  # rows served 0.2 s after a read; due from 0.1 to 0.15 s
+    store = ThreadedStore()
+    cache = RowCache([PARTNER], ("partner",), [np.zeros(1)], ttl_s, seed=3, refresh=True)
+    keys = [("a",), ("b",)]
+    try:
+        cache.rows(store.fetch, keys)
+        clock[0] += 0.16  # due, not expired
+        values, _ = cache.rows(store.fetch, keys)
+        np.testing.assert_array_equal(values, [[1.0], [1.0]])  # answered from the cache at once
+        cache.rows(store.fetch, keys)  # already handed over: not asked for twice
+        cache.settle()
+        assert store.reads == 2
+        assert store.threads[0] == threading.get_ident() != store.threads[1]  # the second read: not this thread
+        np.testing.assert_array_equal(cache.rows(store.fetch, keys)[0], [[2.0], [2.0]])
+        assert cache.stats.rows_refreshed == 2
+        assert cache.stats.rows_missed == 2  # only the first read was on the request path
+
+        store.failing = True
+        clock[0] += 0.16  # due again; the background read fails
+        np.testing.assert_array_equal(cache.rows(store.fetch, keys)[0], [[2.0], [2.0]])
+        cache.settle()
+        assert len(store.threads) == 3 and store.threads[2] != threading.get_ident()  # tried, in the background
+        clock[0] += 0.05  # past the last read's 0.2 s: never served older, read on the request path
+        with pytest.raises(ConnectionError):
+            cache.rows(store.fetch, keys)
+        assert store.threads[-1] == threading.get_ident()
+    finally:
+        cache.close()
+
+
+def test_a_background_read_asks_only_for_what_the_key_cache_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1_000.0]
+    monkeypatch.setattr(cache_module, "monotonic", lambda: clock[0])
+    store = ThreadedStore()
+    defaults = [np.zeros(1), -np.ones(1)]
+    cache = RowCache([PARTNER, PUBLISHER], ("partner", "publisher_id"), defaults, 0.4, seed=3, refresh=True)
+    try:
+        cache.rows(store.fetch, [("a", "p1")])  # keys a, p1 kept until 1000.2
+        clock[0] = 1_000.19
+        cache.rows(store.fetch, [("b", "p2")])  # b, p2 until 1000.39
+        clock[0] = 1_000.21
+        cache.rows(store.fetch, [("a", "p2")])  # a read again (until 1000.41); p2 from the key cache
+        # Row (a, p2) lives until 1000.41 and is due from 1000.350 (seed 3). The read asks for the keys
+        # that lapse within ttl/8 (0.05 s): p2 (at 1000.39), not a (at 1000.41).
+        clock[0] = 1_000.355
+        read = len(store.keys_read)
+        cache.rows(store.fetch, [("a", "p2")])
+        cache.settle()
+        assert store.keys_read[read:] == [("publisher_stats", "p2")]  # a is fresh enough: not asked for
+        assert cache.stats.rows_refreshed == 1
+    finally:
+        cache.close()
