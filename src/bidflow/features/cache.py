@@ -292,8 +292,9 @@ class RowCache:
     def _refresh_due(self, fetch: Fetch, keys: Sequence[Key], index: np.ndarray, stale: np.ndarray, now: float) -> None:
         """Renew the found rows that are due: from the key cache at once, or after a background read.
 
-        Only the (view, key)s the key cache lacks (or will lack within a second) are read, as a
-        request-path fill would; each entity key is handed over once until its read is back.
+        Only the (view, key)s the key cache lacks, or will lack shortly (within ttl/8, at most a
+        second: the read takes a moment), are read, as a request-path fill would; each entity key
+        is handed over once until its read is back.
         """
         due = ~stale & (self._slab.renews[index] <= now)
         if not due.any():
