@@ -298,7 +298,7 @@ def _answer(
     country = world.geo_country.take(auctions.geo.take(auction))
     device_class = world.device_class_of_profile.take(auctions.device_profile.take(auction))
 
-    p_bid = (table.base_rate[:, None] * table.format).ravel().take(partner * len(FORMATS) + fmt)
+    p_bid = table.rate_by_format.ravel().take(partner * len(FORMATS) + fmt)
     p_bid *= table.country.ravel().take(partner * len(COUNTRY_CODES) + country)
     p_bid *= table.device.ravel().take(partner * len(DEVICE_CLASSES) + device_class)
     p_bid *= pubs.affinity.ravel().take(pub * pubs.affinity.shape[1] + partner)
@@ -322,7 +322,7 @@ def _answer(
     timed_out = u < p_timeout
     status[timed_out] = TIMEOUT
 
-    ms = draws.latency[block] + np.log(table.latency_ms).take(partner)
+    ms = draws.latency[block] + table.log_latency_ms.take(partner)
     ms = np.minimum(np.exp(ms, out=ms), tmax - 1)
     ms[timed_out] = tmax[timed_out]
     latency[:] = ms
@@ -338,8 +338,7 @@ _TIER_PRICE: Final = np.asarray(TIER_PRICE)
 class _PartnerTable:
     """Partner profiles as arrays, so every multiplier is one gather."""
 
-    base_rate: npt.NDArray[np.float64]
-    format: npt.NDArray[np.float64]
+    rate_by_format: npt.NDArray[np.float64]  # base bid rate x the format's multiplier, (partner, format)
     country: npt.NDArray[np.float64]
     device: npt.NDArray[np.float64]
     needs_user_id: npt.NDArray[np.float64]
@@ -348,7 +347,7 @@ class _PartnerTable:
     price_sigma: npt.NDArray[np.float64]
     timeout_rate: npt.NDArray[np.float64]
     error_rate: npt.NDArray[np.float64]
-    latency_ms: npt.NDArray[np.float64]
+    log_latency_ms: npt.NDArray[np.float64]
 
     @classmethod
     def build(cls, partners: tuple[PartnerProfile, ...], utc_hour: int) -> _PartnerTable:
@@ -364,8 +363,8 @@ class _PartnerTable:
             return factor
 
         return cls(
-            base_rate=column(lambda p: p.base_rate),
-            format=np.array([[p.formats.get(f, 0.0) for f in FORMATS] for p in partners]),
+            rate_by_format=column(lambda p: p.base_rate)[:, None]
+            * np.array([[p.formats.get(f, 0.0) for f in FORMATS] for p in partners]),
             country=np.array([[p.countries.get(c, p.other_countries) for c in COUNTRY_CODES] for p in partners]),
             device=np.array([[p.devices.get(d, 1.0) for d in DEVICE_CLASSES] for p in partners]),
             needs_user_id=column(lambda p: p.needs_user_id),
@@ -374,7 +373,7 @@ class _PartnerTable:
             price_sigma=column(lambda p: p.price_sigma),
             timeout_rate=column(lambda p: p.timeout_rate),
             error_rate=column(lambda p: p.error_rate),
-            latency_ms=column(lambda p: p.latency_ms),
+            log_latency_ms=np.log(column(lambda p: p.latency_ms)),
         )
 
 

@@ -20,11 +20,12 @@ wait on the store (in the serving benchmark at 2,000 auctions/s, p99 went from a
 2-5 ms with the spread).
 
 Background refresh (``refresh=True``, the model server's setting): a row is then served until
-``ttl_s / 2`` after it was read, and from 1/2 to 3/4 of that (spread as above) it is due: the
-first request that finds it due hands its key to a ``Refresher`` thread and is answered from the
-cache. The thread reads the rows from the store; the next request keeps what it read. Only rows
-nobody asked for while they were due are read on the request path. Rows are never older than
-``ttl_s``: the key cache's rows are at most ``ttl_s / 2`` old when assembled.
+``ttl_s / 2`` after it was assembled, and from 1/2 to 3/4 of that (spread as above) it is due. The
+first request that finds it due is answered from the cache, and the row is renewed: at once from
+the key cache when that holds all its views' rows, else by a ``Refresher`` thread that reads the
+(view, key)s the key cache lacks; the next request keeps what it read. A row is read on the request
+path only when nobody asked for it while it was due, or its background read failed. Rows are
+never older than ``ttl_s``: the key cache's rows are at most ``ttl_s / 2`` old when assembled.
 """
 
 from __future__ import annotations
@@ -263,7 +264,7 @@ class RowCache:
         return self._slab.values[index], self._slab.seconds[index]
 
     def settle(self, timeout_s: float = 5.0) -> None:
-        """Wait for the refreshes under way and keep what they read (tests, shutdown)."""
+        """Wait for the refreshes under way and keep what they read (tests)."""
         if self._refresher is not None:
             self._refresher.wait(timeout_s)
             self._apply_refreshed()

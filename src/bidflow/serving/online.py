@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S: Final = 0.02
 DEFAULT_COOLDOWN_S: Final = 1.0
 # Features change once per materialization (hourly): twenty seconds of lag costs nothing and spares
-# the store (and the auction) a round trip for nearly every request. The cache keeps a row 5 to 10 s
-# (``bidflow.features.cache``: no answer is older than this).
+# the store (and the auction) a round trip for nearly every request. The cache serves a row up to
+# 10 s and renews it from 5 s on (``bidflow.features.cache``: no answer is older than this).
 DEFAULT_CACHE_S: Final = 20.0
 
 

@@ -11,7 +11,8 @@ What differs from ``kserve.ModelServer`` and why:
   goes to the ``bidflow_serving_request_seconds`` histogram instead.
 * **No OpenTelemetry or proxy headers.** FastAPI checks on every request whether an OpenTelemetry
   provider is configured, and uvicorn rewrites the client address from ``X-Forwarded-For``;
-  nothing here uses either (metrics are Prometheus'), and both are off: about 3 % of a request.
+  nothing here uses either (metrics are Prometheus'), and both are off: 5-8 % of a request's CPU
+  (541 -> 516 µs per auction at one connection, on an Intel Xeon).
 * **gRPC off unless asked for** (``grpc_port``): nothing here uses it, and an unused listener is an
   open port.
 * **Models load in the background.** The server answers at once; a model that is not loaded yet
