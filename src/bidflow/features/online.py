@@ -130,6 +130,8 @@ class OnlineFeatureReader:
         self._key_types = {k: t for v in self.spec.views for k, t in zip(v.join_keys, v.key_types, strict=True)}
         self._backend: _Backend | None = _direct_backend(store, self.spec) if direct else None
         self._ttls = np.array([view.ttl_limit for view in self.spec.views])
+        # The view of each output column: a (rows x views) expiry mask widened to (rows x columns).
+        self._column_view = np.repeat(np.arange(len(self._slices)), [len(view.features) for view in self.spec.views])
         self._cache = (
             RowCache(self.spec.views, self.spec.join_keys, self._view_defaults, cache_s, refresh=refresh)
             if cache_s > 0 and self._backend is not None
@@ -288,9 +290,8 @@ class OnlineFeatureReader:
         keys = _entity_keys(self.spec.join_keys, columns, n)
         values, seconds = cache.rows(self._fetch, keys)
         expired = too_old(seconds, self._ttls, at_s)  # every view at once
-        if expired.any():
-            for v in np.flatnonzero(expired.any(axis=0)):
-                values[expired[:, v], self._slices[v]] = self._view_defaults[v]
+        if expired.any():  # one masked copy: a loop over views cost 5 µs per view with expired rows
+            np.copyto(values, self._defaults, where=expired[:, self._column_view])
         return values
 
     def _fetch(

@@ -89,15 +89,21 @@ def error_response(exc: BaseException, not_ready_reason: Callable[[str], str | N
     return HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {type(exc).__name__}"}
 
 
+def error_json(exc: BaseException, not_ready_reason: Callable[[str], str | None]) -> Response:
+    """``error_response`` as a JSON response."""
+    from starlette.responses import Response
+
+    status, body = error_response(exc, not_ready_reason)
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
 def install_error_handlers(app: FastAPI, not_ready_reason: Callable[[str], str | None]) -> None:
     """Route every exception of ``app`` through ``error_response`` (replacing KServe's handlers)."""
     from fastapi.exceptions import RequestValidationError
     from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
-    from starlette.responses import Response
 
     async def handle(_: Request, exc: Exception) -> Response:
-        status, body = error_response(exc, not_ready_reason)
-        return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+        return error_json(exc, not_ready_reason)
 
     for kind in (RequestError, InvalidInput, RequestValidationError, ModelNotReady, ModelNotFound, Exception):
         app.add_exception_handler(kind, handle)

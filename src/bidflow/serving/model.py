@@ -64,6 +64,7 @@ CALL: Final = "call"
 SKIP: Final = "skip"
 _INSTANCE_KEYS: Final = frozenset({"request", "partners", "ts_ms"})
 _JSON: Final = msgspec.json.Encoder()
+_ANY_JSON: Final = msgspec.json.Decoder()
 
 
 # --- what to serve ---------------------------------------------------------------------------------
@@ -404,6 +405,11 @@ class BidFilterModel(ServedModel):
     # -- request mapping --
 
     def _v1_auctions(self, payload: Any) -> list[Auction]:
+        if isinstance(payload, bytes | bytearray):  # KServe passes a body on as bytes unless typed as JSON
+            try:
+                payload = _ANY_JSON.decode(payload)
+            except msgspec.DecodeError as exc:
+                raise RequestError("request body is not valid JSON", field="$", got=str(exc)[:200]) from exc
         if not isinstance(payload, dict):
             raise RequestError("the body must be a JSON object", field="$", got=type(payload).__name__)
         instances = payload.get("instances")

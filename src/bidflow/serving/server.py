@@ -29,10 +29,12 @@ What differs from ``kserve.ModelServer`` and why:
 
 The endpoints themselves are KServe's (``register_v1_endpoints``, ``register_v2_endpoints``,
 ``DataPlane``), so the v1 and v2 protocols behave exactly as in any KServe predictor. One
-shortcut: v1 predict, the bid filter's hot path, is routed to KServe's own ``V1Endpoints.predict``
-by a plain Starlette route ahead of FastAPI's. FastAPI's route would resolve the same two
-arguments (the model name and the request) through its dependency machinery: about 45 µs of the
-~300 µs an auction costs in the app (measured in-process, 30 partners).
+shortcut: v1 predict of a served model, the bid filter's hot path, is handed to KServe's own
+``V1Endpoints.predict`` by a middleware (``V1Predict``) inside bidflow's limit and timer, instead
+of passing FastAPI's exception middleware, router and route, which would resolve the same two
+arguments (the model name and the request) through its dependency machinery. Its errors take the
+same mapping as every other route's. Measured with a model that does nothing, 30-partner bodies,
+8 connections: 127-141 -> 95-106 µs of CPU per request.
 """
 
 from __future__ import annotations
@@ -44,11 +46,11 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from bidflow.serving.errors import DEFAULT_MAX_BODY_BYTES, BodyLimit, install_error_handlers
+from bidflow.serving.errors import DEFAULT_MAX_BODY_BYTES, BodyLimit, error_json, install_error_handlers
 from bidflow.serving.metrics import exposition, serving_metrics
 
 if TYPE_CHECKING:
@@ -62,7 +64,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOCALHOST: Final = "127.0.0.1"
-V1_PREDICT: Final = "/v1/models/{model_name}:predict"
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,43 @@ class RequestTimer:
             histogram.observe(time.perf_counter() - started)
 
 
+class V1Predict:
+    """ASGI middleware: ``POST /v1/models/<name>:predict`` of a served model straight to KServe's handler.
+
+    Other requests pass through. Exceptions get the status and body of ``error_response``, as
+    FastAPI's handlers give them on every other route.
+
+    Args:
+        app: the rest of the application.
+        endpoints: KServe's ``V1Endpoints`` over the server's data plane.
+        models: names of the served models.
+        not_ready_reason: model name -> why it is not ready (for 503 bodies).
+    """
+
+    def __init__(
+        self, app: ASGIApp, endpoints: Any, models: Sequence[str], not_ready_reason: Callable[[str], str | None]
+    ) -> None:
+        self.app = app
+        self.endpoints = endpoints
+        self.not_ready_reason = not_ready_reason
+        self._paths = {f"/v1/models/{name}:predict": name for name in models}
+        from starlette.requests import Request
+
+        self._request = Request
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = self._paths.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if name is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        request = self._request(scope, receive)
+        try:
+            response = await self.endpoints.predict(name, request)
+        except Exception as exc:  # the one error mapping, as on every route
+            response = error_json(exc, self.not_ready_reason)
+        await response(scope, receive, send)
+
+
 def build_app(models: Sequence[ServedModel], options: ServerOptions | None = None) -> FastAPI:
     """The ASGI app: KServe's v1/v2 endpoints over ``models``, bidflow's errors, limits and timing.
 
@@ -148,25 +186,21 @@ def build_app(models: Sequence[ServedModel], options: ServerOptions | None = Non
     )
     app.add_api_route("/", dataplane.live, methods=["GET"])
     app.add_route("/metrics", _metrics, methods=["GET"])  # a plain Starlette route: nothing to validate
-    app.add_route(V1_PREDICT, _v1_predict(V1Endpoints(dataplane, extension)), methods=["POST"])
     register_v1_endpoints(app, dataplane, extension)
     register_v2_endpoints(app, dataplane, extension)
     by_name = {model.name: model for model in models}
-    install_error_handlers(app, lambda name: getattr(by_name.get(name), "not_ready_reason", None))
+
+    def not_ready_reason(name: str) -> str | None:
+        return getattr(by_name.get(name), "not_ready_reason", None)
+
+    install_error_handlers(app, not_ready_reason)
+    app.add_middleware(V1Predict, endpoints=V1Endpoints(dataplane, extension), models=list(by_name),
+                       not_ready_reason=not_ready_reason)  # fmt: skip
     app.add_middleware(RequestTimer, models=list(by_name))
     app.add_middleware(BodyLimit, max_bytes=options.max_body_bytes)  # outermost: refuse before anything else
     app.state.dataplane = dataplane
     app.state.extension = extension
     return app
-
-
-def _v1_predict(endpoints: Any) -> Callable[[Request], Awaitable[Any]]:
-    """KServe's v1 predict handler as a plain Starlette endpoint (see the module docstring)."""
-
-    async def predict(request: Request) -> Any:
-        return await endpoints.predict(request.path_params["model_name"], request)
-
-    return predict
 
 
 async def _metrics(request: Request) -> Response:

@@ -121,6 +121,28 @@ def test_malformed_json_is_400(client: Any) -> None:
     assert _bad(client, V2, content=b'{"inputs": [', headers=headers)["field"] == "$"
 
 
+def test_a_body_sent_without_a_json_content_type_is_read_as_json(
+    client: Any, bid_logs: list[dict[str, Any]], trained: TrainedModel
+) -> None:
+    # curl -d sends application/x-www-form-urlencoded; KServe then hands the body on as bytes.
+    record = bid_logs[0]
+    partners = [o["partner"] for o in record["outcomes"]]
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    response = client.post(V1, content=json.dumps(v1_body(record, partners=partners)).encode(), headers=form)
+    assert response.status_code == 200, response.text
+    check_prediction(response.json()["predictions"][0], partners, trained)
+    bad = _bad(client, V1, content=b"instances=1", headers=form)
+    assert bad["error"] == "request body is not valid JSON" and bad["field"] == "$"
+
+
+def test_an_unknown_model_is_404_on_both_protocols(client: Any) -> None:
+    v2 = {"inputs": [{"name": "request", "shape": [1], "datatype": "BYTES", "data": ["{}"]}]}
+    for path, body in (("/v1/models/nope:predict", {"instances": []}), ("/v2/models/nope/infer", v2)):
+        response = client.post(path, json=body)
+        assert response.status_code == 404, response.text
+        assert "nope" in response.json()["error"]
+
+
 def test_envelope_mistakes_name_the_field(client: Any, bid_logs: list[dict[str, Any]]) -> None:
     request = bid_logs[0]["request"]
     cases = [
