@@ -54,27 +54,34 @@ def _write(rows: list[Result], command: str) -> None:
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)
     previous = rest.partition(END)[0].strip().splitlines()
-    kept = _other_rows(previous, {r.benchmark for r in rows})
+    kept, stamps = _other_rows(previous, {r.benchmark for r in rows})
     if kept:
-        table += ["", f"Earlier results of benchmarks not rerun this time ({_stamp(previous)}):", "", *kept]
+        where = stamps[0] if len(stamps) == 1 else "from several earlier runs; see git history"
+        table += ["", f"Earlier results of benchmarks not rerun this time ({where}):", "", *kept]
     README.write_text(f"{head}{BEGIN}\n" + "\n".join(table) + f"\n{END}{tail}", encoding="utf-8")
     print(f"wrote {README}", file=sys.stderr)
 
 
-def _stamp(previous: list[str]) -> str:
-    """Where and when the kept rows were measured: the earlier table's "Measured ..." line, when
-    all its rows came from that one run."""
-    stamps = [line for line in previous if line.startswith(("Measured ", "Earlier results"))]
-    if len(stamps) == 1 and stamps[0].startswith("Measured "):
-        return stamps[0].removeprefix("Measured ").rstrip(".")
-    return "from several earlier runs; see git history"
+_EARLIER = "Earlier results of benchmarks not rerun this time ("
 
 
-def _other_rows(previous: list[str], rerun: set[str]) -> list[str]:
-    """Table rows (and their header) of an earlier run whose benchmarks were not rerun."""
-    rows = [line for line in previous if line.startswith("| ") and not line.startswith("| benchmark")]
-    rows = [line for line in rows if line.split("|")[1].strip() not in rerun and not set(line) <= set("|- ")]
-    return ["| benchmark | result | target | detail |", "|---|---|---|---|", *rows] if rows else []
+def _other_rows(previous: list[str], rerun: set[str]) -> tuple[list[str], list[str]]:
+    """Table rows (and their header) of an earlier table whose benchmarks were not rerun, and the
+    distinct stamps ("<date> on <machine> with ...") of the runs those rows came from."""
+    rows: list[str] = []
+    stamps: dict[str, None] = {}
+    stamp = "from several earlier runs; see git history"
+    for line in previous:
+        if line.startswith("Measured "):
+            stamp = line.removeprefix("Measured ").rstrip(".")
+        elif line.startswith(_EARLIER):
+            stamp = line.removeprefix(_EARLIER).rstrip(":").removesuffix(")")
+        elif line.startswith("| ") and not line.startswith("| benchmark") and not set(line) <= set("|- "):
+            if line.split("|")[1].strip() not in rerun:
+                rows.append(line)
+                stamps[stamp] = None
+    header = ["| benchmark | result | target | detail |", "|---|---|---|---|"]
+    return ([*header, *rows] if rows else []), list(stamps)
 
 
 if __name__ == "__main__":
