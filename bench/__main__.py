@@ -76,12 +76,15 @@ def _other_rows(previous: list[str], rerun: set[str]) -> tuple[list[str], list[s
             stamp = line.removeprefix("Measured ").rstrip(".")
         elif line.startswith(_EARLIER):
             stamp = line.removeprefix(_EARLIER).rstrip(":").removesuffix(")")
-        elif line.startswith("| ") and not line.startswith("| benchmark") and not set(line) <= set("|- "):
-            if line.split("|")[1].strip() not in rerun:
-                rows.append(line)
-                stamps[stamp] = None
+        elif _is_row(line) and line.split("|")[1].strip() not in rerun:
+            rows.append(line)
+            stamps[stamp] = None
     header = ["| benchmark | result | target | detail |", "|---|---|---|---|"]
     return ([*header, *rows] if rows else []), list(stamps)
+
+
+def _is_row(line: str) -> bool:
+    return line.startswith("| ") and not line.startswith("| benchmark") and not set(line) <= set("|- ")
 
 
 if __name__ == "__main__":
