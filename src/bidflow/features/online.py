@@ -131,7 +131,7 @@ class OnlineFeatureReader:
         self._backend: _Backend | None = _direct_backend(store, self.spec) if direct else None
         self._ttls = np.array([view.ttl_limit for view in self.spec.views])
         # The view of each output column: a (rows x views) expiry mask widened to (rows x columns).
-        self._column_view = np.repeat(np.arange(len(self._slices)), [len(view.features) for view in self.spec.views])
+        self._column_view = np.repeat(np.arange(len(self.spec.views)), [len(view.features) for view in self.spec.views])
         self._cache = (
             RowCache(self.spec.views, self.spec.join_keys, self._view_defaults, cache_s, refresh=refresh)
             if cache_s > 0 and self._backend is not None
@@ -290,7 +290,7 @@ class OnlineFeatureReader:
         keys = _entity_keys(self.spec.join_keys, columns, n)
         values, seconds = cache.rows(self._fetch, keys)
         expired = too_old(seconds, self._ttls, at_s)  # every view at once
-        if expired.any():  # one masked copy: a loop over views cost 5 µs per view with expired rows
+        if expired.any():  # one masked copy: a masked assignment per view cost about 2 µs each
             np.copyto(values, self._defaults, where=expired[:, self._column_view])
         return values
 
