@@ -29,6 +29,7 @@ down or slow the auction fails open: every partner is called and ``score`` is nu
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -40,12 +41,15 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 from kserve import Model
+from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from bidflow.errors import BidflowError, ModelError, OpenRTBError
 from bidflow.modeling.economics import is_exploration
 from bidflow.openrtb import ValidationContext, decode_request, decode_request_obj
 from bidflow.openrtb.features import FEATURE_NAMES, request_features
+from bidflow.openrtb.model import BidRequest
+from bidflow.openrtb.rules import validate_request
 from bidflow.serving.assemble import BidFilterAssembler
 from bidflow.serving.errors import RequestError
 from bidflow.serving.metrics import ModelCounts, serving_metrics
@@ -55,7 +59,6 @@ from bidflow.serving.predictor import OnnxPredictor, probe_rows
 if TYPE_CHECKING:
     from bidflow.config import Config
     from bidflow.modeling.train import TrainedModel
-    from bidflow.openrtb.model import BidRequest
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,22 @@ SKIP: Final = "skip"
 _INSTANCE_KEYS: Final = frozenset({"request", "partners", "ts_ms"})
 _JSON: Final = msgspec.json.Encoder()
 _ANY_JSON: Final = msgspec.json.Decoder()
+
+
+class _V1Instance(msgspec.Struct, forbid_unknown_fields=True):
+    """A v1 instance as the typed decoder reads it; the checks that name a bad field run on the generic form."""
+
+    request: BidRequest
+    partners: list[str] | None = None
+    ts_ms: int | None = None
+
+
+class _V1Body(msgspec.Struct):
+    instances: list[_V1Instance]
+
+
+# One pass from bytes to typed auctions, instead of JSON -> dicts -> structs.
+_V1_DECODER: Final = msgspec.json.Decoder(_V1Body)
 
 
 # --- what to serve ---------------------------------------------------------------------------------
@@ -227,6 +246,47 @@ class ServedModel(Model):  # type: ignore[misc]  # kserve ships no type informat
         # preprocess already checked the request; KServe's own check would misread our objects.
         return payload
 
+    async def __call__(
+        self, body: Any, headers: dict[str, str] | None = None, verb: InferenceVerb = InferenceVerb.PREDICT
+    ) -> tuple[Any, dict[str, str]]:
+        """KServe's ``Model.__call__`` (preprocess -> predict -> postprocess) for synchronous handlers.
+
+        The same stages and the same histograms (``request_preprocess_seconds``,
+        ``request_predict_seconds``, ``request_postprocess_seconds``), without what KServe's
+        version pays per request for handlers that might be coroutines or take other arguments:
+        an ``inspect`` check per stage, a label dict and three histogram lookups, wall-clock
+        reads rounded for a log line that is off here. That was about a tenth of an auction's CPU.
+        A stage that raises is not observed. Explain requests go to KServe's version.
+        """
+        if verb is not InferenceVerb.PREDICT:
+            return await super().__call__(body, headers, verb)  # type: ignore[no-any-return]
+        pre, scored, post = self._stage_timers
+        response_headers: dict[str, str] = {}
+        started = time.perf_counter()
+        payload = self.preprocess(body, headers)
+        preprocessed = time.perf_counter()
+        pre.observe(preprocessed - started)
+        if self.required_response_headers:
+            response = self.predict(payload, headers, response_headers)
+            predicted = time.perf_counter()
+            scored.observe(predicted - preprocessed)
+            response = self.postprocess(response, headers, response_headers)
+        else:
+            response = self.predict(payload, headers)
+            predicted = time.perf_counter()
+            scored.observe(predicted - preprocessed)
+            response = self.postprocess(response, headers)
+        post.observe(time.perf_counter() - predicted)
+        return response, response_headers
+
+    @functools.cached_property
+    def _stage_timers(self) -> tuple[Any, Any, Any]:
+        """KServe's stage histograms for this model (its children, looked up once)."""
+        from kserve.metrics import POST_HIST_TIME, PRE_HIST_TIME, PREDICT_HIST_TIME, get_labels
+
+        labels = get_labels(self.name)
+        return PRE_HIST_TIME.labels(**labels), PREDICT_HIST_TIME.labels(**labels), POST_HIST_TIME.labels(**labels)
+
     def stop(self) -> None:
         """Close the online reader (KServe calls this on shutdown)."""
         if self.state is not None and self.state.online is not None:
@@ -341,8 +401,10 @@ class BidFilterModel(ServedModel):
 
     # -- KServe handlers --
 
-    def preprocess(self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None) -> Batch:
-        """v1 body (dict) or v2 ``InferRequest`` -> validated auctions; ``RequestError`` names the field."""
+    def preprocess(
+        self, payload: bytes | dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
+    ) -> Batch:
+        """v1 body (bytes or dict) or v2 ``InferRequest`` -> validated auctions; ``RequestError`` names the field."""
         if isinstance(payload, InferRequest):
             return Batch(v2=True, auctions=[self._v2_auction(payload)], request_id=payload.id)
         return Batch(v2=False, auctions=self._v1_auctions(payload))
@@ -405,14 +467,21 @@ class BidFilterModel(ServedModel):
     # -- request mapping --
 
     def _v1_auctions(self, payload: Any) -> list[Auction]:
-        if isinstance(payload, bytes | bytearray):  # KServe passes a body on as bytes unless typed as JSON
+        now_ms = int(time.time() * 1000)
+        if isinstance(payload, bytes | bytearray):  # the body as it arrived (``RawV1DataPlane``)
             try:
-                payload = _ANY_JSON.decode(payload)
-            except msgspec.DecodeError as exc:
-                raise RequestError("request body is not valid JSON", field="$", got=str(exc)[:200]) from exc
+                body = _V1_DECODER.decode(payload)
+            except (msgspec.DecodeError, RecursionError, UnicodeError):
+                payload = _json_object(payload)  # not a well-typed body: the checks below name the field
+            else:
+                return self._typed_auctions(body.instances, now_ms)
         if not isinstance(payload, dict):
             raise RequestError("the body must be a JSON object", field="$", got=type(payload).__name__)
-        instances = payload.get("instances")
+        instances = self._check_instances(payload.get("instances"))
+        return [self._v1_auction(instance, f"$.instances[{i}]", now_ms) for i, instance in enumerate(instances)]
+
+    def _check_instances(self, instances: Any) -> list[Any]:
+        """``instances`` when it is a list of an allowed length; a ``RequestError`` otherwise."""
         if not isinstance(instances, list) or not instances:
             raise RequestError(
                 "the body needs a non-empty 'instances' list (one object per auction)",
@@ -426,8 +495,21 @@ class BidFilterModel(ServedModel):
                 expected=f"at most {self.options.max_auctions}",
                 got=str(len(instances)),
             )
-        now_ms = int(time.time() * 1000)
-        return [self._v1_auction(instance, f"$.instances[{i}]", now_ms) for i, instance in enumerate(instances)]
+        return instances
+
+    def _typed_auctions(self, instances: list[_V1Instance], now_ms: int) -> list[Auction]:
+        """Auctions from a body the typed decoder read: the rules and limits are still checked here."""
+        self._check_instances(instances)
+        auctions = []
+        for i, instance in enumerate(instances):
+            req = instance.request
+            try:
+                validate_request(req, self.validation)
+            except OpenRTBError as exc:
+                raise RequestError.from_openrtb(exc, f"$.instances[{i}].request") from exc
+            partners = self._partner_list(instance.partners, req, f"$.instances[{i}].partners")
+            auctions.append(Auction(req, partners, _ts_ms(instance.ts_ms, f"$.instances[{i}].ts_ms", now_ms)))
+        return auctions
 
     def _v1_auction(self, instance: Any, where: str, now_ms: int) -> Auction:
         if not isinstance(instance, dict):
@@ -591,6 +673,14 @@ def _ts_ms(value: Any, where: str, now_ms: int) -> int:
             got=repr(value)[:40],
         )  # fmt: skip
     return value
+
+
+def _json_object(body: bytes | bytearray) -> Any:
+    """The body as generic JSON values (400 when it is not JSON)."""
+    try:
+        return _ANY_JSON.decode(body)
+    except msgspec.DecodeError as exc:
+        raise RequestError("request body is not valid JSON", field="$", got=str(exc)[:200]) from exc
 
 
 def _kind(value: Any) -> str:
