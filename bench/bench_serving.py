@@ -517,7 +517,8 @@ def stages(
         assembler = state.mapping.assembler
         uncached = direct.state.online if direct.state is not None else None
         assert uncached is not None
-        auctions = [model.preprocess(body).auctions[0] for body in v1_bodies]
+        raw = [json.dumps(body).encode() for body in v1_bodies]  # what KServe's data plane hands the model
+        auctions = [model.preprocess(body).auctions[0] for body in raw]
         features = [request_features(a.request, a.ts_ms) for a in auctions]
 
         def online(i: int) -> Any:
@@ -534,7 +535,7 @@ def stages(
         matrices = [assembler.matrix(features[i], auctions[i].partners, blocks[i]) for i in range(len(auctions))]
         decisions = [model._decide(state, a) for a in auctions]
         steps = {
-            "decode + validate + envelope": lambda i: model.preprocess(v1_bodies[i]),
+            "decode + validate + envelope": lambda i: model.preprocess(raw[i]),
             "request features": lambda i: request_features(auctions[i].request, auctions[i].ts_ms),
             "online read (cache warm)": online,
             "[online read, store every time]": store_read,

@@ -38,7 +38,7 @@ from bidflow.errors import ModelError
 from bidflow.serving.assemble import RowAssembler
 from bidflow.serving.errors import RequestError
 from bidflow.serving.metrics import serving_metrics
-from bidflow.serving.model import Loaded, ServedModel, _json_object, _parameter, _ts_ms
+from bidflow.serving.model import Loaded, ServedModel, _json_body, _parameter, _ts_ms
 
 if TYPE_CHECKING:
     from bidflow.modeling.train import TrainedModel
@@ -90,7 +90,7 @@ class CTRModel(ServedModel):
         assembler, keys = state.mapping
         now_ms = int(time.time() * 1000)
         if isinstance(payload, bytes | bytearray):  # the body as it arrived (``RawV1DataPlane``)
-            payload = _json_object(payload)
+            payload = _json_body(payload)
         if isinstance(payload, InferRequest):
             rows = self._v2_rows(payload)
             for k, row in enumerate(rows):

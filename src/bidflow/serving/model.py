@@ -255,7 +255,7 @@ class ServedModel(Model):  # type: ignore[misc]  # kserve ships no type informat
         ``request_predict_seconds``, ``request_postprocess_seconds``), without what KServe's
         version pays per request for handlers that might be coroutines or take other arguments:
         an ``inspect`` check per stage, a label dict and three histogram lookups, wall-clock
-        reads rounded for a log line that is off here. That was about a tenth of an auction's CPU.
+        reads rounded for a log line that is off here: 10-15 µs of an auction's CPU in-process.
         A stage that raises is not observed. Explain requests go to KServe's version.
         """
         if verb is not InferenceVerb.PREDICT:
@@ -472,7 +472,7 @@ class BidFilterModel(ServedModel):
             try:
                 body = _V1_DECODER.decode(payload)
             except (msgspec.DecodeError, RecursionError, UnicodeError):
-                payload = _json_object(payload)  # not a well-typed body: the checks below name the field
+                payload = _json_body(payload)  # not a well-typed body: the checks below name the field
             else:
                 return self._typed_auctions(body.instances, now_ms)
         if not isinstance(payload, dict):
@@ -675,12 +675,14 @@ def _ts_ms(value: Any, where: str, now_ms: int) -> int:
     return value
 
 
-def _json_object(body: bytes | bytearray) -> Any:
+def _json_body(body: bytes | bytearray) -> Any:
     """The body as generic JSON values (400 when it is not JSON)."""
     try:
         return _ANY_JSON.decode(body)
     except msgspec.DecodeError as exc:
         raise RequestError("request body is not valid JSON", field="$", got=str(exc)[:200]) from exc
+    except RecursionError as exc:
+        raise RequestError("request body is nested too deeply to decode", field="$") from exc
 
 
 def _kind(value: Any) -> str:

@@ -153,6 +153,8 @@ def test_malformed_json_is_400(client: Any) -> None:
     headers = {"content-type": "application/json"}
     assert _bad(client, V1, content=b'{"instances": [', headers=headers)["field"] == "$"
     assert _bad(client, V2, content=b'{"inputs": [', headers=headers)["field"] == "$"
+    deep = b'{"instances": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+    assert _bad(client, V1, content=deep, headers=headers)["error"] == "request body is nested too deeply to decode"
 
 
 def test_a_body_sent_without_a_json_content_type_is_read_as_json(
