@@ -431,7 +431,7 @@ class BidFilterModel(ServedModel):
             return self._v2_response(batch, version)
         body = {"predictions": [_v1_decision(d, version) for d in batch.decisions]}
         if response_headers is None:  # called directly, not by KServe
-            return body
+            return msgspec.to_builtins(body)
         response_headers["content-type"] = "application/json"
         return _JSON.encode(body)
 
@@ -627,22 +627,38 @@ def bidders(req: BidRequest) -> list[str]:
     return list(names)
 
 
-def _v1_decision(decision: Decision, version: str | None) -> dict[str, Any]:
+class _PartnerDecision(msgspec.Struct):
+    partner: str
+    score: float | None
+    threshold: float
+    decision: str
+
+
+class _Prediction(msgspec.Struct, omit_defaults=True):
+    """One auction's v1 answer; structs encode faster than dicts and are cheaper to build."""
+
+    id: str
+    model_version: str | None
+    explored: bool
+    fail_open: bool
+    decisions: list[_PartnerDecision]
+    fail_open_reason: str | None = None  # left out of the JSON unless failing open
+
+
+def _v1_decision(decision: Decision, version: str | None) -> _Prediction:
     thresholds = decision.thresholds.tolist()
     scores: list[Any] = decision.scores.tolist() if decision.scores is not None else [None] * len(thresholds)
-    out: dict[str, Any] = {
-        "id": decision.auction_id,
-        "model_version": version,
-        "explored": decision.explored,
-        "fail_open": decision.fail_reason is not None,
-        "decisions": [
-            {"partner": p, "score": s, "threshold": t, "decision": CALL if c else SKIP}
+    return _Prediction(
+        decision.auction_id,
+        version,
+        decision.explored,
+        decision.fail_reason is not None,
+        [
+            _PartnerDecision(p, s, t, CALL if c else SKIP)
             for p, s, t, c in zip(decision.partners, scores, thresholds, decision.calls.tolist(), strict=True)
         ],
-    }
-    if decision.fail_reason is not None:
-        out["fail_open_reason"] = decision.fail_reason
-    return out
+        decision.fail_reason,
+    )
 
 
 def _bytes_tensor(tensor: Any, where: str) -> list[Any]:
