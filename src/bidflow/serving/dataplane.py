@@ -4,8 +4,8 @@ KServe's ``DataPlane.decode`` parses a v1 JSON body into Python dicts and lists 
 model then converts them into its own typed objects: two passes, and one Python object per JSON
 value. bidflow's models decode the bytes themselves, straight into typed structs (msgspec), so
 this data plane hands plain JSON bodies over undecoded. CloudEvents still go through KServe's
-decoding: binary ones (``ce-*`` headers), structured ones (``application/cloudevents+json``, or
-a JSON body that mentions ``specversion``, which KServe also reads as one), and v2 requests.
+decoding, binary ones (``ce-*`` headers) and structured ones (``application/cloudevents+json``, or
+a JSON body that mentions ``specversion``, which KServe also reads as one), as do v2 requests.
 """
 
 from __future__ import annotations
