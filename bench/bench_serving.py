@@ -10,10 +10,10 @@ Replayed: auctions of the last hour, each with 10-30 candidate partners (its log
 unseen ones), as v1 requests with their logged time (so the online rows are live). Each request:
 decode + validate, one online read for all partners (Feast keys, 6 views; the server reuses the
 store's answers for up to 20 s, ``--feature-cache-s``, so a warm server asks the store only for keys
-it has not seen lately), one ONNX predict, the decisions. Also 30-partner auctions alone, for the target, once
-with two server processes (``--workers 2``: the load generator then competes with them for the two
-cores), with the default-trained model (one and two workers), and once more with the cache off (the
-store asked for every auction).
+it has not seen lately), one predict of the compiled trees, the decisions. Also 30-partner auctions
+alone, for the target, once with two server processes (``--workers 2``: the load generator then
+competes with them for the two cores), with the default-trained model (one and two workers), and
+once more with the cache off (the store asked for every auction).
 
 Floors, in the same run and with the same load generator:
 
@@ -540,7 +540,7 @@ def stages(
             "online read (cache warm)": online,
             "[online read, store every time]": store_read,
             "assemble matrix": lambda i: assembler.matrix(features[i], auctions[i].partners, blocks[i]),
-            "ONNX predict": lambda i: state.predictor.predict(matrices[i]),
+            "predict (compiled trees)": lambda i: state.predictor.predict(matrices[i]),
             "decide + response": lambda i: _v1_decision(decisions[i], "1"),
         }
         out = {}
@@ -699,7 +699,8 @@ def _results(runs: list[Run], settings: dict[str, Any], breakdown: dict[str, dic
             "serving model",
             float(model["trees"]),
             "trees",
-            f"depth {DEPTH}, {model['columns']} columns, onnxruntime, 1 thread; machine shared (noisy wall clock)",
+            f"depth {DEPTH}, {model['columns']} columns, compiled trees (numba), 1 thread; "
+            "machine shared (noisy wall clock)",
         )
     )
     out.append(

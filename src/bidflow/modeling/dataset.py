@@ -3,13 +3,14 @@
 Categorical handling (decided for serving, documented here once)
 ----------------------------------------------------------------
 Categories become **explicit integer codes from a vocabulary stored with the model**, not XGBoost's
-native categorical splits. The model server scores with a compiled predictor (treelite/tl2cgen or
-onnxruntime) that must reproduce XGBoost's outputs within 1e-5; native categorical splits (bitset
-partitions) are not supported by every such converter, and where they are, an unseen category's
+native categorical splits. The model server scores with a compiled predictor
+(``bidflow.serving.predictor``) that must reproduce XGBoost's outputs within 1e-5; native
+categorical splits (bitset partitions) are not supported by every compiled form (onnxruntime,
+tl2cgen, the server's own kernel, which refuses them), and where they are, an unseen category's
 behaviour is converter-specific. Numeric splits on small integer codes are supported by all of them
 and are exact in float32 (codes stay far below 2**24). Measured on a 63-feature bid filter: treelite
-GTIL, a tl2cgen-compiled library and onnxruntime (onnxmltools) all match XGBoost within 6e-7;
-``tests/unit/modeling/test_compiled.py`` keeps checking it.
+GTIL, a tl2cgen-compiled library, onnxruntime (onnxmltools) and the server's kernel all match XGBoost
+within 6e-7; ``tests/unit/serving/test_predictor.py`` keeps checking the kernel.
 
 * Code 0 is reserved for *unseen*: a value absent from the vocabulary, missing, or seen fewer than
   ``min_count`` times in training. Rare training values share the code on purpose, so the trees

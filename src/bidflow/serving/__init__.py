@@ -2,10 +2,10 @@
 
 Modules: ``model`` (``BidFilterModel``, the ``kserve.Model`` for OpenRTB auctions, and the loading
 shared with ``ctr``), ``ctr`` (``CTRModel``), ``assemble`` (request + online features -> the
-model's matrix, no pandas), ``predictor`` (XGBoost -> onnxruntime at load time), ``online``
+model's matrix, no pandas), ``predictor`` (XGBoost's trees, compiled at load time), ``online``
 (the feature store, failing open), ``errors`` (every error -> its HTTP status, in one place),
 ``metrics`` (Prometheus), ``server`` (KServe's endpoints bound to 127.0.0.1, per-request logging
 off), ``__main__`` (``python -m bidflow.serving``) and ``commands`` (``bidflow serve``).
 
-Nothing is imported here: ``import bidflow.serving`` stays free of kserve, onnxruntime and Feast.
+Nothing is imported here: ``import bidflow.serving`` stays free of kserve, numba and Feast.
 """

@@ -21,7 +21,7 @@ auction id and, when failing open, the reason.
 
 Per auction: decode + validate (``bidflow.openrtb``), the request transform shared with training
 (``request_features``), one online-store call for all partners (``GuardedReader``), one matrix
-(``BidFilterAssembler``), one batched predict (``OnnxPredictor``), then the decision: call when
+(``BidFilterAssembler``), one batched predict (``TreePredictor``), then the decision: call when
 ``score >= threshold(partner)`` or when the auction is in the exploration share
 (``bidflow.modeling.economics.is_exploration``, the function evaluation uses). When the store is
 down or slow the auction fails open: every partner is called and ``score`` is null.
@@ -54,7 +54,8 @@ from bidflow.serving.assemble import BidFilterAssembler
 from bidflow.serving.errors import RequestError
 from bidflow.serving.metrics import ModelCounts, serving_metrics
 from bidflow.serving.online import DEFAULT_CACHE_S, DEFAULT_COOLDOWN_S, DEFAULT_TIMEOUT_S, GuardedReader, Lookup
-from bidflow.serving.predictor import OnnxPredictor, probe_rows
+from bidflow.serving.predictor import NAME as PREDICTOR_NAME
+from bidflow.serving.predictor import TreePredictor, probe_rows
 
 if TYPE_CHECKING:
     from bidflow.config import Config
@@ -152,7 +153,7 @@ class Loaded:
     model: TrainedModel
     version: str
     source: str
-    predictor: OnnxPredictor
+    predictor: TreePredictor
     online: GuardedReader | None
     counts: ModelCounts
     mapping: Any  # the kind's request -> matrix mapping (see ``ServedModel._prepare``)
@@ -171,10 +172,10 @@ def load_trained(config: Config, source: ModelSource) -> tuple[TrainedModel, str
     return registry.load_uri(config.registry, source.uri), source.uri
 
 
-def compile_predictor(model: TrainedModel) -> OnnxPredictor:
+def compile_predictor(model: TrainedModel) -> TreePredictor:
     """The model's compiled predictor, checked against xgboost on probe rows (see ``predictor``)."""
     spec = model.spec
-    predictor = OnnxPredictor(model.booster, len(spec.names))
+    predictor = TreePredictor(model.booster, len(spec.names))
     positions = [i for i, name in enumerate(spec.names) if name in set(spec.categorical)]
     predictor.verify(model.booster, probe_rows(len(spec.names), positions))
     return predictor
@@ -301,7 +302,7 @@ class ServedModel(Model):  # type: ignore[misc]  # kserve ships no type informat
         online = open_reader(self.config, service, self.options) if service else None
         mapping = self._prepare(model, online)
         counts = serving_metrics().model(
-            self.name, self._partners(model), version=version, source=self.source.describe(), predictor="onnxruntime"
+            self.name, self._partners(model), version=version, source=self.source.describe(), predictor=PREDICTOR_NAME
         )
         return Loaded(model, version, self.source.describe(), predictor, online, counts, mapping)
 

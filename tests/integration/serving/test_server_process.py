@@ -111,7 +111,7 @@ def test_v1_and_v2_round_trips_with_feast_features(
     reader.close()
     assert live > compared / 2  # the features were really there, not only defaults
     metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
-    info = 'predictor="onnxruntime",source="models:/bid_filter@candidate"'
+    info = 'predictor="numba",source="models:/bid_filter@candidate"'
     assert f'bidflow_serving_model_info{{model="bid_filter",{info},version="{ref.version}"}} 1.0' in metrics
 
 
@@ -311,7 +311,7 @@ def test_two_workers_share_the_port_and_their_metrics(
     assert _total(metrics, "bidflow_serving_request_seconds_count{") == 24
     skips = _total(metrics, 'bidflow_serving_decisions_total{decision="skip"')
     assert f'bidflow_serving_filtered_share{{model="bid_filter"}} {skips / partners_sent}' in metrics
-    assert 'bidflow_serving_model_info{model="bid_filter",predictor="onnxruntime"' in metrics
+    assert 'bidflow_serving_model_info{model="bid_filter",predictor="numba"' in metrics
 
     # A worker killed from outside is replaced; what it counted stays counted.
     os.kill(workers[0], signal.SIGKILL)

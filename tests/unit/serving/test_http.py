@@ -296,7 +296,7 @@ def test_online_store_down_fails_open_and_is_counted(
     online_model = replace(trained, spec=bid_filter_spec(_DownReader.feature_names, "bid_filter"))
     monkeypatch.setattr(served, "open_reader", lambda *a, **k: GuardedReader(_DownReader(), cooldown_s=60))  # type: ignore[arg-type]
     monkeypatch.setattr(
-        served, "compile_predictor", lambda model: served.OnnxPredictor(trained.booster, len(trained.spec.names))
+        served, "compile_predictor", lambda model: served.TreePredictor(trained.booster, len(trained.spec.names))
     )
     monkeypatch.setattr(served, "load_trained", lambda config, source: (online_model, "fail-open-test"))
     model = served.BidFilterModel("bid_filter_fo", Config(), served.ModelSource("bid_filter_fo", uri=str(tmp_path)))

@@ -30,7 +30,7 @@ def _samples(registry: CollectorRegistry, name: str, *labels: str) -> dict[tuple
 def test_a_worker_publishes_what_it_counted_once() -> None:
     registry = CollectorRegistry()
     metrics = ServingMetrics(registry, multiprocess=True)
-    counts = metrics.model("bf", ["atlas", "beacon"], version="3", source="models:/bf@champion", predictor="onnx")
+    counts = metrics.model("bf", ["atlas", "beacon"], version="3", source="models:/bf@champion", predictor="numba")
     counts.record(["atlas", "beacon", "zed"], [True, False, True], explored=False, fail_open=False)
     counts.record(["atlas"], [True], explored=True, fail_open=False)
     metrics.flush()
@@ -56,8 +56,8 @@ def test_a_worker_publishes_what_it_counted_once() -> None:
 def test_a_reloaded_model_zeroes_its_old_version_in_multiprocess_mode() -> None:
     registry = CollectorRegistry()
     metrics = ServingMetrics(registry, multiprocess=True)
-    metrics.model("bf", [], version="3", source="s", predictor="onnx")
-    metrics.model("bf", [], version="4", source="s", predictor="onnx")
+    metrics.model("bf", [], version="3", source="s", predictor="numba")
+    metrics.model("bf", [], version="4", source="s", predictor="numba")
     info = _samples(registry, "bidflow_serving_model_info", "model", "version")
     assert info == {("bf", "3"): 0.0, ("bf", "4"): 1.0}
 
