@@ -31,6 +31,7 @@ never older than ``ttl_s``: the key cache's rows are at most ``ttl_s / 2`` old w
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 from collections import deque
@@ -43,7 +44,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from bidflow.features.spec import ViewSpec
+from bidflow.features.spec import ViewSpec, too_old
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +264,15 @@ class RowCache:
         index = self._slab.rows_of(keys)
         return self._slab.values[index], self._slab.seconds[index]
 
+    def until(self, keys: Sequence[Key]) -> float:
+        """The soonest (``monotonic``) any of ``keys``' rows, all stored, may change: when it is due or expires.
+
+        A row changes only once it is due (renewed) or expired (read again), so a copy of the rows
+        may be served in their place until then (``ContextMemo``).
+        """
+        index = self._slab.rows_of(keys)
+        return float(self._slab.renews[index].min()) if len(index) else 0.0
+
     def settle(self, timeout_s: float = 5.0) -> None:
         """Wait for the refreshes under way and keep what they read (tests)."""
         if self._refresher is not None:
@@ -426,6 +436,114 @@ class Refresher:
                 self._queued -= 1
                 if self._queued == 0:
                     self._idle.set()
+
+
+class _Context:
+    """The rows of one context: the final values of each row key's row, for one range of request times."""
+
+    __slots__ = ("bounds", "final", "high", "index", "low", "seconds", "until", "values")
+
+    def __init__(
+        self, index: dict[Any, int], values: np.ndarray, seconds: np.ndarray, bounds: np.ndarray, until: float
+    ) -> None:
+        self.index = index
+        self.values = values  # nulls as defaults, the ttl not applied
+        self.seconds = seconds  # event seconds per view
+        self.bounds = bounds  # per row and view: the latest request time its row may serve (``seconds + ttl``)
+        self.until = until  # ``monotonic``: the soonest the row cache may change one of these rows
+        self.final = values
+        self.low = self.high = math.nan  # ``final`` holds for request times in (low, high]: none yet
+
+
+class ContextMemo:
+    """The final rows of recent reads, per context: one probe and one gather for a whole auction.
+
+    A bid-filter read asks for many row keys (partners) that share every other join key (the
+    context: publisher, country, format, device type). The row cache answers each entity key on
+    its own: a dictionary probe per partner, then masks for what is due, expired and past its ttl,
+    a dozen numpy operations per auction. This memo keeps what the row cache answered per context,
+    with the ttl rule already applied, and answers a context whose partners it holds with one
+    dictionary probe per partner and one gather.
+
+    It never serves anything the row cache would not: a context's rows are kept only until the
+    soonest of them is due or expires there (``RowCache.until``), and the ttl result only for
+    request times between two rows' ttl boundaries (in production, request times move forward
+    and cross a boundary about once an hour per row).
+
+    Args:
+        ttls: each view's ttl limit (``ViewSpec.ttl_limit``), in the rows' view order.
+        column_view: the view of each value column.
+        defaults: the row a view past its ttl takes (per column).
+        limit: rows kept; a full memo starts again empty.
+    """
+
+    def __init__(self, ttls: np.ndarray, column_view: np.ndarray, defaults: np.ndarray, limit: int = 100_000) -> None:
+        self.ttls = ttls
+        self.column_view = column_view
+        self.defaults = defaults
+        self.limit = limit
+        self.hits = 0
+        self._contexts: dict[Key, _Context] = {}
+        self._rows = 0
+
+    def get(self, context: Key, row_keys: Sequence[Any], at_s: float) -> np.ndarray | None:
+        """The final rows of ``row_keys`` in ``context`` at request time ``at_s`` (a copy), or None."""
+        held = self._contexts.get(context)
+        if held is None or monotonic() >= held.until:
+            return None
+        index = np.fromiter(map(held.index.get, row_keys, repeat(-1)), dtype=np.intp, count=len(row_keys))
+        if not len(index) or index.min() < 0:
+            return None
+        if not held.low < at_s <= held.high:
+            self._settle(held, at_s)
+        self.hits += len(index)
+        return held.final[index]
+
+    def put(self, context: Key, row_keys: Sequence[Any], values: np.ndarray, seconds: np.ndarray, until: float) -> None:
+        """Keep (copies of) the rows the row cache answered for ``row_keys`` (distinct) in ``context``.
+
+        Args:
+            context: the values of the other join keys.
+            row_keys: the row key (partner) of each row (a key given twice is kept once).
+            values: the rows, nulls as defaults, the ttl not applied.
+            seconds: their event seconds per view.
+            until: ``RowCache.until`` of these rows.
+        """
+        first: dict[Any, int] = {}
+        for k, key in enumerate(row_keys):
+            first.setdefault(key, k)
+        held = self._contexts.get(context)
+        if held is not None and monotonic() < held.until:  # add the rows it lacks; the others are the same rows
+            new = [k for key, k in first.items() if key not in held.index]
+            if not new:
+                return
+            index = held.index
+            for j, k in enumerate(new):
+                index[row_keys[k]] = len(held.values) + j
+            values, seconds = np.concatenate((held.values, values[new])), np.concatenate((held.seconds, seconds[new]))
+            until, added = min(until, held.until), len(new)
+        else:
+            rows = list(first.values())
+            index = {key: i for i, key in enumerate(first)}
+            values, seconds = values[rows], seconds[rows]  # copies
+            added = len(index) - (len(held.index) if held is not None else 0)
+        if self._rows + added > self.limit:
+            self._contexts.clear()
+            added = len(index)
+            self._rows = 0
+        self._rows += added
+        self._contexts[context] = _Context(index, values, seconds, seconds + self.ttls, until)
+
+    def _settle(self, held: _Context, at_s: float) -> None:
+        """Apply the ttl rule at ``at_s``, and note the range of request times that result holds for."""
+        expired = too_old(held.seconds, self.ttls, at_s)
+        held.final = held.values.copy()
+        if expired.any():
+            np.copyto(held.final, self.defaults, where=expired[:, self.column_view])
+        # Request times in (latest bound passed, earliest bound not passed] expire the same rows.
+        below, above = held.bounds[expired], held.bounds[~expired]
+        held.low = float(below.max()) if len(below) else -math.inf
+        held.high = float(above.min()) if len(above) else math.inf
 
 
 def fill_nulls(values: np.ndarray, defaults: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import numpy as np
 
 from bidflow.errors import FeatureStoreError
-from bidflow.features.cache import CacheStats, RowCache, fill_nulls
+from bidflow.features.cache import CacheStats, ContextMemo, RowCache, fill_nulls
 from bidflow.features.spec import ServiceSpec, ViewSpec, service_spec, too_old
 
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_ROW_KEY: Final = "partner"  # the bid filter's per-row join key; the others are the auction's context
+_CONTEXT: Final = ("publisher_id", "country", "format", "device_type")
 RECORD: Final = 13  # one length byte + up to 12 bytes of a serialized Value / Timestamp protobuf
 _PAYLOAD: Final = RECORD - 1
 _KEY_CACHE_LIMIT: Final = 200_000
@@ -137,6 +139,12 @@ class OnlineFeatureReader:
             if cache_s > 0 and self._backend is not None
             else None
         )
+        # The bid filter's reads share one context for all partners: answered per context in front of the rows.
+        self._memo = (
+            ContextMemo(self._ttls, self._column_view, self._defaults)
+            if self._cache is not None and set(self.spec.join_keys) == {_ROW_KEY, *_CONTEXT}
+            else None
+        )
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -174,6 +182,11 @@ class OnlineFeatureReader:
             at: the request time (default: now; a naive datetime is UTC); rows older than their
                 view's ttl at ``at`` are served as defaults.
         """
+        if self._memo is not None:
+            at = _seconds(at)
+            found = self._memo.get((publisher_id, country, format, device_type), partners, at)
+            if found is not None:
+                return found
         return self.read(
             {
                 "partner": partners,
@@ -206,8 +219,14 @@ class OnlineFeatureReader:
 
     @property
     def cache_stats(self) -> CacheStats:
-        """What the cache answered and what it read from the store, since the start (zeros without a cache)."""
-        return self._cache.stats if self._cache is not None else CacheStats(0, 0, 0, 0)
+        """What the cache answered and what it read from the store, since the start (zeros without a cache).
+
+        Rows the context memo answered count as rows the row cache answered: they are its rows.
+        """
+        if self._cache is None:
+            return CacheStats(0, 0, 0, 0)
+        stats = self._cache.stats
+        return stats._replace(rows_hit=stats.rows_hit + (self._memo.hits if self._memo is not None else 0))
 
     def read_via_feast(
         self, entities: Mapping[str, Sequence[Any] | str | int], *, at: datetime | float | None = None
@@ -289,6 +308,11 @@ class OnlineFeatureReader:
         """The output matrix from the cache, whose rows have their nulls as defaults: the ttl is left to apply."""
         keys = _entity_keys(self.spec.join_keys, columns, n)
         values, seconds = cache.rows(self._fetch, keys)
+        row_keys = columns.get(_ROW_KEY)
+        if self._memo is not None and isinstance(row_keys, list):
+            context = tuple(columns[key] for key in _CONTEXT)
+            if not any(isinstance(value, list) for value in context):
+                self._memo.put(context, row_keys, values, seconds, cache.until(keys))
         expired = too_old(seconds, self._ttls, at_s)  # every view at once
         if expired.any():  # one masked copy: a masked assignment per view cost about 2 µs each
             np.copyto(values, self._defaults, where=expired[:, self._column_view])

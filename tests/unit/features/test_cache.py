@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bidflow.features import cache as cache_module
-from bidflow.features.cache import Key, RowCache
+from bidflow.features.cache import ContextMemo, Key, RowCache
 from bidflow.features.spec import ViewSpec
 
 PARTNER = ViewSpec("partner_stats", "partner_stats", ("partner",), ("String",), ("bids",), (0.0,), None)
@@ -159,3 +159,39 @@ def test_a_background_read_asks_only_for_what_the_key_cache_lacks(monkeypatch: p
         assert cache.stats.rows_refreshed == 1
     finally:
         cache.close()
+
+
+def test_the_context_memo_serves_the_row_caches_rows_until_one_may_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1_000.0]
+    monkeypatch.setattr(cache_module, "monotonic", lambda: clock[0])
+    store = Store()
+    cache = RowCache([PARTNER, PUBLISHER], ("partner", "publisher_id"), [np.zeros(1), -np.ones(1)], 0.4, seed=3)
+    memo = ContextMemo(np.array([np.inf, np.inf]), np.array([0, 1]), np.array([0.0, -1.0]))
+    keys = [("a", "p1"), ("b", "p1")]
+    values, seconds = cache.rows(store.fetch, keys)
+    memo.put(("p1",), ["a", "b"], values, seconds, cache.until(keys))
+    values[:] = 9.0  # the memo keeps its own copy
+    np.testing.assert_array_equal(memo.get(("p1",), ["b", "a", "b"], 5_000.0), [[1.0, -1.0]] * 3)
+    assert memo.get(("p1",), ["a", "c"], 5_000.0) is None  # a partner it does not hold
+    assert memo.get(("p2",), ["a"], 5_000.0) is None  # a context it does not hold
+    # A later read adds its new partners to the context (rows of another fill: the sooner expiry holds).
+    more = [("c", "p1"), ("a", "p1")]
+    clock[0] += 0.05
+    memo.put(("p1",), ["c", "a"], *cache.rows(store.fetch, more), cache.until(more))
+    np.testing.assert_array_equal(memo.get(("p1",), ["c", "b"], 5_000.0), [[2.0, -1.0], [1.0, -1.0]])
+    # Once one of its rows may have changed in the row cache, the memo no longer answers.
+    clock[0] = cache.until(keys + more)
+    assert memo.get(("p1",), ["a"], 5_000.0) is None
+
+
+def test_the_context_memo_applies_the_ttl_at_each_request_time() -> None:
+    memo = ContextMemo(np.array([100.0, 50.0]), np.array([0, 0, 1]), np.array([0.0, 0.0, -1.0]))
+    values = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    seconds = np.array([[1_000.0, 1_000.0], [1_020.0, 1_000.0]])  # per row and view
+    memo.put(("ctx",), ["a", "b"], values, seconds, until=np.inf)
+    np.testing.assert_array_equal(memo.get(("ctx",), ["a", "b"], 1_050.0), values)  # nothing past its ttl
+    np.testing.assert_array_equal(memo.get(("ctx",), ["a", "b"], 1_050.5), [[1.0, 2.0, -1.0], [4.0, 5.0, -1.0]])
+    np.testing.assert_array_equal(memo.get(("ctx",), ["a", "b"], 1_100.5), [[0.0, 0.0, -1.0], [4.0, 5.0, -1.0]])
+    np.testing.assert_array_equal(memo.get(("ctx",), ["b"], 1_120.0), [[4.0, 5.0, -1.0]])  # exactly at b's bound
+    np.testing.assert_array_equal(memo.get(("ctx",), ["b"], 1_120.5), [[0.0, 0.0, -1.0]])
+    np.testing.assert_array_equal(memo.get(("ctx",), ["a", "b"], 1_000.0), values)  # times may go back too
