@@ -31,9 +31,9 @@ never older than ``ttl_s``: the key cache's rows are at most ``ttl_s / 2`` old w
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import threading
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -439,20 +439,20 @@ class Refresher:
 
 
 class _Context:
-    """The rows of one context: the final values of each row key's row, for one range of request times."""
+    """The rows of one context, and their final values for each range of request times asked so far."""
 
-    __slots__ = ("bounds", "final", "high", "index", "low", "seconds", "until", "values")
+    __slots__ = ("cuts", "finals", "index", "seconds", "until", "values")
 
-    def __init__(
-        self, index: dict[Any, int], values: np.ndarray, seconds: np.ndarray, bounds: np.ndarray, until: float
-    ) -> None:
+    def __init__(self, index: dict[Any, int], values: np.ndarray, seconds: np.ndarray, ttls: np.ndarray, until: float):
         self.index = index
         self.values = values  # nulls as defaults, the ttl not applied
         self.seconds = seconds  # event seconds per view
-        self.bounds = bounds  # per row and view: the latest request time its row may serve (``seconds + ttl``)
         self.until = until  # ``monotonic``: the soonest the row cache may change one of these rows
-        self.final = values
-        self.low = self.high = math.nan  # ``final`` holds for request times in (low, high]: none yet
+        # Each row's view passes its ttl at ``seconds + ttl``: request times between two such cuts
+        # expire the same views, so each range's final values are worked out once (rows of hourly
+        # materializations share their event times, so a context has few cuts).
+        self.cuts: list[float] = sorted(set((seconds + ttls).ravel().tolist()))
+        self.finals: dict[int, np.ndarray] = {}
 
 
 class ContextMemo:
@@ -466,9 +466,9 @@ class ContextMemo:
     dictionary probe per partner and one gather.
 
     It never serves anything the row cache would not: a context's rows are kept only until the
-    soonest of them is due or expires there (``RowCache.until``), and the ttl result only for
-    request times between two rows' ttl boundaries (in production, request times move forward
-    and cross a boundary about once an hour per row).
+    soonest of them is due or expires there (``RowCache.until``). The ttl rule, which depends on
+    the request's time, is applied once per range of request times between two of the rows' ttl
+    boundaries, and that result is kept for the next request in the same range.
 
     Args:
         ttls: each view's ttl limit (``ViewSpec.ttl_limit``), in the rows' view order.
@@ -494,10 +494,12 @@ class ContextMemo:
         index = np.fromiter(map(held.index.get, row_keys, repeat(-1)), dtype=np.intp, count=len(row_keys))
         if not len(index) or index.min() < 0:
             return None
-        if not held.low < at_s <= held.high:
-            self._settle(held, at_s)
+        cut = bisect_left(held.cuts, at_s)  # how many cuts lie before ``at_s``: which range it is in
+        final = held.finals.get(cut)
+        if final is None:
+            final = held.finals[cut] = self._final(held, at_s)
         self.hits += len(index)
-        return held.final[index]
+        return final[index]
 
     def put(self, context: Key, row_keys: Sequence[Any], values: np.ndarray, seconds: np.ndarray, until: float) -> None:
         """Keep (copies of) the rows the row cache answered for ``row_keys`` (distinct) in ``context``.
@@ -532,18 +534,15 @@ class ContextMemo:
             added = len(index)
             self._rows = 0
         self._rows += added
-        self._contexts[context] = _Context(index, values, seconds, seconds + self.ttls, until)
+        self._contexts[context] = _Context(index, values, seconds, self.ttls, until)
 
-    def _settle(self, held: _Context, at_s: float) -> None:
-        """Apply the ttl rule at ``at_s``, and note the range of request times that result holds for."""
+    def _final(self, held: _Context, at_s: float) -> np.ndarray:
+        """The context's values with the ttl rule applied at ``at_s``."""
         expired = too_old(held.seconds, self.ttls, at_s)
-        held.final = held.values.copy()
+        final = held.values.copy()
         if expired.any():
-            np.copyto(held.final, self.defaults, where=expired[:, self.column_view])
-        # Request times in (latest bound passed, earliest bound not passed] expire the same rows.
-        below, above = held.bounds[expired], held.bounds[~expired]
-        held.low = float(below.max()) if len(below) else -math.inf
-        held.high = float(above.min()) if len(above) else math.inf
+            np.copyto(final, self.defaults, where=expired[:, self.column_view])
+        return final
 
 
 def fill_nulls(values: np.ndarray, defaults: np.ndarray) -> np.ndarray:
