@@ -441,10 +441,13 @@ class Refresher:
 class _Context:
     """The rows of one context, and their final values for each range of request times asked so far."""
 
-    __slots__ = ("cuts", "finals", "index", "seconds", "until", "values")
+    __slots__ = ("cuts", "finals", "index", "keys", "seconds", "until", "values")
 
-    def __init__(self, index: dict[Any, int], values: np.ndarray, seconds: np.ndarray, ttls: np.ndarray, until: float):
-        self.index = index
+    def __init__(
+        self, keys: list[Any], values: np.ndarray, seconds: np.ndarray, ttls: np.ndarray, until: float
+    ) -> None:
+        self.keys = keys  # the row key of each row
+        self.index = {key: i for i, key in enumerate(keys)}
         self.values = values  # nulls as defaults, the ttl not applied
         self.seconds = seconds  # event seconds per view
         self.until = until  # ``monotonic``: the soonest the row cache may change one of these rows
@@ -483,23 +486,37 @@ class ContextMemo:
         self.defaults = defaults
         self.limit = limit
         self.hits = 0
+        self.shape: Callable[[np.ndarray, Sequence[Any]], np.ndarray] | None = None
         self._contexts: dict[Key, _Context] = {}
         self._rows = 0
 
     def get(self, context: Key, row_keys: Sequence[Any], at_s: float) -> np.ndarray | None:
-        """The final rows of ``row_keys`` in ``context`` at request time ``at_s`` (a copy), or None."""
+        """The final rows of ``row_keys`` in ``context`` at request time ``at_s`` (a copy), or None.
+
+        The rows as ``shape`` makes them, when it is set.
+        """
         held = self._contexts.get(context)
-        if held is None or monotonic() >= held.until:
+        if held is None or not row_keys or monotonic() >= held.until:
             return None
-        index = np.fromiter(map(held.index.get, row_keys, repeat(-1)), dtype=np.intp, count=len(row_keys))
-        if not len(index) or index.min() < 0:
+        try:
+            rows = itemgetter(*row_keys)(held.index)
+        except KeyError:  # a row key it does not hold
             return None
         cut = bisect_left(held.cuts, at_s)  # how many cuts lie before ``at_s``: which range it is in
         final = held.finals.get(cut)
         if final is None:
             final = held.finals[cut] = self._final(held, at_s)
-        self.hits += len(index)
-        return final[index]
+        self.hits += len(row_keys)
+        return final.take(rows if len(row_keys) > 1 else (rows,), axis=0)
+
+    def set_shape(self, shape: Callable[[np.ndarray, Sequence[Any]], np.ndarray] | None) -> None:
+        """Answer ``shape(final rows, their row keys)`` instead of the final rows (worked out once per range).
+
+        What is kept so far is dropped.
+        """
+        self.shape = shape
+        self._contexts.clear()
+        self._rows = 0
 
     def put(self, context: Key, row_keys: Sequence[Any], values: np.ndarray, seconds: np.ndarray, until: float) -> None:
         """Keep (copies of) the rows the row cache answered for ``row_keys`` (distinct) in ``context``.
@@ -519,30 +536,27 @@ class ContextMemo:
             new = [k for key, k in first.items() if key not in held.index]
             if not new:
                 return
-            index = held.index
-            for j, k in enumerate(new):
-                index[row_keys[k]] = len(held.values) + j
+            keys = held.keys + [row_keys[k] for k in new]
             values, seconds = np.concatenate((held.values, values[new])), np.concatenate((held.seconds, seconds[new]))
             until, added = min(until, held.until), len(new)
         else:
-            rows = list(first.values())
-            index = {key: i for i, key in enumerate(first)}
-            values, seconds = values[rows], seconds[rows]  # copies
-            added = len(index) - (len(held.index) if held is not None else 0)
+            keys = list(first)
+            values, seconds = values[list(first.values())], seconds[list(first.values())]  # copies
+            added = len(keys) - (len(held.keys) if held is not None else 0)
         if self._rows + added > self.limit:
             self._contexts.clear()
-            added = len(index)
+            added = len(keys)
             self._rows = 0
         self._rows += added
-        self._contexts[context] = _Context(index, values, seconds, self.ttls, until)
+        self._contexts[context] = _Context(keys, values, seconds, self.ttls, until)
 
     def _final(self, held: _Context, at_s: float) -> np.ndarray:
-        """The context's values with the ttl rule applied at ``at_s``."""
+        """The context's values with the ttl rule applied at ``at_s`` (shaped, when a shape is set)."""
         expired = too_old(held.seconds, self.ttls, at_s)
         final = held.values.copy()
         if expired.any():
             np.copyto(final, self.defaults, where=expired[:, self.column_view])
-        return final
+        return final if self.shape is None else self.shape(final, held.keys)
 
 
 def fill_nulls(values: np.ndarray, defaults: np.ndarray) -> np.ndarray:

@@ -139,6 +139,7 @@ class OnlineFeatureReader:
             if cache_s > 0 and self._backend is not None
             else None
         )
+        self._shape: Callable[[np.ndarray, Sequence[Any]], np.ndarray] | None = None
         # The bid filter's reads share one context for all partners: answered per context in front of the rows.
         self._memo = (
             ContextMemo(self._ttls, self._column_view, self._defaults)
@@ -187,7 +188,7 @@ class OnlineFeatureReader:
             found = self._memo.get((publisher_id, country, format, device_type), partners, at)
             if found is not None:
                 return found
-        return self.read(
+        rows = self.read(
             {
                 "partner": partners,
                 "publisher_id": publisher_id,
@@ -197,6 +198,19 @@ class OnlineFeatureReader:
             },
             at=at,
         )
+        return rows if self._shape is None else self._shape(rows, partners)
+
+    def set_shape(self, shape: Callable[[np.ndarray, Sequence[Any]], np.ndarray] | None) -> None:
+        """Have ``features`` answer ``shape(rows, partners)`` instead of the rows.
+
+        A model server's assembler turns the service's rows into its own matrix layout
+        (``bidflow.serving.assemble.BidFilterAssembler.rows``); with a cache, the context memo keeps
+        the shaped rows, so that work is done once per context and range of request times, not
+        once per auction. ``shape`` must depend only on the rows and the partners.
+        """
+        self._shape = shape
+        if self._memo is not None:
+            self._memo.set_shape(shape)
 
     def read(
         self, entities: Mapping[str, Sequence[Any] | str | int], *, at: datetime | float | None = None

@@ -5,9 +5,10 @@ must produce the identical matrix from one decoded request and the online store'
 ``ColumnPlan`` is built once per loaded model: for every column of the model's ``FeatureSpec`` it
 records where the value comes from (the request transform ``bidflow.openrtb.features``, the
 per-row key such as the partner, or a column of the FeatureService block) and whether it is a
-category code. Per request, the request part is encoded once into a template row, broadcast to
-every partner, and the partner codes and the online block are copied in: a handful of numpy
-operations whatever the number of partners.
+category code. The partners' part (their codes and online features, ``BidFilterAssembler.rows``)
+does not depend on the rest of the request, so the model server's online reader keeps it per
+context; per request, the request part is encoded once and broadcast to every partner's row
+(``complete``): a handful of numpy operations whatever the number of partners.
 
 Column names are never listed here: they come from the model's spec, the request transform's
 ``FEATURE_NAMES`` and the reader's ``feature_names`` (the FeatureService), so a column that none of
@@ -96,22 +97,22 @@ class ColumnPlan:
         # Usually the service's block lands as one contiguous run of columns: a slice copy, no gather.
         self._online_dst: slice | npt.NDArray[np.intp] = _as_slice(online_dst)
         self._online_src: slice | npt.NDArray[np.intp] = _as_slice(online_src)
+        self._shared_at: slice | npt.NDArray[np.intp] = _as_slice([c.position for c in self.shared])
         self._shared_get: Callable[[Any], tuple[Any, ...]] | None = (
             _getter([c.name for c in self.shared]) if self.shared else None
         )
+        self._shared_encoders = [_encoder(c) for c in self.shared]
 
-    def template(self, request: Any) -> FloatMatrix:
-        """The row of values shared by every row of one request (per-row and online columns NaN).
+    def fill_shared(self, out: FloatMatrix, request: Any) -> None:
+        """Set the columns whose value is the same on every row of ``out`` from ``request``.
 
         Args:
+            out: the matrix (rows x ``width``).
             request: an object with the shared columns as attributes (``RequestFeatures``).
         """
-        row = np.full(self.width, np.nan, dtype=np.float32)
-        if self._shared_get is None:
-            return row
-        for column, value in zip(self.shared, self._shared_get(request), strict=True):
-            row[column.position] = _encode(column, value)
-        return row
+        if self._shared_get is not None:
+            values = self._shared_get(request)
+            out[:, self._shared_at] = [e(v) for e, v in zip(self._shared_encoders, values, strict=True)]
 
     def fill_online(self, out: FloatMatrix, online: npt.NDArray[np.float64] | None) -> None:
         """Copy the FeatureService block (rows x service columns) into ``out`` (None: leave NaN)."""
@@ -155,8 +156,16 @@ class BidFilterAssembler:
             online: the reader's block for those partners (float64, rows x service columns), or
                 None when the model reads no online features.
         """
-        out = np.empty((len(partners), self.plan.width), dtype=np.float32)
-        out[:] = self.plan.template(request)
+        return self.complete(self.rows(online, partners), request)
+
+    def rows(self, online: npt.NDArray[np.float64] | None, partners: Sequence[str]) -> FloatMatrix:
+        """The partners' part of the matrix: their codes and online features; the request's columns NaN.
+
+        It depends on the request only through the partners and the online features, so the online
+        reader keeps it per context (``OnlineFeatureReader.set_shape``): a request then copies
+        those rows and fills in its own columns (``complete``).
+        """
+        out = np.full((len(partners), self.plan.width), np.nan, dtype=np.float32)
         partner = self._partner
         if partner is not None:
             lookup = partner.lookup
@@ -165,6 +174,11 @@ class BidFilterAssembler:
             out[:, partner.position] = [lookup.get(p, UNSEEN_CODE) for p in partners]
         self.plan.fill_online(out, online)
         return out
+
+    def complete(self, rows: FloatMatrix, request: Any) -> FloatMatrix:
+        """``rows`` (from ``rows``, changed in place) with the request's columns filled in: the matrix."""
+        self.plan.fill_shared(rows, request)
+        return rows
 
 
 class RowAssembler:
@@ -204,6 +218,23 @@ def _encode(column: _Coded, value: Any) -> float:
         except ValueError:
             return float("nan")
     return float(value)
+
+
+def _encoder(column: _Coded) -> Callable[[Any], Any]:
+    """``_encode`` for one column, with the common cases first (a value numpy converts exactly as ``float``)."""
+    lookup = column.lookup
+    if lookup is not None:
+        get = lookup.get
+
+        def categorical(value: Any) -> Any:
+            return get(value, UNSEEN_CODE) if type(value) is str else _encode(column, value)
+
+        return categorical
+
+    def numeric(value: Any) -> Any:
+        return value if type(value) is int or type(value) is float else _encode(column, value)
+
+    return numeric
 
 
 def _lookup(encoder: CategoryEncoder, column: str) -> dict[str, int]:

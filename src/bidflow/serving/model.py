@@ -34,6 +34,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -390,8 +391,11 @@ class BidFilterModel(ServedModel):
     def _prepare(self, model: TrainedModel, online: GuardedReader | None) -> Policy:
         assert model.policy is not None  # _check ran first
         columns = online.reader.feature_names if online is not None else ()
+        assembler = BidFilterAssembler(model.spec, model.encoder, FEATURE_NAMES, PARTNER_COLUMN, columns)
+        if online is not None and assembler.uses_online:
+            online.reader.set_shape(assembler.rows)  # lookups answer the partners' rows of the matrix
         return Policy(
-            BidFilterAssembler(model.spec, model.encoder, FEATURE_NAMES, PARTNER_COLUMN, columns),
+            assembler,
             dict(model.policy.thresholds),
             model.policy.default_threshold,
             model.policy.exploration_share,
@@ -444,9 +448,11 @@ class BidFilterModel(ServedModel):
         req, partners = auction.request, auction.partners
         features = request_features(req, auction.ts_ms)
         explored = is_exploration(req.id, policy.exploration_share)
-        get = policy.thresholds.get
-        default = policy.default_threshold
-        thresholds = np.fromiter((get(p, default) for p in partners), dtype=np.float64, count=len(partners))
+        thresholds = np.fromiter(
+            map(policy.thresholds.get, partners, repeat(policy.default_threshold)),
+            dtype=np.float64,
+            count=len(partners),
+        )
         lookup = Lookup(None)
         if assembler.uses_online and state.online is not None:
             lookup = state.online.bid_filter(
@@ -458,7 +464,11 @@ class BidFilterModel(ServedModel):
             calls = np.ones(len(partners), dtype=bool)
             state.counts.record(partners, calls.tolist(), explored, True)
             return Decision(req.id, partners, None, thresholds, calls, explored, lookup.fail_reason)
-        scores = state.predictor.predict(assembler.matrix(features, partners, lookup.values))
+        if lookup.values is None:  # a model without online features
+            x = assembler.matrix(features, partners, None)
+        else:  # the partners' rows, shaped by the assembler (``_prepare``)
+            x = assembler.complete(lookup.values, features)
+        scores = state.predictor.predict(x)
         calls = scores >= thresholds
         if explored:
             calls[:] = True

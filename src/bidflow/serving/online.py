@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
@@ -44,9 +43,13 @@ DEFAULT_CACHE_S: Final = 20.0
 
 @dataclass(frozen=True)
 class Lookup:
-    """One auction's online features, or why there are none."""
+    """One auction's online features, or why there are none.
 
-    values: npt.NDArray[np.float64] | None
+    ``values``: the reader's rows (float64, one per entity), or what its shape made of them
+    (``OnlineFeatureReader.set_shape``: the bid filter's float32 matrix rows).
+    """
+
+    values: npt.NDArray[Any] | None
     fail_reason: str | None = None
 
 

@@ -201,3 +201,24 @@ def test_cached_reads_equal_store_reads_until_the_cache_expires(
     assert list(cached.features(PARTNERS, "pub", "USA", "banner", 4, at=at)[:, col]) == [102, 112, 122, 0]
     plain.close()
     cached.close()
+
+
+def test_a_shape_is_applied_to_memoized_and_read_answers_alike(materialized: Any) -> None:
+    def shape(rows: np.ndarray, partners: Any) -> np.ndarray:
+        return np.column_stack([np.nansum(rows, axis=1), [len(p) for p in partners]])
+
+    plain = OnlineFeatureReader(materialized, "bid_filter")
+    cached = OnlineFeatureReader(materialized, "bid_filter", cache_s=60)
+    cached.set_shape(shape)
+    requests = [
+        (PARTNERS, "pub", "USA", "banner", 4, T0 + 2 * HOUR),
+        (PARTNERS[1:3], "pub", "USA", "banner", 4, T0 + 2 * HOUR + timedelta(seconds=1)),  # past one row's ttl
+        (PARTNERS[::-1], "pub", "USA", "banner", 4, T0 + 5 * HOUR),  # past every row's ttl
+        (PARTNERS, "other", "FRA", "video", 2, T0 + 2 * HOUR),
+    ]
+    for partners, *keys, at in requests * 2:
+        expected = shape(plain.features(partners, *keys, at=at), partners)
+        np.testing.assert_array_equal(cached.features(partners, *keys, at=at), expected)
+    assert cached.cache_stats.rows_hit >= 2 * len(PARTNERS)  # the second round came from the memo
+    plain.close()
+    cached.close()

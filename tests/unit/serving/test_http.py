@@ -274,6 +274,9 @@ class _DownReader:
         type(self).calls += 1
         raise FeatureStoreError("Redis online read failed") from ConnectionRefusedError(111, "Connection refused")
 
+    def set_shape(self, shape: Any) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
