@@ -454,7 +454,7 @@ class _Context:
         # Each row's view passes its ttl at ``seconds + ttl``: request times between two such cuts
         # expire the same views, so each range's final values are worked out once (rows of hourly
         # materializations share their event times, so a context has few cuts).
-        self.cuts: list[float] = sorted(set((seconds + ttls).ravel().tolist()))
+        self.cuts: list[float] = np.unique(seconds + ttls).tolist()
         self.finals: dict[int, np.ndarray] = {}
 
 
@@ -490,10 +490,11 @@ class ContextMemo:
         self._contexts: dict[Key, _Context] = {}
         self._rows = 0
 
-    def get(self, context: Key, row_keys: Sequence[Any], at_s: float) -> np.ndarray | None:
+    def get(self, context: Key, row_keys: Sequence[Any], at_s: float, *, count: bool = True) -> np.ndarray | None:
         """The final rows of ``row_keys`` in ``context`` at request time ``at_s`` (a copy), or None.
 
-        The rows as ``shape`` makes them, when it is set.
+        The rows as ``shape`` makes them, when it is set. ``count``: count them in ``hits`` (not
+        when the caller has just put them there).
         """
         held = self._contexts.get(context)
         if held is None or not row_keys or monotonic() >= held.until:
@@ -506,7 +507,7 @@ class ContextMemo:
         final = held.finals.get(cut)
         if final is None:
             final = held.finals[cut] = self._final(held, at_s)
-        self.hits += len(row_keys)
+        self.hits += len(row_keys) if count else 0
         return final.take(rows if len(row_keys) > 1 else (rows,), axis=0)
 
     def set_shape(self, shape: Callable[[np.ndarray, Sequence[Any]], np.ndarray] | None) -> None:

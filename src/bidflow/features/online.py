@@ -183,21 +183,18 @@ class OnlineFeatureReader:
             at: the request time (default: now; a naive datetime is UTC); rows older than their
                 view's ttl at ``at`` are served as defaults.
         """
+        context = (publisher_id, country, format, device_type)
         if self._memo is not None:
             at = _seconds(at)
-            found = self._memo.get((publisher_id, country, format, device_type), partners, at)
+            found = self._memo.get(context, partners, at)
             if found is not None:
                 return found
-        rows = self.read(
-            {
-                "partner": partners,
-                "publisher_id": publisher_id,
-                "country": country,
-                "format": format,
-                "device_type": device_type,
-            },
-            at=at,
-        )
+        entities = {"partner": partners, "publisher_id": publisher_id, "country": country, "format": format}
+        rows = self.read(entities | {"device_type": device_type}, at=at)
+        if self._memo is not None:  # the read kept the rows there: shaped once, for this and the next auctions
+            found = self._memo.get(context, partners, at, count=False)
+            if found is not None:
+                return found
         return rows if self._shape is None else self._shape(rows, partners)
 
     def set_shape(self, shape: Callable[[np.ndarray, Sequence[Any]], np.ndarray] | None) -> None:
