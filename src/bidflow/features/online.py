@@ -183,18 +183,15 @@ class OnlineFeatureReader:
             at: the request time (default: now; a naive datetime is UTC); rows older than their
                 view's ttl at ``at`` are served as defaults.
         """
+        at_s = _seconds(at)
         context = (publisher_id, country, format, device_type)
-        if self._memo is not None:
-            at = _seconds(at)
-            found = self._memo.get(context, partners, at)
-            if found is not None:
-                return found
-        entities = {"partner": partners, "publisher_id": publisher_id, "country": country, "format": format}
-        rows = self.read(entities | {"device_type": device_type}, at=at)
-        if self._memo is not None:  # the read kept the rows there: shaped once, for this and the next auctions
-            found = self._memo.get(context, partners, at, count=False)
-            if found is not None:
-                return found
+        memo = self._memo
+        if memo is not None and (found := memo.get(context, partners, at_s)) is not None:
+            return found
+        rows = self.read(dict(zip(("partner", *_CONTEXT), (partners, *context), strict=True)), at=at_s)
+        # The read kept the rows in the memo: shaped there once, for this auction and the next ones.
+        if memo is not None and (found := memo.get(context, partners, at_s, count=False)) is not None:
+            return found
         return rows if self._shape is None else self._shape(rows, partners)
 
     def set_shape(self, shape: Callable[[np.ndarray, Sequence[Any]], np.ndarray] | None) -> None:
