@@ -97,11 +97,12 @@ class ColumnPlan:
         # Usually the service's block lands as one contiguous run of columns: a slice copy, no gather.
         self._online_dst: slice | npt.NDArray[np.intp] = _as_slice(online_dst)
         self._online_src: slice | npt.NDArray[np.intp] = _as_slice(online_src)
-        self._shared_at: slice | npt.NDArray[np.intp] = _as_slice([c.position for c in self.shared])
         self._shared_get: Callable[[Any], tuple[Any, ...]] | None = (
             _getter([c.name for c in self.shared]) if self.shared else None
         )
-        self._shared_encoders = [_encoder(c) for c in self.shared]
+        # Each run of consecutive model columns among the shared ones: (columns, their values' slice).
+        self._shared_runs = _runs([c.position for c in self.shared])
+        self._shared_codes = [(k, c.lookup.get) for k, c in enumerate(self.shared) if c.lookup is not None]
 
     def fill_shared(self, out: FloatMatrix, request: Any) -> None:
         """Set the columns whose value is the same on every row of ``out`` from ``request``.
@@ -110,9 +111,20 @@ class ColumnPlan:
             out: the matrix (rows x ``width``).
             request: an object with the shared columns as attributes (``RequestFeatures``).
         """
-        if self._shared_get is not None:
-            values = self._shared_get(request)
-            out[:, self._shared_at] = [e(v) for e, v in zip(self._shared_encoders, values, strict=True)]
+        if self._shared_get is None:
+            return
+        values = list(self._shared_get(request))
+        try:
+            for k, code in self._shared_codes:
+                value = values[k]
+                values[k] = code(value, UNSEEN_CODE) if type(value) is str else _encode(self.shared[k], value)
+            # numpy reads a number, None (NaN) and numeric text as float() and pd.to_numeric do
+            encoded = np.array(values, dtype=np.float32)
+        except (TypeError, ValueError):  # other text in a numeric column: one value at a time
+            raw = self._shared_get(request)
+            encoded = np.array([_encode(c, v) for c, v in zip(self.shared, raw, strict=True)], dtype=np.float32)
+        for columns, taken in self._shared_runs:
+            out[:, columns] = encoded[taken]
 
     def fill_online(self, out: FloatMatrix, online: npt.NDArray[np.float64] | None) -> None:
         """Copy the FeatureService block (rows x service columns) into ``out`` (None: leave NaN)."""
@@ -220,21 +232,15 @@ def _encode(column: _Coded, value: Any) -> float:
     return float(value)
 
 
-def _encoder(column: _Coded) -> Callable[[Any], Any]:
-    """``_encode`` for one column, with the common cases first (a value numpy converts exactly as ``float``)."""
-    lookup = column.lookup
-    if lookup is not None:
-        get = lookup.get
-
-        def categorical(value: Any) -> Any:
-            return get(value, UNSEEN_CODE) if type(value) is str else _encode(column, value)
-
-        return categorical
-
-    def numeric(value: Any) -> Any:
-        return value if type(value) is int or type(value) is float else _encode(column, value)
-
-    return numeric
+def _runs(positions: Sequence[int]) -> list[tuple[slice, slice]]:
+    """Each run of consecutive values in ``positions``: (the range of values, where in ``positions`` it is)."""
+    runs: list[tuple[slice, slice]] = []
+    start = 0
+    for k in range(1, len(positions) + 1):
+        if k == len(positions) or positions[k] != positions[k - 1] + 1:
+            runs.append((slice(positions[start], positions[k - 1] + 1), slice(start, k)))
+            start = k
+    return runs
 
 
 def _lookup(encoder: CategoryEncoder, column: str) -> dict[str, int]:

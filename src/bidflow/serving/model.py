@@ -518,7 +518,7 @@ class BidFilterModel(ServedModel):
                 validate_request(req, self.validation)
             except OpenRTBError as exc:
                 raise RequestError.from_openrtb(exc, f"$.instances[{i}].request") from exc
-            partners = self._partner_list(instance.partners, req, f"$.instances[{i}].partners")
+            partners = self._partner_list(instance.partners, req, f"$.instances[{i}].partners", strings=True)
             auctions.append(Auction(req, partners, _ts_ms(instance.ts_ms, f"$.instances[{i}].ts_ms", now_ms)))
         return auctions
 
@@ -574,7 +574,11 @@ class BidFilterModel(ServedModel):
         now_ms = int(time.time() * 1000)
         return Auction(req, partners, _ts_ms(_parameter(parameters.get("ts_ms")), "$.parameters.ts_ms", now_ms))
 
-    def _partner_list(self, given: Any, req: BidRequest, where: str) -> tuple[str, ...]:
+    def _partner_list(self, given: Any, req: BidRequest, where: str, *, strings: bool = False) -> tuple[str, ...]:
+        """The candidate partners: ``given`` (checked), or the request's Prebid bidders.
+
+        ``strings``: ``given`` is known to hold only strings (the typed decoder read it).
+        """
         if given is None:
             names = bidders(req)
             if not names:
@@ -589,6 +593,12 @@ class BidFilterModel(ServedModel):
             raise RequestError(
                 "too many partners", field=where, expected=f"at most {self.options.max_partners}", got=str(len(given))
             )
+        try:  # the common case in one pass of C: distinct, non-empty strings
+            distinct = len(set(given)) == len(given) and "" not in given
+        except TypeError:  # an unhashable element: the loop below names it
+            distinct = False
+        if distinct and (strings or all(type(name) is str for name in given)):
+            return tuple(given)
         seen: set[str] = set()
         for k, name in enumerate(given):
             if not isinstance(name, str) or not name:

@@ -75,3 +75,22 @@ def test_rows_of_raw_values_give_training_matrix(trained: TrainedModel, bid_rows
     rows[0]["partner"] = None  # missing values: unseen code, like training
     expected = trained.matrix(frame.assign(partner=[None, *frame["partner"].iloc[1:]]))
     np.testing.assert_array_equal(assembler.matrix(rows, None), expected)
+
+
+def test_request_values_of_other_types_are_encoded_as_training_encodes_them(
+    trained: TrainedModel, bid_rows: pd.DataFrame
+) -> None:
+    # Not what RequestFeatures holds, but what a caller's object might: text and None in numeric
+    # columns, a number in a categorical one. Each must land as training's encoder reads it.
+    assembler = BidFilterAssembler(trained.spec, trained.encoder, FEATURE_NAMES, "partner")
+    row = bid_rows.iloc[:1].copy()
+    values = {name: row[name].iloc[0] for name in FEATURE_NAMES}
+    numeric = [name for name in FEATURE_NAMES if name not in trained.spec.categorical]
+    categorical = [name for name in FEATURE_NAMES if name in trained.spec.categorical]
+    odd = values | {numeric[0]: "not a number", numeric[1]: "2.5", numeric[2]: None, categorical[0]: 7}
+    served = assembler.matrix(SimpleNamespace(**odd), [row["partner"].iloc[0]], None)
+    expected_frame = row.assign(**{numeric[0]: np.nan, numeric[1]: 2.5, numeric[2]: np.nan, categorical[0]: "7"})
+    np.testing.assert_array_equal(served, trained.matrix(expected_frame))
+    # the plain path gives the same as the one-value-at-a-time path for ordinary values
+    np.testing.assert_array_equal(assembler.matrix(SimpleNamespace(**values), list(row["partner"]), None),
+                                  trained.matrix(row))  # fmt: skip
