@@ -9,7 +9,7 @@ training set (63 columns), and one with ``bidflow train``'s own settings (depth 
 Replayed: auctions of the last hour, each with 10-30 candidate partners (its logged partners plus
 unseen ones), as v1 requests with their logged time (so the online rows are live). Each request:
 decode + validate, one online read for all partners (Feast keys, 6 views; the server reuses the
-store's answers for up to 20 s, ``--feature-cache-s``, so a warm server asks the store only for keys
+store's answers for up to 60 s, ``--feature-cache-s``, so a warm server asks the store only for keys
 it has not seen lately), one predict of the compiled trees, the decisions. Also 30-partner auctions
 alone, for the target, once with two server processes (``--workers 2``: the load generator then
 competes with them for the two cores), with the default-trained model (one and two workers), and

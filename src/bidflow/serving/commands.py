@@ -28,7 +28,7 @@ def serve(
     feature_timeout_ms: Annotated[float, typer.Option(help="Online store wait before failing open.")] = 20.0,
     feature_cache_s: Annotated[
         float, typer.Option(help="Oldest an online-store answer may be when reused (0: ask it for every auction).")
-    ] = 20.0,  # serving.online.DEFAULT_CACHE_S, not imported: it would load numpy for every CLI call
+    ] = 60.0,  # serving.online.DEFAULT_CACHE_S, not imported: it would load numpy for every CLI call
     workers: Annotated[
         int, typer.Option(help="Server processes sharing the port, each with its own model (one per core).")
     ] = 1,
