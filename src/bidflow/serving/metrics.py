@@ -36,9 +36,11 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final
 
+import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Metric
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -198,6 +200,66 @@ class ServingMetrics(Collector):
         yield from (decisions, auctions, *_share_gauges(totals))
 
 
+class BufferedHistogram:
+    """Observations of one histogram (a labelled child), added to it in batches.
+
+    prometheus_client's ``observe`` finds the bucket with a Python loop and, with several worker
+    processes, writes two values to a memory-mapped file: about 2 µs, four times per auction (the
+    request latency and KServe's three stage histograms). Here an observation is a list append;
+    every ``limit`` observations, or once the oldest waiting one is ``max_age_s`` old, and before
+    ``/metrics`` answers (``exposition``), the batch is added with one ``searchsorted`` and one
+    increment per bucket that received values: the same counts and sum as one ``observe`` each.
+    The server also folds every second (``bidflow.serving.server``), so that with several workers
+    an idle worker's observations reach the shared files. Not thread-safe: the event loop's thread
+    observes, and folds.
+
+    Args:
+        child: the histogram to add to (``Histogram.labels(...)``).
+        limit: observations held before they are added.
+        max_age_s: the longest an observation waits (with ``observe``'s ``now``).
+    """
+
+    def __init__(self, child: Any, limit: int = 256, max_age_s: float = 1.0) -> None:
+        self._child = child
+        self._bounds = np.asarray(child._upper_bounds, dtype=np.float64)  # ends with +Inf
+        self._limit = limit
+        self._max_age_s = max_age_s
+        self._values: list[float] = []
+        self._oldest = 0.0
+        _BUFFERS.add(self)
+
+    def observe(self, value: float, now: float) -> None:
+        """Note ``value``; ``now`` is the caller's ``time.perf_counter()`` (for the age rule)."""
+        values = self._values
+        if not values:
+            self._oldest = now
+        values.append(value)
+        if len(values) >= self._limit or now - self._oldest >= self._max_age_s:
+            self.fold()
+
+    def fold(self) -> None:
+        """Add the waiting observations to the histogram."""
+        values, self._values = self._values, []
+        if not values:
+            return
+        x = np.asarray(values, dtype=np.float64)
+        # ``Histogram.observe``: the first bucket whose upper bound is >= the value.
+        counts = np.bincount(np.searchsorted(self._bounds, x, side="left"), minlength=len(self._bounds))
+        buckets = self._child._buckets
+        for i in np.flatnonzero(counts[: len(self._bounds)]).tolist():
+            buckets[i].inc(int(counts[i]))
+        self._child._sum.inc(float(x.sum()))
+
+
+_BUFFERS: weakref.WeakSet[BufferedHistogram] = weakref.WeakSet()
+
+
+def fold_observations() -> None:
+    """Add every buffered observation of this process to its histogram (before a scrape)."""
+    for buffered in list(_BUFFERS):
+        buffered.fold()
+
+
 _METRICS: ServingMetrics | None = None
 _METRICS_LOCK = threading.Lock()
 
@@ -216,6 +278,7 @@ def exposition(accept: str | None) -> tuple[bytes, str]:
     from prometheus_client import exposition as formats
 
     encoder, content_type = formats.choose_encoder(accept or "")
+    fold_observations()
     metrics = serving_metrics()
     if not metrics.multiprocess:
         return encoder(REGISTRY), content_type

@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from bidflow.serving.errors import DEFAULT_MAX_BODY_BYTES, BodyLimit, error_json, install_error_handlers
-from bidflow.serving.metrics import exposition, serving_metrics
+from bidflow.serving.metrics import BufferedHistogram, exposition, fold_observations, serving_metrics
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -102,8 +102,8 @@ class ServerOptions:
 class RequestTimer:
     """ASGI middleware: observe the latency of scoring requests in ``bidflow_serving_request_seconds``.
 
-    Only the predict/infer paths of the served models are timed, each with a cached histogram
-    child: one dict lookup and two clock reads per request.
+    Only the predict/infer paths of the served models are timed, each with a buffered histogram
+    child (``BufferedHistogram``): one dict lookup, two clock reads and a list append per request.
     """
 
     def __init__(self, app: ASGIApp, models: Sequence[str]) -> None:
@@ -111,8 +111,8 @@ class RequestTimer:
         metrics = serving_metrics()
         self._timed = {}
         for name in models:
-            self._timed[f"/v1/models/{name}:predict"] = metrics.latency.labels(name, "v1")
-            self._timed[f"/v2/models/{name}/infer"] = metrics.latency.labels(name, "v2")
+            self._timed[f"/v1/models/{name}:predict"] = BufferedHistogram(metrics.latency.labels(name, "v1"))
+            self._timed[f"/v2/models/{name}/infer"] = BufferedHistogram(metrics.latency.labels(name, "v2"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         histogram = self._timed.get(scope.get("path", "")) if scope["type"] == "http" else None
@@ -123,7 +123,8 @@ class RequestTimer:
         try:
             await self.app(scope, receive, send)
         finally:
-            histogram.observe(time.perf_counter() - started)
+            now = time.perf_counter()
+            histogram.observe(now - started, now)
 
 
 class V1Predict:
@@ -272,9 +273,11 @@ def serve(
 
     async def run() -> None:
         grpc = await _start_grpc(app, options) if options.grpc_port is not None else None
+        folding = asyncio.create_task(_fold_forever())
         try:
             await server.serve(sockets=sockets)  # returns on SIGINT/SIGTERM (uvicorn's handlers)
         finally:
+            folding.cancel()
             if grpc is not None:
                 await grpc.stop(grace=5)
 
@@ -283,6 +286,17 @@ def serve(
         runner.run(run())
     for model in models:
         model.stop()
+
+
+async def _fold_forever(every_s: float = 1.0) -> None:
+    """Add the buffered histogram observations at least once a second, traffic or not.
+
+    On the event loop, where they are made (``BufferedHistogram`` is not thread-safe): with
+    several workers, a scrape answered by one reads what the others folded into the shared files.
+    """
+    while True:
+        await asyncio.sleep(every_s)
+        fold_observations()
 
 
 def _load_until_ready(model: ServedModel, retry_s: float) -> None:

@@ -125,10 +125,14 @@ def test_typed_and_generic_decoding_give_the_same_auctions(bid_filter: Any, bid_
 
 
 def test_kserve_stage_histograms_are_observed(client: Any, bid_logs: list[dict[str, Any]]) -> None:
-    from prometheus_client import REGISTRY
+    from prometheus_client.parser import text_string_to_metric_families
 
     def count(stage: str) -> float:
-        return REGISTRY.get_sample_value(f"request_{stage}_seconds_count", {"model_name": "bid_filter"}) or 0.0
+        """The stage's observation count as a scrape of /metrics sees it."""
+        families = text_string_to_metric_families(client.get("/metrics").text)
+        name = f"request_{stage}_seconds_count"
+        samples = [s for f in families for s in f.samples if s.name == name and s.labels["model_name"] == "bid_filter"]
+        return samples[0].value if samples else 0.0
 
     before = {stage: count(stage) for stage in ("preprocess", "predict", "postprocess")}
     assert client.post(V1, json=v1_body(bid_logs[0])).status_code == 200
