@@ -17,15 +17,20 @@ once more with the cache off (the store asked for every auction).
 
 Floors, in the same run and with the same load generator:
 
-* ``bare``: a Starlette endpoint returning a fixed JSON (uvicorn, uvloop + httptools, no logging);
+* ``bare``: a Starlette endpoint returning a fixed JSON (uvicorn, uvloop + httptools, no logging),
+  closed loop and, like the two-worker servers, open loop at 2,000 / 3,000 / 4,000 auctions/s: what
+  one Python HTTP process costs and answers in, whatever it serves;
+* ``kserve no-op model``: bidflow's KServe server (one process) serving a model whose stages do
+  nothing and answer a fixed JSON, sent the 30-partner bodies: the cost of the KServe path itself;
 * ``xgbserver``: what KServe's ``xgbserver`` does (it is not on PyPI, so an equivalent: a
   ``kserve.Model`` whose ``predict`` is ``xgb.DMatrix(instances)`` -> ``booster.predict``) on
   KServe's stock ``ModelServer`` (its default per-request logging on; only the host is set to
   127.0.0.1 and gRPC off), given the already assembled 30 x 63 feature rows of the same model.
 
 Load: ``wrk`` (Debian package) with a Lua script rotating the recorded bodies, one thread, closed loop
-at 1, 8 and 64 connections; for the two-worker servers also open loop, 2,000 / 3,000 / 4,000 auctions/s
-offered on one fixed schedule over 32 connections (``load(rate=...)``). Without wrk, a small asyncio
+at 1, 8 and 64 connections; for the two-worker servers and the first two floors also open loop,
+2,000 / 3,000 / 4,000 auctions/s offered on one fixed schedule over 32 connections
+(``load(rate=...)``). Without wrk, a small asyncio
 client in a second process does both. CPU per request
 is the server processes' (and Redis's) CPU time over the run divided by the requests: stable on a
 shared machine, while wall-clock percentiles are not.
@@ -460,6 +465,33 @@ def serve_bare(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop="auto", http="auto")
 
 
+def serve_noop(port: int) -> None:
+    """bidflow's KServe server (``bidflow.serving.server``) with a model that does nothing: a fixed answer."""
+    from bidflow.config import Config
+    from bidflow.serving.model import ModelSource, ServedModel
+    from bidflow.serving.server import ServerOptions, serve
+
+    payload = b'{"predictions": []}'
+
+    class NoopModel(ServedModel):
+        def load(self) -> bool:
+            self.ready, self.not_ready_reason = True, None
+            return True
+
+        def preprocess(self, payload: Any, headers: Any = None) -> Any:
+            return payload
+
+        def predict(self, payload: Any, headers: Any = None, response_headers: Any = None) -> Any:
+            return payload
+
+        def postprocess(self, result: Any, headers: Any = None, response_headers: Any = None) -> Any:
+            if response_headers is not None:
+                response_headers["content-type"] = "application/json"
+            return payload
+
+    serve([NoopModel("bid_filter", Config(), ModelSource("bid_filter"))], ServerOptions(http_port=port))
+
+
 def serve_xgb(port: int, model_file: str) -> None:
     sys.argv = sys.argv[:1]  # kserve.model_server parses sys.argv when imported
     import kserve
@@ -531,15 +563,15 @@ def stages(
             a, f = auctions[i], features[i]
             return uncached.bid_filter(a.partners, f.publisher_id, f.country, f.format, f.device_type, a.ts_ms / 1000)
 
-        blocks = [online(i).values for i in range(len(auctions))]
-        matrices = [assembler.matrix(features[i], auctions[i].partners, blocks[i]) for i in range(len(auctions))]
+        blocks = [online(i).values for i in range(len(auctions))]  # the partners' rows, as the server reads them
+        matrices = [assembler.complete(blocks[i].copy(), features[i]) for i in range(len(auctions))]
         decisions = [model._decide(state, a) for a in auctions]
         steps = {
             "decode + validate + envelope": lambda i: model.preprocess(raw[i]),
             "request features": lambda i: request_features(auctions[i].request, auctions[i].ts_ms),
             "online read (cache warm)": online,
             "[online read, store every time]": store_read,
-            "assemble matrix": lambda i: assembler.matrix(features[i], auctions[i].partners, blocks[i]),
+            "request columns into the rows": lambda i: assembler.complete(blocks[i].copy(), features[i]),
             "predict (compiled trees)": lambda i: state.predictor.predict(matrices[i]),
             "decide + response": lambda i: _v1_decision(decisions[i], "1"),
         }
@@ -617,7 +649,8 @@ def run(seconds: float = 6.0) -> list[Result]:
         production, local = ["--config", str(configs["production"])], ["--config", str(configs["local"])]
         two = ["--workers", "2"]
         plans = [
-            Plan("bare", [*me, "--serve-bare"], files["mixed"]),
+            Plan("bare", [*me, "--serve-bare"], files["mixed"], rates=PACED_RATES),
+            Plan("kserve no-op model", [*me, "--serve-noop"], files["thirty"], rates=PACED_RATES),
             Plan("xgbserver (30 rows)", [*me, "--serve-xgb"], files["rows"]),
             Plan("bidflow sqlite", [*ours, *local], files["mixed"]),
             Plan("bidflow redis", [*ours, *production], files["mixed"], redis_env),
@@ -636,7 +669,7 @@ def run(seconds: float = 6.0) -> list[Result]:
             port = free_port()
             if "--serve-xgb" in plan.command:
                 extra = [str(port), str(model_file)]
-            elif "--serve-bare" in plan.command:
+            elif "--serve-bare" in plan.command or "--serve-noop" in plan.command:
                 extra = [str(port)]
             else:
                 extra = ["--http-port", str(port)]
@@ -719,6 +752,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--serve-bare", type=int, metavar="PORT")
     parser.add_argument("--serve-xgb", nargs=2, metavar=("PORT", "MODEL_FILE"))
+    parser.add_argument("--serve-noop", type=int, metavar="PORT")
     parser.add_argument("--client", nargs=6, metavar=("URL", "PATH", "BODIES", "CONNECTIONS", "SECONDS", "RATE"))
     args = parser.parse_args()
     if args.serve_bare is not None:
@@ -726,6 +760,9 @@ def main() -> None:
         return
     if args.serve_xgb is not None:
         serve_xgb(int(args.serve_xgb[0]), args.serve_xgb[1])
+        return
+    if args.serve_noop is not None:
+        serve_noop(args.serve_noop)
         return
     if args.client is not None:
         url, path, body_file, connections, seconds, rate = args.client
