@@ -170,6 +170,8 @@ def test_the_context_memo_serves_the_row_caches_rows_until_one_may_change(monkey
     keys = [("a", "p1"), ("b", "p1")]
     values, seconds = cache.rows(store.fetch, keys)
     memo.put(("p1",), ["a", "b"], values, seconds, cache.until(keys))
+    assert memo.get(("p1",), ["a"], 5_000.0) is None  # a context read once is not kept
+    memo.put(("p1",), ["a", "b"], values, seconds, cache.until(keys))
     values[:] = 9.0  # the memo keeps its own copy
     np.testing.assert_array_equal(memo.get(("p1",), ["b", "a", "b"], 5_000.0), [[1.0, -1.0]] * 3)
     assert memo.get(("p1",), ["a", "c"], 5_000.0) is None  # a partner it does not hold
@@ -188,7 +190,8 @@ def test_the_context_memo_applies_the_ttl_at_each_request_time() -> None:
     memo = ContextMemo(np.array([100.0, 50.0]), np.array([0, 0, 1]), np.array([0.0, 0.0, -1.0]))
     values = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     seconds = np.array([[1_000.0, 1_000.0], [1_020.0, 1_000.0]])  # per row and view
-    memo.put(("ctx",), ["a", "b"], values, seconds, until=np.inf)
+    for _ in range(2):  # kept from the second read on
+        memo.put(("ctx",), ["a", "b"], values, seconds, until=np.inf)
     np.testing.assert_array_equal(memo.get(("ctx",), ["a", "b"], 1_050.0), values)  # nothing past its ttl
     np.testing.assert_array_equal(memo.get(("ctx",), ["a", "b"], 1_050.5), [[1.0, 2.0, -1.0], [4.0, 5.0, -1.0]])
     np.testing.assert_array_equal(memo.get(("ctx",), ["a", "b"], 1_100.5), [[0.0, 0.0, -1.0], [4.0, 5.0, -1.0]])
