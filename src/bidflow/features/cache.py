@@ -468,9 +468,9 @@ class ContextMemo:
     with the ttl rule already applied, and answers a context whose partners it holds with one
     dictionary probe per partner and one gather.
 
-    A context is kept from its second read on: keeping one costs about a third of a row-cache
-    read, which a context that never comes back would not repay (measured on random contexts, a
-    quarter of whose rows the row cache finds: 200 -> 246 µs per lookup when every context was kept).
+    A context is kept from its second read on: keeping one costs about a fifth of a lookup, which
+    a context that never comes back would not repay (measured on random contexts, a quarter of
+    whose rows the row cache finds: 200 -> 246 µs per lookup when every context was kept).
 
     It never serves anything the row cache would not: a context's rows are kept only until the
     soonest of them is due or expires there (``RowCache.until``). The ttl rule, which depends on

@@ -200,7 +200,8 @@ class OnlineFeatureReader:
         A model server's assembler turns the service's rows into its own matrix layout
         (``bidflow.serving.assemble.BidFilterAssembler.rows``); with a cache, the context memo keeps
         the shaped rows, so that work is done once per context and range of request times, not
-        once per auction. ``shape`` must depend only on the rows and the partners.
+        once per auction. ``shape`` must work row by row: its row ``i`` depends only on row ``i``
+        and partner ``i`` (the memo answers an auction with some of the rows it shaped).
         """
         self._shape = shape
         if self._memo is not None:

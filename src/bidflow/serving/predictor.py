@@ -38,6 +38,7 @@ import functools
 import json
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
@@ -103,6 +104,7 @@ class TreePredictor:
         return diff
 
 
+@dataclass(frozen=True)
 class _Trees:
     """Every tree of a booster in flat arrays, each tree padded to the deepest one's depth.
 
@@ -111,23 +113,13 @@ class _Trees:
     A leaf's children are itself, so a walk of ``depth`` steps ends on the leaf whatever its level.
     """
 
-    def __init__(
-        self,
-        feature: npt.NDArray[np.uint32],
-        threshold: npt.NDArray[np.float32],
-        child: npt.NDArray[np.uint32],
-        default_left: npt.NDArray[np.uint8],
-        roots: npt.NDArray[np.uint32],
-        depth: int,
-        base_margin: float,
-    ) -> None:
-        self.feature = feature
-        self.threshold = threshold
-        self.child = child
-        self.default_left = default_left
-        self.roots = roots
-        self.depth = depth
-        self.base_margin = base_margin
+    feature: npt.NDArray[np.uint32]
+    threshold: npt.NDArray[np.float32]
+    child: npt.NDArray[np.uint32]
+    default_left: npt.NDArray[np.uint8]
+    roots: npt.NDArray[np.uint32]
+    depth: int
+    base_margin: float
 
     @classmethod
     def read(cls, booster: Any, n_features: int) -> _Trees:
