@@ -297,11 +297,12 @@ def test_two_workers_share_the_port_and_their_metrics(
     for sock in connections:
         sock.close()
 
-    def settled() -> str:  # each worker publishes its per-partner counts once a second
+    def settled() -> str:  # each worker publishes its per-partner counts and latencies once a second
         deadline = time.monotonic() + 10
         while True:
             text = httpx.get(f"{server.url}/metrics", timeout=5).text
-            if _total(text, "bidflow_serving_decisions_total{") == partners_sent:
+            decisions = _total(text, "bidflow_serving_decisions_total{")
+            if decisions == partners_sent and _total(text, "bidflow_serving_request_seconds_count{") == 24:
                 return text
             assert time.monotonic() < deadline, text
             time.sleep(0.3)
