@@ -27,8 +27,9 @@ workers start, with ``BIDFLOW_SERVING_METRICS_DIR`` beside it) keeps the standar
 files, and ``/metrics`` sums them over the workers (``exposition``). The per-partner lists cannot
 live in those files; each worker adds what they counted since last time to real counters once a
 second (and before answering a scrape), so a scrape may lag other workers' decisions by up to a
-second; the same holds for the latency histograms, observed in batches (``BufferedHistogram``). The two share gauges are derived from the summed counters, and ``model_info`` is the largest
-value over live workers: 1 while any worker serves that version, 0 once none does.
+second; the same holds for the latency histograms, observed in batches (``BufferedHistogram``). The
+two share gauges are derived from the summed counters, and ``model_info`` is the largest value over
+live workers: 1 while any worker serves that version, 0 once none does.
 """
 
 from __future__ import annotations
