@@ -30,9 +30,8 @@ Floors, in the same run and with the same load generator:
 Load: ``wrk`` (Debian package) with a Lua script rotating the recorded bodies, one thread, closed loop
 at 1, 8 and 64 connections; for the two-worker servers and the first two floors also open loop,
 2,000 / 3,000 / 4,000 auctions/s offered on one fixed schedule over 32 connections
-(``load(rate=...)``). Without wrk, a small asyncio
-client in a second process does both. CPU per request
-is the server processes' (and Redis's) CPU time over the run divided by the requests: stable on a
+(``load(rate=...)``). Without wrk, a small asyncio client in a second process does both. CPU per
+request is the server processes' (and Redis's) CPU time over the run divided by the requests: stable on a
 shared machine, while wall-clock percentiles are not.
 
 Run alone: ``.venv/bin/python -m bench.bench_serving [--seconds 8]`` (prints a table);

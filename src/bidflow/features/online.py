@@ -188,7 +188,7 @@ class OnlineFeatureReader:
         memo = self._memo
         if memo is not None and (found := memo.get(context, partners, at_s)) is not None:
             return found
-        rows = self.read(dict(zip(("partner", *_CONTEXT), (partners, *context), strict=True)), at=at_s)
+        rows = self.read(dict(zip((_ROW_KEY, *_CONTEXT), (partners, *context), strict=True)), at=at_s)
         # The read kept the rows in the memo: shaped there once, for this auction and the next ones.
         if memo is not None and (found := memo.get(context, partners, at_s, count=False)) is not None:
             return found

@@ -14,7 +14,7 @@ route                                      30 rows, 45   30 rows, 300  max |diff
 xgboost ``inplace_predict``                ~400 µs       ~840 µs       --
 tl2cgen (gcc -O3), its ``DMatrix``         59 µs         --            3.0e-7
 onnxruntime 1.32 (onnxmltools)             40 µs         301 µs        1.8e-7
-this kernel (numba)                        12 µs         105 µs        5.8e-7
+this kernel (numba)                        12-13 µs      105 µs        5.0e-8
 =========================================  ============  ============  ===================
 
 A tree walk is one data-dependent branch per level; onnxruntime and tl2cgen take it as a branch,
@@ -22,7 +22,8 @@ and the CPU mispredicts about half of them (about 4 ns per node here). The kerne
 every tree to one depth (a leaf points to itself) and picks the next node arithmetically, with no
 branch, going through every row of the batch at one level before the next: the rows' walks are
 independent, so the CPU overlaps them. Inside the model server, where the rest of a request
-leaves the caches cold, the gap widens (onnxruntime 56 µs, the kernel about 15 µs per auction).
+leaves the caches cold, the gap widens (timed inside a loaded server: onnxruntime 56 µs, the kernel
+18 µs per auction).
 
 The kernel is compiled by numba on the first call (about 1 s, at load: ``verify`` makes that
 call), never at import, and writes nothing to disk (the serving image's root is read-only).

@@ -64,7 +64,6 @@ from bidflow.serving.errors import DEFAULT_MAX_BODY_BYTES, BodyLimit, error_json
 from bidflow.serving.metrics import BufferedHistogram, exposition, fold_observations, serving_metrics
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -172,13 +171,11 @@ class ServerApp:
     errors itself); every other request goes on into the FastAPI app.
 
     Attributes:
-        api: the FastAPI app with KServe's v1/v2 endpoints, ``/metrics`` and bidflow's error handlers.
         dataplane: KServe's data plane over the served models (the gRPC servicer uses it too).
         extension: KServe's model repository extension.
     """
 
-    def __init__(self, api: FastAPI, dataplane: Any, extension: Any, entry: ASGIApp) -> None:
-        self.api = api
+    def __init__(self, dataplane: Any, extension: Any, entry: ASGIApp) -> None:
         self.dataplane = dataplane
         self.extension = extension
         self._entry = entry
@@ -232,7 +229,7 @@ def build_app(models: Sequence[ServedModel], options: ServerOptions | None = Non
     shortcut = V1Predict(app, V1Endpoints(dataplane, extension), list(by_name), not_ready_reason)
     # Outermost: the limit refuses before anything else reads the body.
     entry = BodyLimit(RequestTimer(shortcut, list(by_name)), max_bytes=options.max_body_bytes)
-    return ServerApp(app, dataplane, extension, entry)
+    return ServerApp(dataplane, extension, entry)
 
 
 async def _metrics(request: Request) -> Response:

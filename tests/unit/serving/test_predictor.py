@@ -94,3 +94,11 @@ def test_boosters_it_cannot_score_are_refused() -> None:
         TreePredictor(linear, 3)
     with pytest.raises(ModelError, match="column the model does not have"):
         TreePredictor(_booster({"max_depth": 3}, 5), 2)
+    import pandas as pd
+
+    frame = pd.DataFrame({"c": pd.Categorical(rng.choice(list("abcdefgh"), 500)), "x": rng.normal(size=500)})
+    label = (frame["c"].isin(["a", "c", "e"]) ^ (frame["x"] > 0)).astype(int)
+    data = xgb.DMatrix(frame, label=label, enable_categorical=True)
+    categorical = xgb.train({"objective": "binary:logistic", "max_cat_to_onehot": 1, "nthread": 1}, data, 3)
+    with pytest.raises(ModelError, match="categorical splits"):
+        TreePredictor(categorical, 2)
