@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -42,3 +43,45 @@ def test_dvc_repro_from_a_clean_clone_reproduces_the_committed_data_version(tmp_
     assert '"passed": true' in (clone / "reports/validation/validation.json").read_text()
     subprocess.run(["dvc", "push", "--quiet"], cwd=clone, env=env, check=True, timeout=300)
     assert any(p.is_file() for p in (clone / ".dvcstore").rglob("*")), "the local remote received the data"
+
+
+def _wider_simd_features() -> list[str]:
+    """The SIMD targets numpy found on this CPU beyond its compiled baseline (numpy's public report)."""
+    simd = np.show_config(mode="dicts")["SIMD Extensions"]
+    return list(simd.get("found", []))
+
+
+def _run_data_stages(workdir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """The commands of dvc.yaml's stages, in order, with the same relative paths."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    script = " && ".join(stage["cmd"] for stage in stages.values())
+    workdir.mkdir()
+    shutil.copy(REPO / "bidflow.yaml", workdir / "bidflow.yaml")
+    return subprocess.Popen(["bash", "-c", script], cwd=workdir, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)  # fmt: skip
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_every_data_output_has_the_same_bytes_with_and_without_the_cpus_wider_simd(tmp_path: Path) -> None:
+    wider = _wider_simd_features()
+    if not wider:
+        pytest.skip("this CPU has no SIMD features beyond numpy's baseline: there is nothing to switch off")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BIDFLOW__")}
+    env["PATH"] = f"{BIN}:{env['PATH']}"
+    runs = {
+        "full": _run_data_stages(tmp_path / "full", env),
+        # numpy then takes its baseline (SSE4.2-level) kernels for sorting, log, exp and the rest
+        "baseline": _run_data_stages(tmp_path / "baseline", env | {"NPY_DISABLE_CPU_FEATURES": " ".join(wider)}),
+    }
+    for name, run in runs.items():
+        _, stderr = run.communicate(timeout=600)
+        assert run.returncode == 0, f"the {name} run failed: {stderr.decode()[-2000:]}"
+    outputs = {name: {**_tree_bytes(tmp_path / name / "data"), **_tree_bytes(tmp_path / name / "reports")}
+               for name in runs}  # fmt: skip
+    assert "reference/profile.json" in outputs["full"]
+    assert outputs["full"].keys() == outputs["baseline"].keys()
+    differing = [path for path in outputs["full"] if outputs["full"][path] != outputs["baseline"][path]]
+    assert not differing, f"these outputs depend on the CPU's SIMD features: {differing}"

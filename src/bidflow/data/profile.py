@@ -8,6 +8,7 @@ require keeping the reference batch itself around.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Final
 
@@ -43,10 +44,7 @@ class DataProfile(msgspec.Struct, frozen=True):
 def build_profile(df: pd.DataFrame) -> DataProfile:
     """Profile a batch of ingested rows."""
     ts = df["ts"].astype("int64") // 1_000_000 if df["ts"].dtype.kind == "M" else df["ts"]
-    categories = {}
-    for column in PROFILED_CATEGORIES:
-        shares = df[column].astype(str).value_counts(normalize=True).head(_TOP_CATEGORIES)
-        categories[column] = {str(k): float(v) for k, v in shares.items()}
+    categories = {column: category_shares(df[column]) for column in PROFILED_CATEGORIES}
     numbers = {}
     for column in PROFILED_NUMBERS:
         values = df[column].to_numpy(dtype=np.float64)
@@ -54,12 +52,25 @@ def build_profile(df: pd.DataFrame) -> DataProfile:
         numbers[column] = NumericBins(edges=edges.tolist(), shares=bin_shares(values, edges.tolist()))
     return DataProfile(
         rows=len(df),
-        bid_rate=float(df["bid"].mean()) if len(df) else 0.0,
+        bid_rate=int(df["bid"].sum()) / len(df) if len(df) else 0.0,
         first_ts_ms=int(ts.min()) if len(df) else 0,
         last_ts_ms=int(ts.max()) if len(df) else 0,
         categories=categories,
         numbers=numbers,
     )
+
+
+def category_shares(column: pd.Series) -> dict[str, float]:
+    """The most common values' shares, most common first and ties broken by value.
+
+    A total order keeps the profile's bytes the same on every machine: pandas' ``value_counts``
+    sorts with numpy's unstable sort, whose SIMD variant (picked at run time by the CPU) puts
+    tied counts in another order.
+    """
+    counts = Counter(column.astype(str).tolist())
+    total = len(column)
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:_TOP_CATEGORIES]
+    return {value: count / total for value, count in ranked}
 
 
 def bin_shares(values: np.ndarray, edges: list[float]) -> list[float]:

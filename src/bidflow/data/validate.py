@@ -15,6 +15,7 @@ The report is written as Markdown, HTML and JSON; a failing gate raises
 from __future__ import annotations
 
 import html
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -242,18 +243,23 @@ def _bucketed(ref: dict[str, float], cur: dict[str, float]) -> tuple[list[float]
     PSI over hundreds of rare categories (publishers) measures sampling noise, not drift; a
     new category that matters still shows, through the 'other' bucket and the unseen check.
     """
-    top = sorted(ref, key=lambda k: -ref[k])[:_PSI_TOP_CATEGORIES]
+    top = sorted(ref, key=lambda k: (-ref[k], k))[:_PSI_TOP_CATEGORIES]
     expected = [ref[k] for k in top]
     actual = [cur.get(k, 0.0) for k in top]
-    return [*expected, max(0.0, 1.0 - sum(expected))], [*actual, max(0.0, 1.0 - sum(actual))]
+    return [*expected, max(0.0, 1.0 - math.fsum(expected))], [*actual, max(0.0, 1.0 - math.fsum(actual))]
 
 
 def psi(expected: list[float], actual: list[float]) -> float:
-    """Population stability index between two share vectors over the same bins."""
-    e = np.clip(np.asarray(expected, dtype=np.float64), _PSI_FLOOR, None)
-    a = np.clip(np.asarray(actual, dtype=np.float64), _PSI_FLOOR, None)
-    e, a = e / e.sum(), a / a.sum()
-    return float(np.sum((a - e) * np.log(a / e)))
+    """Population stability index between two share vectors over the same bins.
+
+    Scalar ``math`` on purpose: numpy's ``log`` takes a SIMD path chosen by the CPU at run time
+    (AVX-512 machines use another approximation), and the report's bytes must not depend on it.
+    """
+    e = [max(x, _PSI_FLOOR) for x in expected]
+    a = [max(x, _PSI_FLOOR) for x in actual]
+    e_total, a_total = math.fsum(e), math.fsum(a)
+    e, a = [x / e_total for x in e], [x / a_total for x in a]
+    return math.fsum((ai - ei) * math.log(ai / ei) for ei, ai in zip(e, a, strict=True))
 
 
 def _examples(values: list[str]) -> str:
