@@ -35,6 +35,7 @@ from bidflow.deploy.backend import ModelVersion
 from bidflow.deploy.canary import RouterClient
 from bidflow.deploy.replay import read_auctions, replay
 from bidflow.deploy.steps import monitor_python
+from bidflow.kinds import bid_filter
 from bidflow.modeling import inputs, train
 from bidflow.modeling.economics import is_exploration
 from bidflow.monitoring.drift import drift_frame, drift_row
@@ -101,7 +102,7 @@ def _rollback(root: Path) -> list[Result]:
     ingest(raw, root / "parquet", Config().ingest.model_copy(update={"workers": 1}))
     frame = read_frame(root / "parquet")
     quick = TrainConfig(n_estimators=60, max_depth=5, nthread=1)
-    model = train.fit(frame, inputs.bid_filter_spec(), quick, time_column=inputs.TIME, policy=EvaluateConfig())
+    model = train.fit(frame, bid_filter.spec(), quick, time_column=inputs.TIME, policy=EvaluateConfig())
     versions = [ModelVersion("bid_filter", v, str(train.save_model(model, root / f"model-v{v}"))) for v in "12"]
     baseline = [_record(line, np.random.default_rng(1)) for path in sorted(raw.rglob("*.jsonl.gz")) for line in
                 map(json.loads, _gz_lines(path))][-5_000:]  # fmt: skip

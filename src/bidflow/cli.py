@@ -215,6 +215,22 @@ def openrtb_check(
 
 
 @cli.command()
+def kinds(ctx: typer.Context) -> None:
+    """List the registered model kinds: built-in ones and those under `kinds:` in bidflow.yaml."""
+    from rich.table import Table
+
+    from bidflow.kinds import kind, kind_names, registered_name
+
+    config = _config(ctx)
+    table = Table("kind", "registered model", "feature service", "label", "pipeline", "what it predicts")
+    for name in kind_names(config):
+        found = kind(config, name)
+        pipeline = "yes" if found.pipeline else "-"
+        table.add_row(name, registered_name(config, name), found.feature_service, found.label, pipeline, found.summary)
+    out.print(table)
+
+
+@cli.command()
 def demo(ctx: typer.Context) -> None:
     """Run the whole loop on generated data (train, gate, deploy, canary, drift, rollback) and write a report."""
     from bidflow.demo import run_demo

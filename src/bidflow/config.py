@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bidflow.errors import ConfigError
+from bidflow.kinds.registry import BUILTIN, DEFAULT_KIND
 
 ENV_PREFIX = "BIDFLOW__"
 DEFAULT_CONFIG_FILE = Path("bidflow.yaml")
@@ -124,8 +125,8 @@ class FeaturesConfig(_Section):
         return value
 
 
-class TrainConfig(_Section):
-    """Model training (``bidflow train``)."""
+class TrainSettings(_Section):
+    """The training settings of one model kind."""
 
     validation_hours: int = Field(default=1, ge=1, description="latest hours held out for early stopping")
     feature_source: Literal["feast", "request"] = Field(
@@ -147,6 +148,45 @@ class TrainConfig(_Section):
     min_category_count: int = Field(
         default=20, ge=1, description="training rows a category needs to get its own code; rarer ones share 'unseen'"
     )
+
+
+class TrainConfig(TrainSettings):
+    """Model training (``bidflow train``): shared settings, and a ``<kind>:`` section per model kind.
+
+    A kind's section holds only the keys it changes (``train: {ctr: {max_depth: 3}}``); its keys
+    are checked as strictly as the shared ones, and its name must be a registered kind
+    (``Config`` checks that, since ``kinds:`` may register more).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @model_validator(mode="after")
+    def _kind_sections_are_settings(self) -> TrainConfig:
+        for name, section in (self.model_extra or {}).items():
+            if not isinstance(section, Mapping):
+                raise ValueError(f"'train.{name}' is neither a training setting nor a kind's section (a mapping)")
+            unknown = sorted(set(section) - set(TrainSettings.model_fields))
+            if unknown:
+                raise ValueError(f"'train.{name}' has unknown keys: {', '.join(unknown)}")
+            try:
+                TrainSettings.model_validate(self.shared() | dict(section))
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                field = ".".join(str(part) for part in first["loc"])
+                raise ValueError(f"'train.{name}.{field}': {first['msg']}") from exc
+        return self
+
+    def shared(self) -> dict[str, Any]:
+        """The shared settings, without the kinds' sections."""
+        return {key: getattr(self, key) for key in TrainSettings.model_fields}
+
+    def kind_sections(self) -> dict[str, dict[str, Any]]:
+        """Each kind's own keys, as written."""
+        return {name: dict(section) for name, section in (self.model_extra or {}).items()}
+
+    def for_kind(self, kind: str) -> TrainSettings:
+        """The settings ``kind`` trains with: the shared ones, overridden by its section."""
+        return TrainSettings.model_validate(self.shared() | self.kind_sections().get(kind, {}))
 
 
 class EvaluateConfig(_Section):
@@ -214,13 +254,16 @@ class RegistryConfig(_Section):
     tracking_uri: str = "sqlite:///mlflow.db"
     artifact_location: Path = Path("mlartifacts")
     experiment: str = Field(default="bidflow", min_length=1)
-    bid_filter_model: str = Field(default="bid_filter", min_length=1, description="registered model name")
-    ctr_model: str = Field(default="ctr_ipinyou", min_length=1, description="registered model name")
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description="registered model name per kind, instead of the kind's own (e.g. {ctr: ctr_campaign_2997})",
+    )
 
 
 class CanaryConfig(_Section):
     """Canary deployments: the backend, the traffic split and the analysis gates."""
 
+    kind: str = Field(default=DEFAULT_KIND, min_length=1, description="the model kind this deployment serves")
     backend: Literal["local", "kserve"] = "local"
     traffic_percent: int = Field(default=20, ge=0, le=100, description="canary share of requests on deploy")
     state: Path = Field(default=Path("deploy"), description="local backend: state, journal and server logs")
@@ -261,6 +304,38 @@ class MonitorConfig(_Section):
     reference_rows: int = Field(default=5_000, ge=100, description="training rows kept as the drift reference")
     payload_batch: int = Field(default=256, ge=1, description="payloads per batch sent by the router")
     payload_queue: int = Field(default=20_000, ge=1, description="payloads buffered before new ones are dropped")
+    # Off ("record") by default: a run trains, gates and deploys a canary by itself, so it is switched on
+    # where retrain_args name the data to train on. Not "off": YAML reads a bare off as false.
+    retrain: Literal["record", "local", "submit"] = Field(
+        default="record",
+        description="what drift in the champion's traffic starts: record (the request only), "
+        "local (`bidflow pipeline run --local`), submit (`bidflow pipeline submit` to retrain_host)",
+    )
+    retrain_pipeline: str = Field(
+        default="bid_filter",
+        min_length=1,
+        description="the training pipeline a retraining run starts: the name of the model kind this monitor watches",
+    )
+    retrain_cooldown_hours: float = Field(
+        default=6.0,
+        ge=0.0,
+        description="at most one retraining run per pipeline in this many hours, failed runs included "
+        "(0: only never two at once)",
+    )
+    retrain_command: list[str] | None = Field(
+        default=None,
+        description="the platform's `bidflow` command line (the monitor's environment has no kfp); "
+        "default: .venv/bin/bidflow beside the monitor's environment, else `bidflow` on PATH",
+    )
+    retrain_args: list[str] = Field(
+        default=[],
+        description="more options for the run, e.g. ['--raw', 'data/raw'] (the logs to train on; without it "
+        "a local run generates simulated logs) or ['--param', 'canary_percent=10']",
+    )
+    retrain_host: str | None = Field(default=None, description="submit: the Kubeflow Pipelines API endpoint")
+    retrain_timeout_minutes: float = Field(
+        default=180.0, gt=0.0, description="a run still going after this long is stopped and recorded as failed"
+    )
 
 
 class Config(_Section):
@@ -278,8 +353,34 @@ class Config(_Section):
     registry: RegistryConfig = RegistryConfig()
     canary: CanaryConfig = CanaryConfig()
     monitor: MonitorConfig = MonitorConfig()
+    kinds: dict[str, str] = Field(
+        default_factory=dict,
+        description="model kinds beyond the built-in ones: name -> 'module:attribute' of a bidflow.kinds.Kind",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _sections_name_registered_kinds(self) -> Config:
+        known = {*BUILTIN, *self.kinds}
+        sections: dict[str, set[str]] = {
+            "train": set(self.train.kind_sections()),
+            "registry.models": set(self.registry.models),
+            "canary.kind": {self.canary.kind},
+        }
+        for section, names in sections.items():
+            unknown = sorted(set(names) - known)
+            if unknown:
+                where = section if section == "canary.kind" else f"{section}.{unknown[0]}"
+                raise ValueError(
+                    f"'{where}' names no registered model kind ({unknown[0]}; registered: {', '.join(sorted(known))})"
+                )
+        for name, path in self.kinds.items():
+            if name in BUILTIN:
+                raise ValueError(f"'kinds.{name}' would replace a built-in kind")
+            if not name.isidentifier() or ":" not in path:
+                raise ValueError(f"'kinds.{name}' must be an identifier mapped to 'module:attribute', got {path!r}")
+        return self
 
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from bidflow.features.build import BuildSummary
-    from bidflow.modeling.inputs import FeatureSource, ModelKind
+    from bidflow.modeling.inputs import FeatureSource
 
 CONFIG_PARAMETER = "pipeline parameter 'config'"
 
@@ -46,17 +46,20 @@ def config(text: str) -> Config:
             ) from exc
 
 
-def model_kind(kind: str) -> ModelKind:
-    """``kind`` checked against the model kinds the core knows.
+def model_kind(kind: str, settings: Config) -> str:
+    """``kind`` checked against the registered model kinds (built-in and the configuration's ``kinds:``).
 
     Raises:
-        ConfigError: neither ``bid_filter`` nor ``ctr``.
+        ConfigError: no kind of that name.
     """
-    if kind == "bid_filter":
-        return "bid_filter"
-    if kind == "ctr":
-        return "ctr"
-    raise ConfigError("unknown model kind", where="component parameter 'kind'", expected="bid_filter or ctr", got=kind)
+    from bidflow.kinds import kind as kind_of
+
+    try:
+        return kind_of(settings, kind).name
+    except ConfigError as exc:
+        raise ConfigError(
+            exc.what, where="component parameter 'kind'", expected=exc.expected, got=exc.got, hint=exc.hint
+        ) from exc
 
 
 def feature_source(source: str) -> FeatureSource | None:

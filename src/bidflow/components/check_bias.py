@@ -26,7 +26,7 @@ def check_bias(
         batch: the same data the model was trained on; its latest ``evaluate.holdout_hours`` are checked.
         model: the candidate (``train_model``'s output).
         config: the text of a bidflow.yaml; empty for the defaults.
-        kind: bid_filter or ctr.
+        kind: a registered model kind (`bidflow kinds`).
         slices: columns to slice by; empty for ``fairness.slices``.
 
     Returns:
@@ -45,7 +45,7 @@ def check_bias(
     with tempfile.TemporaryDirectory() as tmp:
         outcome, result = fairness_step(
             settings,
-            _runtime.model_kind(kind),
+            _runtime.model_kind(kind, settings),
             source=Path(batch.path),
             candidate=candidate,
             slices=tuple(slices) or None,

@@ -26,7 +26,7 @@ def evaluate_model(
         batch: the same data the model was trained on; its latest ``evaluate.holdout_hours`` are scored.
         model: the candidate (``train_model``'s output; its ``run_id`` metadata names the MLflow run).
         config: the text of a bidflow.yaml; empty for the defaults.
-        kind: bid_filter or ctr.
+        kind: a registered model kind (`bidflow kinds`).
         champion: alias or version to compare with (``champion``: the first model passes with a
             note); ``none`` compares with nothing.
 
@@ -48,7 +48,7 @@ def evaluate_model(
     with tempfile.TemporaryDirectory() as tmp:
         outcome, result = evaluate_step(
             settings,
-            _runtime.model_kind(kind),
+            _runtime.model_kind(kind, settings),
             source=Path(batch.path),
             candidate=candidate,
             champion=None if champion.lower() == "none" else champion,

@@ -17,7 +17,7 @@ def register_model(model: Input[Model], config: str, kind: str) -> str:
     Args:
         model: the candidate (``train_model``'s output; its ``run_id`` metadata names the MLflow run).
         config: the text of a bidflow.yaml; empty for the defaults.
-        kind: bid_filter or ctr.
+        kind: a registered model kind (`bidflow kinds`).
 
     Returns:
         Output: the registered version number.
@@ -25,6 +25,7 @@ def register_model(model: Input[Model], config: str, kind: str) -> str:
     from bidflow.components import _runtime
     from bidflow.modeling.steps import register_step
 
-    ref = register_step(_runtime.config(config), _runtime.model_kind(kind), model.metadata["run_id"])
+    settings = _runtime.config(config)
+    ref = register_step(settings, _runtime.model_kind(kind, settings), model.metadata["run_id"])
     print(f"registered {ref.label} with aliases {', '.join(ref.aliases)}")
     return ref.version

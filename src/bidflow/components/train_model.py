@@ -15,9 +15,9 @@ def train_model(
     after the evaluation and bias gates pass. The run id travels in the model artifact's metadata.
 
     Args:
-        batch: ingested parquet (bid_filter) or the iPinYou CSV (ctr).
+        batch: the kind's data (ingested parquet for the bid filter, the iPinYou CSV for ctr).
         config: the text of a bidflow.yaml; empty for the defaults.
-        kind: bid_filter or ctr.
+        kind: a registered model kind (`bidflow kinds`).
         feature_source: feast (the FeatureService training set), request (request features only), or
             empty for ``train.feature_source``.
 
@@ -34,7 +34,7 @@ def train_model(
     settings, source = _runtime.config(config), _runtime.feature_source(feature_source)
     outcome = train_step(
         settings,
-        _runtime.model_kind(kind),
+        _runtime.model_kind(kind, settings),
         source=Path(batch.path),
         feature_source=source,
         register=False,

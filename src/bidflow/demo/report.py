@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
+from bidflow.kinds import registered_name
 from bidflow.modeling.plots import calibration_figure, economics_figure, png, roc_figure
 
 if TYPE_CHECKING:
@@ -69,12 +70,12 @@ def write_demo_report(outcome: DemoOutcome, config: Config) -> Path:
 
     assert outcome.champion is not None and outcome.canary is not None
     batch = _ingested(outcome.root / "pipeline-2")
-    name = config.registry.bid_filter_model
+    name = registered_name(config, config.canary.kind)
     # The gates' verdicts are already logged by the pipeline; these recompute the scores for the plots only.
     _, _, evaluation = evaluation_of(
-        config, "bid_filter", source=batch, candidate=outcome.canary.version, champion=outcome.champion.version
+        config, config.canary.kind, source=batch, candidate=outcome.canary.version, champion=outcome.champion.version
     )
-    _, bias = bias_of(config, "bid_filter", source=batch, candidate=outcome.canary.version)
+    _, bias = bias_of(config, config.canary.kind, source=batch, candidate=outcome.canary.version)
     fairness = bias.report
     _, champion_model = registry.load(config.registry, name, outcome.champion.version)
     _, canary_model = registry.load(config.registry, name, outcome.canary.version)

@@ -41,6 +41,7 @@ import yaml
 from rich.console import Console
 
 from bidflow.errors import BidflowError
+from bidflow.kinds import registered_name
 
 if TYPE_CHECKING:
     from bidflow.config import Config
@@ -305,7 +306,7 @@ def _dvc_track(root: Path, data: Path) -> str:
 def _latest(config: Config) -> ModelRef:
     from bidflow.modeling import registry
 
-    found = registry.versions(config.registry, config.registry.bid_filter_model)
+    found = registry.versions(config.registry, registered_name(config, config.canary.kind))
     if not found:
         raise DemoError("no model version was registered (a gate stopped the pipeline: see its log)")
     return found[0]
@@ -314,7 +315,7 @@ def _latest(config: Config) -> ModelRef:
 def _replay(console: Console, auctions: list[Any], router: str, monitor: str, config: Config) -> ReplayReport:
     from bidflow.deploy.replay import replay_with_progress
 
-    target = f"{router}/v1/models/{config.registry.bid_filter_model}:predict"
+    target = f"{router}/v1/models/{registered_name(config, config.canary.kind)}:predict"
     return asyncio.run(replay_with_progress(auctions, target, console, concurrency=8, monitor_url=monitor))
 
 

@@ -18,6 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bidflow.kinds import registered_name
+
 if TYPE_CHECKING:
     from bidflow.config import Config
     from bidflow.deploy.analysis import WindowMetrics
@@ -179,7 +181,7 @@ def replay_command(
     config: Config = ctx.obj
     auctions = list(read_auctions(logs, limit))
     endpoint = url or f"http://{config.canary.host}:{config.canary.router_port}"
-    target = f"{endpoint.rstrip('/')}/v1/models/{config.registry.bid_filter_model}:predict"
+    target = f"{endpoint.rstrip('/')}/v1/models/{registered_name(config, config.canary.kind)}:predict"
     monitor = f"http://{config.monitor.host}:{config.monitor.port}" if outcomes else None
     report = asyncio.run(replay_with_progress(auctions, target, out, concurrency=concurrency, monitor_url=monitor))
     summary = report.summary()

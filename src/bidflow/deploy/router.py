@@ -31,6 +31,7 @@ import msgspec
 from bidflow.deploy.backend import ModelVersion, Role
 from bidflow.deploy.split import route
 from bidflow.errors import BidflowError, ConflictError
+from bidflow.kinds import registered_name
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -305,7 +306,7 @@ def serve_router(config: Config, config_path: Path | None = None) -> None:
     from bidflow.deploy.local import ProcessBackend
 
     cfg = config.canary
-    backend = ProcessBackend(cfg, config.registry.bid_filter_model, config_path)
+    backend = ProcessBackend(cfg, registered_name(config, config.canary.kind), config_path)
     journal = FileLog(cfg.state / "transitions.jsonl")
     recorded = journal.read()
     if recorded and recorded[-1].state is not None:

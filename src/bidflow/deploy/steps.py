@@ -44,15 +44,16 @@ class DeployOutcome:
 
 
 def model_version(config: Config, version: str) -> ModelVersion:
-    """The registered bid-filter ``version`` (number or alias) as the active backend loads it.
+    """The registered ``version`` (number or alias) of ``canary.kind`` as the active backend loads it.
 
     Locally the model server resolves ``models:/name/N`` through the registry; KServe's storage
     initializer needs the artifact location itself.
     """
     from bidflow.deploy.backend import ModelVersion
+    from bidflow.kinds import registered_name
     from bidflow.modeling import registry
 
-    name = config.registry.bid_filter_model
+    name = registered_name(config, config.canary.kind)
     ref = registry.resolve(config.registry, name, version)
     uri = ref.uri if config.canary.backend == "local" else ref.source
     return ModelVersion(name=name, version=ref.version, uri=uri)

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from bidflow.kinds import DEFAULT_KIND
+
 if TYPE_CHECKING:
     from bidflow.config import Config
     from bidflow.features.build import BuildSummary
@@ -132,30 +134,27 @@ def materialize(
 def training_set(
     ctx: typer.Context,
     out_file: Annotated[Path, typer.Option("--out", help="Parquet file to write.")],
-    service: Annotated[str, typer.Option(help="FeatureService: bid_filter or ctr.")] = "bid_filter",
+    kind_name: Annotated[
+        str, typer.Option("--kind", "--service", help="The model kind whose FeatureService to use (`bidflow kinds`).")
+    ] = DEFAULT_KIND,
     source: Annotated[
         Path | None,
-        typer.Argument(help="bid_filter: ingested parquet (default paths.parquet); ctr: the iPinYou CSV."),
+        typer.Argument(
+            help="The kind's data (bid_filter: ingested parquet; ctr: the iPinYou CSV); default: configured."
+        ),
     ] = None,
-    since: Annotated[datetime | None, typer.Option(help="bid_filter: only rows at or after this UTC time.")] = None,
-    until: Annotated[datetime | None, typer.Option(help="bid_filter: only rows before this UTC time.")] = None,
+    since: Annotated[datetime | None, typer.Option(help="Only rows at or after this UTC time.")] = None,
+    until: Annotated[datetime | None, typer.Option(help="Only rows before this UTC time.")] = None,
 ) -> None:
-    """Point-in-time training rows: the logged examples with the service's features appended."""
+    """Point-in-time training rows: the logged examples with the kind's FeatureService features appended."""
     from bidflow.features import store as feature_store
+    from bidflow.kinds import kind
 
     config = _config(ctx)
+    chosen = kind(config, kind_name)
     store = feature_store.open_store(config.features)
-    if service == "ctr":
-        from bidflow.features.ipinyou import ctr_entities, read_ipinyou
-
-        entities = ctr_entities(read_ipinyou(source or config.features.ctr_source), config.features.ctr_day)
-    else:
-        from bidflow.data.batch import read_frame
-
-        entities = feature_store.bid_filter_entities(
-            read_frame(source or config.paths.parquet, _utc(since), _utc(until))
-        )
-    result = feature_store.build_training_set(store, entities, service)
+    entities = chosen.entities(config, source or chosen.default_source(config), _utc(since), _utc(until))
+    result = feature_store.build_training_set(store, entities, chosen.feature_service)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     result.frame.to_parquet(out_file, index=False)
     out.print(

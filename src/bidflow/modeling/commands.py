@@ -14,18 +14,13 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 from rich.console import Console
 
+from bidflow.kinds import DEFAULT_KIND
+
 if TYPE_CHECKING:
     from bidflow.config import Config
-    from bidflow.modeling.inputs import FeatureSource, ModelKind
+    from bidflow.modeling.inputs import FeatureSource
 
 out = Console()
-
-
-class Model(StrEnum):
-    """Which model a command works on."""
-
-    bid_filter = "bid_filter"
-    ctr = "ctr"
 
 
 class Features(StrEnum):
@@ -36,13 +31,11 @@ class Features(StrEnum):
 
 
 ModelOption = Annotated[
-    Model, typer.Option("--model", "-m", help="bid_filter (auction logs) or ctr (iPinYou campaign 2997).")
+    str, typer.Option("--model", "-m", "--kind", help="The model kind (`bidflow kinds` lists them).")
 ]
 SourceArgument = Annotated[
     Path | None,
-    typer.Argument(
-        help="Ingested parquet (bid_filter, default paths.parquet) or iPinYou CSV (ctr, features.ctr_source)."
-    ),
+    typer.Argument(help="The kind's data (bid_filter: ingested parquet; ctr: the iPinYou CSV); default: configured."),
 ]
 SinceOption = Annotated[datetime | None, typer.Option(help="Only rows at or after this UTC time.")]
 UntilOption = Annotated[datetime | None, typer.Option(help="Only rows before this UTC time.")]
@@ -60,7 +53,7 @@ def register_modeling_commands(cli: typer.Typer) -> None:
 def train(
     ctx: typer.Context,
     source: SourceArgument = None,
-    model: ModelOption = Model.bid_filter,
+    model: ModelOption = DEFAULT_KIND,
     since: SinceOption = None,
     until: Annotated[
         datetime | None,
@@ -81,7 +74,7 @@ def train(
     config = _config(ctx)
     result = train_step(
         config,
-        _kind(model),
+        _kind(config, model),
         source=source,
         since=_utc(since),
         until=_utc(until),
@@ -91,7 +84,7 @@ def train(
     )
     m = result.model.metrics
     out.print(
-        f"[green]trained[/] {model.value} on {result.rows:,} rows ({len(result.model.spec.names)} features, "
+        f"[green]trained[/] {model} on {result.rows:,} rows ({len(result.model.spec.names)} features, "
         f"source {result.model.spec.feature_service or 'request features'}): {result.model.best_iteration} trees, "
         f"validation AUC {m['valid_auc']:.4f}, log loss {m['valid_logloss']:.4f}, ECE {m['valid_ece']:.4f}"
     )
@@ -104,7 +97,7 @@ def train(
 def evaluate(
     ctx: typer.Context,
     source: SourceArgument = None,
-    model: ModelOption = Model.bid_filter,
+    model: ModelOption = DEFAULT_KIND,
     candidate: Annotated[str, typer.Option(help="Candidate: alias or version number.")] = "candidate",
     champion: Annotated[
         str, typer.Option(help="Champion: alias or version number; 'none' to compare with nothing.")
@@ -122,7 +115,7 @@ def evaluate(
 
     outcome, report = evaluate_step(
         _config(ctx),
-        _kind(model),
+        _kind(_config(ctx), model),
         source=source,
         since=_utc(since),
         until=_utc(until),
@@ -146,7 +139,7 @@ def evaluate(
 def fairness(
     ctx: typer.Context,
     source: SourceArgument = None,
-    model: ModelOption = Model.bid_filter,
+    model: ModelOption = DEFAULT_KIND,
     candidate: Annotated[str, typer.Option(help="Model to check: alias or version number.")] = "candidate",
     since: Annotated[
         datetime | None, typer.Option(help="Window start, UTC (default: the latest evaluate.holdout_hours).")
@@ -164,7 +157,7 @@ def fairness(
 
     outcome, report = fairness_step(
         _config(ctx),
-        _kind(model),
+        _kind(_config(ctx), model),
         source=source,
         since=_utc(since),
         until=_utc(until),
@@ -181,7 +174,7 @@ def fairness(
 
 def promote(
     ctx: typer.Context,
-    model: ModelOption = Model.bid_filter,
+    model: ModelOption = DEFAULT_KIND,
     version: Annotated[str | None, typer.Option(help="Version to promote (default: the 'candidate').")] = None,
     force: Annotated[bool, typer.Option(help="Promote even if its gates have not passed.")] = False,
 ) -> None:
@@ -191,11 +184,9 @@ def promote(
     from bidflow.modeling.inputs import model_name
 
     config = _config(ctx)
-    name = model_name(config, _kind(model))
+    name = model_name(config, _kind(config, model))
     target = registry.resolve(config.registry, name, version or registry.CANDIDATE)
     missing = [g for g in ("evaluation", "fairness") if target.tags.get(f"gate.{g}") != "passed"]
-    if model is Model.ctr:
-        missing = [g for g in missing if g != "fairness"]  # the bias gate's slices are the bid filter's
     if missing and not force:
         raise GateFailed(
             f"{name} v{target.version} has not passed its gates",
@@ -206,13 +197,13 @@ def promote(
     out.print(f"[green]promoted[/] {name} v{result.champion.version} to 'champion' {before}")
 
 
-def models(ctx: typer.Context, model: ModelOption = Model.bid_filter) -> None:
+def models(ctx: typer.Context, model: ModelOption = DEFAULT_KIND) -> None:
     """List the registered versions with their aliases and gate verdicts."""
     from bidflow.modeling import registry
     from bidflow.modeling.inputs import model_name
 
     config = _config(ctx)
-    name = model_name(config, _kind(model))
+    name = model_name(config, _kind(config, model))
     found = registry.versions(config.registry, name)
     if not found:
         out.print(f"no versions of '{name}' at {config.registry.tracking_uri}")
@@ -230,9 +221,10 @@ def _config(ctx: typer.Context) -> Config:
     return config
 
 
-def _kind(model: Model) -> ModelKind:
-    kind: Literal["bid_filter", "ctr"] = "bid_filter" if model is Model.bid_filter else "ctr"
-    return kind
+def _kind(config: Config, model: str) -> str:
+    from bidflow.kinds import kind
+
+    return kind(config, model).name
 
 
 def _features(features: Features | None) -> FeatureSource | None:

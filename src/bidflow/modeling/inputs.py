@@ -1,11 +1,12 @@
-"""Where the modeling commands get their rows: ingested parquet or the iPinYou sample, plus Feast.
+"""Where the modeling commands get their rows: each kind's own source, plus Feast.
 
-Training itself (``bidflow.modeling.train``) takes any frame and a ``FeatureSpec``; this module is
-the one place that knows the concrete sources:
+Training itself (``bidflow.modeling.train``) takes any frame and a ``FeatureSpec``; the kind
+(``bidflow.kinds``) knows its concrete source and columns, and this module adds the two feature
+sources every kind has:
 
-* ``request``: the request features ingest stored with every call (``bidflow.openrtb.features``),
-  plus the partner;
-* ``feast``: the same rows as entity rows of the model's FeatureService; Feast appends the
+* ``request``: the columns stored with every row (for the bid filter, the request features ingest
+  stored with every call, plus the partner);
+* ``feast``: the same rows as entity rows of the kind's FeatureService; Feast appends the
   point-in-time aggregated features (``<view>__<feature>`` columns, numeric) -- the columns the
   model server reads online through the same service.
 """
@@ -20,42 +21,32 @@ from typing import TYPE_CHECKING, Final, Literal
 import pandas as pd
 
 from bidflow.errors import BidflowError, ModelError
-from bidflow.modeling import ctr
+from bidflow.kinds import kind as kind_of
+from bidflow.kinds import registered_name
 from bidflow.modeling.dataset import FeatureSpec, latest_hours
-from bidflow.openrtb.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 
 if TYPE_CHECKING:
     from bidflow.config import Config, FeaturesConfig
 
-ModelKind = Literal["bid_filter", "ctr"]
 FeatureSource = Literal["feast", "request"]
 
-BID_FILTER_SERVICE: Final = "bid_filter"  # FeatureService names in feature_repo/feature_services.py
-CTR_SERVICE: Final = "ctr"
-PARTNER: Final = "partner"
-BID_LABEL: Final = "bid"
 TIME: Final = "ts"
 _FEAST_TIMESTAMP: Final = "event_timestamp"
 
 
-def bid_filter_spec(feast_columns: Sequence[str] = (), feature_service: str | None = None) -> FeatureSpec:
-    """The bid filter's features: request features, the partner, and any aggregated columns."""
-    return FeatureSpec(
-        names=(*CATEGORICAL_FEATURES, PARTNER, *NUMERIC_FEATURES, *feast_columns),
-        categorical=(*CATEGORICAL_FEATURES, PARTNER),
-        label=BID_LABEL,
-        feature_service=feature_service,
-    )
+def model_name(config: Config, kind: str) -> str:
+    """The registered model name of ``kind`` (``registry.models`` may rename it)."""
+    return registered_name(config, kind)
 
 
-def model_name(config: Config, kind: ModelKind) -> str:
-    """The registered model name of ``kind``."""
-    return config.registry.bid_filter_model if kind == "bid_filter" else config.registry.ctr_model
+def source_of(config: Config, kind: str, source: Path | None = None) -> Path:
+    """``source``, or where ``kind``'s rows are by default."""
+    return source if source is not None else kind_of(config, kind).default_source(config)
 
 
 def load_rows(
     config: Config,
-    kind: ModelKind,
+    kind: str,
     *,
     source: Path | None = None,
     since: datetime | None = None,
@@ -66,23 +57,17 @@ def load_rows(
     Args:
         config: the configuration (paths, features).
         kind: which model's data.
-        source: the parquet batch or the iPinYou CSV (default: ``paths.parquet`` / ``features.ctr_source``).
+        source: the kind's data (default: the kind's ``default_source``).
         since: only rows at or after this UTC time.
         until: only rows before this UTC time.
-    """
-    if kind == "bid_filter":
-        from bidflow.data.batch import read_frame
 
-        return read_frame(source or config.paths.parquet, since, until)
-    frame = ctr.read_ipinyou_impressions(source or config.features.ctr_source, config.features.ctr_day)
-    keep = pd.Series(True, index=frame.index)
-    if since is not None:
-        keep &= frame[TIME] >= pd.Timestamp(since)
-    if until is not None:
-        keep &= frame[TIME] < pd.Timestamp(until)
-    if not keep.any():
-        raise ModelError("no iPinYou rows in the requested window", got=f"{since} .. {until}")
-    return frame[keep].sort_values(TIME, kind="stable").reset_index(drop=True)
+    Raises:
+        ModelError: the kind's loader returned no time column.
+    """
+    frame = kind_of(config, kind).load_rows(config, source_of(config, kind, source), since, until)
+    if TIME not in frame.columns:
+        raise ModelError(f"the rows of kind '{kind}' have no '{TIME}' column", hint="a kind's load_rows adds it")
+    return frame
 
 
 def split_holdout(frame: pd.DataFrame, hours: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -92,7 +77,7 @@ def split_holdout(frame: pd.DataFrame, hours: int) -> tuple[pd.DataFrame, pd.Dat
 
 
 def with_features(
-    frame: pd.DataFrame, config: Config, kind: ModelKind, feature_source: FeatureSource
+    frame: pd.DataFrame, config: Config, kind: str, feature_source: FeatureSource
 ) -> tuple[pd.DataFrame, FeatureSpec]:
     """``frame`` with the aggregated features of ``kind``'s FeatureService (``feast``) or as is (``request``).
 
@@ -102,11 +87,12 @@ def with_features(
     Raises:
         FeatureStoreError: the feature store is not applied or its offline sources are not built.
     """
+    spec = kind_of(config, kind).spec
     if feature_source == "request":
-        return frame, _spec(kind, (), None)
-    service = BID_FILTER_SERVICE if kind == "bid_filter" else CTR_SERVICE
+        return frame, spec((), None)
+    service = kind_of(config, kind).feature_service
     enriched, columns = feast_training_set(frame, config.features, service)
-    return enriched, _spec(kind, columns, service)
+    return enriched, spec(columns, service)
 
 
 def with_service(frame: pd.DataFrame, config: Config, services: Sequence[str | None]) -> pd.DataFrame:
@@ -148,9 +134,3 @@ def feast_training_set(frame: pd.DataFrame, cfg: FeaturesConfig, service: str) -
         ) from exc
     out[TIME] = pd.to_datetime(out[_FEAST_TIMESTAMP], utc=True)
     return out, spec.columns
-
-
-def _spec(kind: ModelKind, columns: Sequence[str], service: str | None) -> FeatureSpec:
-    if kind == "bid_filter":
-        return bid_filter_spec(tuple(columns), service)
-    return ctr.ipinyou_spec(tuple(columns), service)

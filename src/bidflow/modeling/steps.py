@@ -16,8 +16,9 @@ import numpy as np
 import numpy.typing as npt
 
 from bidflow.errors import GateFailed, ModelError
+from bidflow.kinds import kind as kind_of
 from bidflow.modeling import inputs, registry
-from bidflow.modeling.inputs import FeatureSource, ModelKind
+from bidflow.modeling.inputs import FeatureSource
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,7 +55,7 @@ class GateOutcome:
 
 def train_step(
     config: Config,
-    kind: ModelKind,
+    kind: str,
     *,
     source: Path | None = None,
     since: datetime | None = None,
@@ -70,8 +71,8 @@ def train_step(
 
     Args:
         config: the configuration.
-        kind: ``bid_filter`` or ``ctr``.
-        source: parquet batch (bid filter) or iPinYou CSV (ctr); defaults from the configuration.
+        kind: a registered model kind (``bidflow kinds``).
+        source: the kind's data (default: its ``default_source``).
         since: first UTC time to train on.
         until: end (exclusive) of the training window.
         feature_source: ``feast`` or ``request`` (default ``train.feature_source``).
@@ -87,20 +88,22 @@ def train_step(
     rows = inputs.load_rows(config, kind, source=path, since=since, until=until)
     if until is None:
         rows, _ = inputs.split_holdout(rows, config.evaluate.holdout_hours)
-    frame, spec = inputs.with_features(rows, config, kind, feature_source or config.train.feature_source)
-    policy = config.evaluate if kind == "bid_filter" else None
-    model = train.fit(frame, spec, config.train, time_column=inputs.TIME, policy=policy)
+    settings = config.train.for_kind(kind)
+    frame, spec = inputs.with_features(rows, config, kind, feature_source or settings.feature_source)
+    policy = config.evaluate if kind_of(config, kind).thresholded else None
+    model = train.fit(frame, spec, settings, time_column=inputs.TIME, policy=policy)
 
-    valid = frame[latest_hours(frame[inputs.TIME], config.train.validation_hours)]
+    valid = frame[latest_hours(frame[inputs.TIME], settings.validation_hours)]
     y, p = valid[spec.label].to_numpy(np.float64), model.predict(valid)
     figures = {
         "roc_validation": plots.roc_figure({"validation": (y, p)}),
         "calibration_validation": plots.calibration_figure({"validation": (y, p)}, config.evaluate.calibration_bins),
     }
-    if model.policy is not None:
+    partner = kind_of(config, kind).partner_column
+    if model.policy is not None and partner is not None:
         curve = economics_curve(
             valid["auction_id"].astype(str).to_numpy(),
-            valid["partner"].astype(str).to_numpy(),
+            valid[partner].astype(str).to_numpy(),
             y,
             p,
             valid["price"].to_numpy(np.float64, na_value=np.nan),
@@ -126,7 +129,7 @@ def train_step(
 
 def evaluate_step(
     config: Config,
-    kind: ModelKind,
+    kind: str,
     *,
     source: Path | None = None,
     since: datetime | None = None,
@@ -140,7 +143,7 @@ def evaluate_step(
 
     Args:
         config: the configuration.
-        kind: ``bid_filter`` or ``ctr``.
+        kind: a registered model kind (``bidflow kinds``).
         source: the data (default from the configuration).
         since: window start (default: the latest ``evaluate.holdout_hours`` hours of the data).
         until: window end (exclusive).
@@ -189,7 +192,7 @@ def evaluate_step(
 
 def fairness_step(
     config: Config,
-    kind: ModelKind,
+    kind: str,
     *,
     source: Path | None = None,
     since: datetime | None = None,
@@ -203,12 +206,12 @@ def fairness_step(
 
     Args:
         config: the configuration.
-        kind: ``bid_filter`` or ``ctr``.
+        kind: a registered model kind (``bidflow kinds``).
         source: the data (default from the configuration).
         since: window start (default: the latest ``evaluate.holdout_hours`` hours).
         until: window end (exclusive).
         candidate: alias or version of the model to check, or a ``runs:/`` URI (see ``evaluate_step``).
-        slices: slice columns instead of ``fairness.slices``.
+        slices: slice columns instead of the kind's own (its ``bias_slices``, else ``fairness.slices``).
         report_dir: where fairness.json / fairness.html go (default ``paths.reports/fairness-<kind>``).
         enforce: raise ``GateFailed`` on a failed gate; False returns the failed outcome instead.
     """
@@ -236,7 +239,7 @@ def fairness_step(
 
 def evaluation_of(
     config: Config,
-    kind: ModelKind,
+    kind: str,
     *,
     source: Path | None = None,
     since: datetime | None = None,
@@ -279,7 +282,7 @@ class BiasCheck:
 
 def bias_of(
     config: Config,
-    kind: ModelKind,
+    kind: str,
     *,
     source: Path | None = None,
     since: datetime | None = None,
@@ -296,8 +299,10 @@ def bias_of(
     frame = _window(config, kind, source, since, until, [cand.spec.feature_service])
     y, scores = labels(frame, cand.spec), cand.predict(frame)
     called = None
-    if cand.policy is not None:
-        called = cand.policy.call_mask(frame["auction_id"].astype(str).to_numpy(), frame["partner"].to_numpy(), scores)
+    partner = kind_of(config, kind).partner_column
+    if cand.policy is not None and partner is not None:
+        called = cand.policy.call_mask(frame["auction_id"].astype(str).to_numpy(), frame[partner].to_numpy(), scores)
+    slices = slices or kind_of(config, kind).bias_slices
     cfg = config.fairness if slices is None else config.fairness.model_copy(update={"slices": slices})
     report = fairness_report(frame, y, scores, called, cfg, calibration_bins=config.evaluate.calibration_bins)
     return cand_ref, BiasCheck(frame, np.asarray(y), np.asarray(scores), report)
@@ -305,7 +310,7 @@ def bias_of(
 
 def register_step(
     config: Config,
-    kind: ModelKind,
+    kind: str,
     run_id: str,
     *,
     gates: tuple[str, ...] = ("evaluation", "fairness"),
@@ -318,7 +323,7 @@ def register_step(
 
     Args:
         config: the configuration.
-        kind: ``bid_filter`` or ``ctr``.
+        kind: a registered model kind (``bidflow kinds``).
         run_id: the MLflow run that logged the model.
         gates: gate names whose ``gate.<name>`` run tag must read ``passed``.
         alias: the alias the new version gets.
@@ -389,7 +394,7 @@ def _services(model: TrainedModel | None) -> list[str | None]:
 
 def _window(
     config: Config,
-    kind: ModelKind,
+    kind: str,
     source: Path | None,
     since: datetime | None,
     until: datetime | None,
@@ -403,34 +408,49 @@ def _window(
     return inputs.with_service(rows, config, services)
 
 
-def _source(config: Config, kind: ModelKind, source: Path | None) -> Path:
-    if source is not None:
-        return source
-    return config.paths.parquet if kind == "bid_filter" else config.features.ctr_source
+def _source(config: Config, kind: str, source: Path | None) -> Path:
+    return inputs.source_of(config, kind, source)
 
 
 def drift_reference_step(
     config: Config,
     *,
+    kind: str | None = None,
     model: str = registry.CANDIDATE,
     source: Path | None = None,
     out: Path | None = None,
 ) -> tuple[registry.ModelRef, Path, int]:
-    """The drift monitor's reference for a bid-filter version: held-out auctions as the monitor sees them.
+    """The drift monitor's reference for a model version: held-out auctions as the monitor sees them.
 
     One row per auction of the held-out window (at most ``monitor.reference_rows``, a fixed-seed
     sample): the request features the monitor watches and the model's mean score over the auction's
     partners, exactly the row ``bidflow.monitoring.drift.drift_row`` builds from a served payload.
     The monitor's environment fits its detectors on this file (``python -m bidflow.monitoring fit``).
 
+    Args:
+        config: the configuration.
+        kind: the model kind (default ``canary.kind``); its traffic must be OpenRTB auctions.
+        model: alias or version.
+        source: the kind's data (default: its ``default_source``).
+        out: the parquet file (default ``canary.state/reference/<version>.parquet``).
+
     Returns:
         the model version, the parquet path and the number of auctions in it.
+
+    Raises:
+        ModelError: the kind's traffic is not OpenRTB auctions (no reference of this shape exists).
     """
     from bidflow.openrtb.features import FEATURE_NAMES
 
-    name = inputs.model_name(config, "bid_filter")
+    kind = kind or config.canary.kind
+    if kind_of(config, kind).replay != "openrtb":
+        raise ModelError(
+            f"the drift reference is built from OpenRTB auctions; kind '{kind}' serves other requests",
+            hint="a kind whose replay is 'openrtb' (a partner per row, auction_id) has one",
+        )
+    name = inputs.model_name(config, kind)
     ref, trained = registry.load(config.registry, name, model)
-    frame = _window(config, "bid_filter", source, None, None, [trained.spec.feature_service])
+    frame = _window(config, kind, source, None, None, [trained.spec.feature_service])
     frame = frame.assign(score=trained.predict(frame))
     per_auction = frame.groupby("auction_id", sort=False)
     reference = per_auction[list(FEATURE_NAMES)].first().assign(score=per_auction["score"].mean())

@@ -7,6 +7,12 @@ XGBoost runs with ``tree_method="hist"`` and early stopping on the latest hours 
 model is always validated on traffic later than anything it learned from). The returned booster
 is cut to its best iteration, so every consumer -- MLflow's pyfunc, a compiled predictor in the
 model server -- scores exactly the trees that were validated, without an ``iteration_range``.
+
+With ``refit`` (small data, where the validation hours hold a large share of the positives: the CTR
+model's 200 training clicks) early stopping only chooses how many trees to grow; the model is then
+retrained on training and validation rows together, with as many trees per training row as early
+stopping chose. Its ``valid_*`` metrics stay those of the early-stopped model: the refitted one has
+seen the validation rows, so only a later hold-out measures it.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from bidflow.modeling.economics import FilterPolicy, choose_policy
 from bidflow.modeling.metrics import classification_metrics
 
 if TYPE_CHECKING:
-    from bidflow.config import EvaluateConfig, TrainConfig
+    from bidflow.config import EvaluateConfig, TrainSettings
 
 BOOSTER_FILE: Final = "model.ubj"
 BUNDLE_FILE: Final = "bidflow_model.json"
@@ -92,7 +98,7 @@ class TrainedModel:
         }
 
 
-def xgb_params(cfg: TrainConfig) -> dict[str, Any]:
+def xgb_params(cfg: TrainSettings) -> dict[str, Any]:
     """XGBoost parameters from the typed training config."""
     return {
         "objective": "binary:logistic",
@@ -112,7 +118,9 @@ def xgb_params(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
-def train_model(train: pd.DataFrame, valid: pd.DataFrame, spec: FeatureSpec, cfg: TrainConfig) -> TrainedModel:
+def train_model(
+    train: pd.DataFrame, valid: pd.DataFrame, spec: FeatureSpec, cfg: TrainSettings, *, refit: bool = False
+) -> TrainedModel:
     """Fit a booster on ``train``, early-stopping on ``valid``.
 
     Args:
@@ -120,9 +128,11 @@ def train_model(train: pd.DataFrame, valid: pd.DataFrame, spec: FeatureSpec, cfg
         valid: later rows for early stopping and validation metrics.
         spec: the feature specification.
         cfg: the ``train`` configuration section.
+        refit: retrain on ``train`` and ``valid`` together once early stopping has chosen the
+            number of trees (see the module docstring).
 
     Returns:
-        The model, its booster cut to the best iteration, with train/valid metrics.
+        The model, its booster cut to the best iteration (or refitted), with train/valid metrics.
 
     Raises:
         ModelError: a split is empty or holds a single class (AUC and early stopping are undefined).
@@ -169,17 +179,49 @@ def train_model(train: pd.DataFrame, valid: pd.DataFrame, spec: FeatureSpec, cfg
     metrics = {f"train_{k}": v for k, v in classification_metrics(y_train, model.predict_matrix(x_train)).items()}
     metrics |= {f"valid_{k}": v for k, v in classification_metrics(y_valid, model.predict_matrix(x_valid)).items()}
     metrics |= {"best_iteration": float(best), "train_seconds": seconds, "train_rows_per_s": len(train) / seconds}
-    return replace(model, metrics=metrics)
+    model = replace(model, metrics=metrics)
+    return _refit(model, train, valid, cfg, params) if refit else model
+
+
+def _refit(
+    validated: TrainedModel, train: pd.DataFrame, valid: pd.DataFrame, cfg: TrainSettings, params: dict[str, Any]
+) -> TrainedModel:
+    """``validated`` retrained on ``train`` and ``valid`` together (vocabularies included)."""
+    import xgboost as xgb
+
+    started = time.perf_counter()
+    spec = validated.spec
+    rows = pd.concat([train, valid], ignore_index=True)
+    encoder = CategoryEncoder.fit(rows, spec.categorical, cfg.min_category_count)
+    x, y = feature_matrix(rows, spec, encoder), labels(rows, spec)
+    # More rows support more trees at the same learning rate: keep the chosen trees-per-row ratio.
+    trees = max(1, round(validated.best_iteration * len(rows) / len(train)))
+    booster = xgb.train(
+        params, xgb.DMatrix(x, label=y, feature_names=list(spec.names), missing=np.nan), num_boost_round=trees
+    )
+    seconds = time.perf_counter() - started
+    model = replace(
+        validated,
+        booster=booster,
+        encoder=encoder,
+        best_iteration=trees,
+        info=validated.info
+        | {"refit_rows": len(rows), "validated_trees": validated.best_iteration, "refit_seconds": round(seconds, 3)},
+    )
+    # valid_* stay the early-stopped model's: the refitted one has learned from those rows.
+    train_metrics = {f"train_{k}": v for k, v in classification_metrics(y, model.predict_matrix(x)).items()}
+    return replace(model, metrics=validated.metrics | train_metrics | {"refit_trees": float(trees)})
 
 
 def fit(
     frame: pd.DataFrame,
     spec: FeatureSpec,
-    cfg: TrainConfig,
+    cfg: TrainSettings,
     *,
     time_column: str = "ts",
     policy: EvaluateConfig | None = None,
     partner_column: str = "partner",
+    refit: bool = False,
 ) -> TrainedModel:
     """Split ``frame`` by time (latest ``cfg.validation_hours`` validate) and train.
 
@@ -191,12 +233,17 @@ def fit(
         policy: for a bid filter, the ``evaluate`` section: per-partner thresholds reaching its
             target bid recall are chosen on the validation window and stored with the model.
         partner_column: the column the thresholds are per value of.
+        refit: retrain on all of ``frame`` once early stopping on the validation hours has chosen
+            the number of trees (see the module docstring).
     """
     if time_column not in frame.columns:
         raise ModelError(f"training data lacks its time column '{time_column}'")
+    if refit and policy is not None:
+        # Thresholds chosen on rows the model has learned from would promise a recall it cannot keep.
+        raise ModelError("a refitted model has no unseen validation rows to choose filter thresholds on")
     valid_mask = latest_hours(frame[time_column], cfg.validation_hours)
     train_part, valid_part = frame[~valid_mask], frame[valid_mask]
-    model = train_model(train_part, valid_part, spec, cfg)
+    model = train_model(train_part, valid_part, spec, cfg, refit=refit)
     window = pd.to_datetime(valid_part[time_column], utc=True)
     info = model.info | {"validation_from": window.min().floor("h").isoformat()}
     if policy is None:

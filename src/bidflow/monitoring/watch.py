@@ -13,14 +13,13 @@ payloads and outcomes directly. Per role (champion, canary) it keeps:
 * recent **scores**, for the population stability index of canary vs champion scores.
 
 Actions: drift in the canary's traffic rolls the canary back through the deployment controller
-(then the canary's window is cleared); drift in the champion's traffic raises an alert and appends
-a retraining request (a pipeline run request) to ``retrain_requests.jsonl``. A payload that cannot
-be read is counted and skipped.
+(then the canary's window is cleared); drift in the champion's traffic raises an alert and a
+retraining request, which ``bidflow.monitoring.retrain`` records and turns into at most one
+training-pipeline run per cool-down. A payload that cannot be read is counted and skipped.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -36,6 +35,7 @@ import numpy as np
 from bidflow.deploy.analysis import RoleMetrics, WindowMetrics, analyse
 from bidflow.errors import BidflowError, MonitorError
 from bidflow.monitoring.drift import drift_frame, drift_row
+from bidflow.monitoring.retrain import RetrainTrigger
 from bidflow.openrtb import ValidationContext, decode_request_obj
 from bidflow.openrtb.features import request_features
 
@@ -118,7 +118,8 @@ class Monitor:
         detector_loader: version -> fitted detector (default: ``load_detector`` on the detector folder,
             ``<detector>/<version>/`` when it exists, else ``<detector>/`` itself).
         router_metrics: the router's per-role request/latency figures, for the SLO rules (local backend).
-        state_dir: where retraining requests are appended.
+        state_dir: where retraining requests and runs are recorded (default ``canary.state``).
+        retrain: the retraining trigger (default: one over ``monitor.retrain*`` in ``state_dir``).
     """
 
     def __init__(
@@ -129,11 +130,13 @@ class Monitor:
         detector_loader: Callable[[str], DriftDetector] | None = None,
         router_metrics: Callable[[], Mapping[str, Any]] | None = None,
         state_dir: Path | None = None,
+        retrain: RetrainTrigger | None = None,
     ) -> None:
         self.config = config
         self.controller = controller
         self.router_metrics = router_metrics
         self.state_dir = state_dir or config.canary.state
+        self.retrain = retrain or RetrainTrigger(config, self.state_dir)
         self._load = detector_loader or self._load_from_folder
         self._detectors: dict[str, DriftDetector] = {}
         self.watch = {role: RoleWatch() for role in ROLES}
@@ -306,16 +309,12 @@ class Monitor:
 
     def _alert(self, version: str, report: DriftReport) -> None:
         self.counts["alerts"] += 1
-        request = {
-            "at": time.time(),
-            "reason": f"drift in the champion's traffic (v{version}): {', '.join(report.drifted)}",
-            "pipeline": "bid-filter-training",
-            "drift": report.to_dict(),
-        }
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with (self.state_dir / "retrain_requests.jsonl").open("a", encoding="utf-8") as out:
-            out.write(json.dumps(request, default=str) + "\n")
-        log.warning("%s: retraining requested", request["reason"])
+        reason = f"drift in the champion's traffic (v{version}): {', '.join(report.drifted)}"
+        try:
+            self.retrain.request(version=version, reason=reason, drift=report.to_dict())
+        except OSError as exc:  # the state folder is not writable: the alert stands, the window goes on
+            self.errors.append(f"retraining request not recorded: {exc!r}"[:300])
+            log.error("%s: retraining request not recorded: %s", reason, exc)
 
     def window_metrics(self, drifted: Iterable[str] = ()) -> WindowMetrics:
         """Champion vs canary now: router figures (when known), online recall, score PSI, drift."""
@@ -381,12 +380,14 @@ class Monitor:
                 for role, w in self.watch.items()
             }
             latest = {r.role: r.to_dict() for r in self.history}
+            retrain = self.retrain.status()
             return {
                 "roles": roles,
                 "score_psi": self.score_psi(),
                 "latest": latest,
                 "history": [r.to_dict() for r in self.history] if history else [],
                 "transitions": list(self.transitions),
-                "counts": dict(self.counts),
+                "retrain": retrain,
+                "counts": dict(self.counts) | retrain["counts"],
                 "errors": list(self.errors),
             }

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from bidflow.errors import ConfigError
 
-PIPELINES: Final = {
-    "bid_filter": ("bidflow.pipelines.bid_filter", "bid_filter_pipeline"),
-    "ctr": ("bidflow.pipelines.ctr", "ctr_pipeline"),
-}
+if TYPE_CHECKING:
+    from bidflow.config import Config
 
 
 @dataclass(frozen=True)
@@ -29,26 +26,36 @@ class Parameter:
     default: Any = None
 
 
-def pipeline(name: str) -> Any:
-    """The ``@dsl.pipeline`` function called ``name`` (``bid_filter`` or ``ctr``).
+def pipeline_names(config: Config | None = None) -> tuple[str, ...]:
+    """The kinds that have a training pipeline (a pipeline is named after its kind)."""
+    from bidflow.kinds import kind, kind_names
+
+    return tuple(name for name in kind_names(config) if kind(config, name).pipeline is not None)
+
+
+def pipeline(name: str, config: Config | None = None) -> Any:
+    """The ``@dsl.pipeline`` function of kind ``name``.
 
     Raises:
-        ConfigError: no such pipeline.
+        ConfigError: no such kind, or the kind has no pipeline.
     """
-    if name not in PIPELINES:
-        raise ConfigError("unknown pipeline", expected=", ".join(PIPELINES), got=name)
-    module, attribute = PIPELINES[name]
-    return getattr(importlib.import_module(module), attribute)
+    from bidflow.kinds import kind, load_object
+
+    path = kind(config, name).pipeline
+    if path is None:
+        raise ConfigError(f"model kind '{name}' has no training pipeline", expected=", ".join(pipeline_names(config)))
+    return load_object(path, where=f"the pipeline of kind '{name}'")
 
 
-def compile_pipeline(name: str, path: Path, image: str | None = None) -> Path:
+def compile_pipeline(name: str, path: Path, image: str | None = None, config: Config | None = None) -> Path:
     """Compile pipeline ``name`` to IR YAML at ``path``.
 
     Args:
-        name: ``bid_filter`` or ``ctr``.
+        name: a registered kind with a pipeline (``pipeline_names``).
         path: the YAML file to write (its folder is created).
         image: the component image instead of ``bidflow.components.COMPONENT_IMAGE`` (another
             registry or tag); every task of the pipeline runs on it.
+        config: where kinds beyond the built-in ones are registered (``kinds:``).
 
     Returns:
         ``path``.
@@ -60,7 +67,7 @@ def compile_pipeline(name: str, path: Path, image: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / path.name
-        compiler.Compiler().compile(pipeline_func=pipeline(name), package_path=str(staged))
+        compiler.Compiler().compile(pipeline_func=pipeline(name, config), package_path=str(staged))
         text = staged.read_text(encoding="utf-8")
     if image and image != COMPONENT_IMAGE:
         text = text.replace(f"image: {COMPONENT_IMAGE}\n", f"image: {image}\n")
@@ -68,9 +75,9 @@ def compile_pipeline(name: str, path: Path, image: str | None = None) -> Path:
     return path
 
 
-def compile_all(out_dir: Path, image: str | None = None) -> list[Path]:
-    """Compile every pipeline to ``out_dir/<name>.yaml``."""
-    return [compile_pipeline(name, out_dir / f"{name}.yaml", image) for name in PIPELINES]
+def compile_all(out_dir: Path, image: str | None = None, config: Config | None = None) -> list[Path]:
+    """Compile every kind's pipeline to ``out_dir/<name>.yaml``."""
+    return [compile_pipeline(name, out_dir / f"{name}.yaml", image, config) for name in pipeline_names(config)]
 
 
 def parameters(spec: Path) -> dict[str, Parameter]:
@@ -83,10 +90,10 @@ def parameters(spec: Path) -> dict[str, Parameter]:
     }
 
 
-def declared_parameters(name: str) -> dict[str, Parameter]:
+def declared_parameters(name: str, config: Config | None = None) -> dict[str, Parameter]:
     """The parameters of pipeline ``name`` (compiled to a temporary file to read them)."""
     with tempfile.TemporaryDirectory() as tmp:
-        return parameters(compile_pipeline(name, Path(tmp) / f"{name}.yaml"))
+        return parameters(compile_pipeline(name, Path(tmp) / f"{name}.yaml", config=config))
 
 
 def parse_arguments(declared: Mapping[str, Parameter], pairs: Iterable[str]) -> dict[str, Any]:

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import shutil
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
+from bidflow.kinds import DEFAULT_KIND
+
 if TYPE_CHECKING:
     from bidflow.config import Config
+    from bidflow.kinds import Kind
 
 out = Console()
 
@@ -25,15 +27,11 @@ pipeline_cli = typer.Typer(
 )
 
 
-class Pipeline(StrEnum):
-    """The training pipelines."""
-
-    bid_filter = "bid_filter"
-    ctr = "ctr"
-
-
 PipelineOption = Annotated[
-    Pipeline, typer.Option("--pipeline", "-p", help="bid_filter (auction logs) or ctr (iPinYou campaign 2997).")
+    str,
+    typer.Option(
+        "--pipeline", "-p", "--kind", help="The model kind whose training pipeline to use (`bidflow kinds` lists them)."
+    ),
 ]
 ParamOption = Annotated[
     list[str] | None,
@@ -65,15 +63,16 @@ def compile_command(
 def run_command(
     ctx: typer.Context,
     local: Annotated[bool, typer.Option("--local", help="Run here with kfp.local (SubprocessRunner).")] = False,
-    pipeline: PipelineOption = Pipeline.bid_filter,
+    pipeline: PipelineOption = DEFAULT_KIND,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Working folder (default: runs/pipeline-<pipeline>).")
     ] = None,
     raw: Annotated[
-        Path | None, typer.Option(help="bid_filter: auction logs to train on (default: generate them).")
+        Path | None,
+        typer.Option(help="Kinds trained on auction logs (the bid filter): the logs (default: generate them)."),
     ] = None,
-    impressions: Annotated[
-        Path | None, typer.Option(help="ctr: the iPinYou CSV (default: features.ctr_source).")
+    source: Annotated[
+        Path | None, typer.Option(help="Other kinds: the kind's data (default: its configured source).")
     ] = None,
     hours: Annotated[int | None, typer.Option(help="Generated logs: hours (default: simulate.hours).")] = None,
     auctions_per_hour: Annotated[int | None, typer.Option(help="Generated logs: mean auctions per hour.")] = None,
@@ -91,15 +90,16 @@ def run_command(
     if not local:
         raise typer.BadParameter("only --local runs are supported here; use `bidflow pipeline submit` for a cluster")
     config: Config = ctx.obj
-    workdir = (out_dir or Path(f"runs/pipeline-{pipeline.value}")).resolve()
-    if pipeline is Pipeline.bid_filter:
+    kind = _kind_with_pipeline(config, pipeline)
+    workdir = (out_dir or Path(f"runs/pipeline-{kind.name}")).resolve()
+    if kind.pipeline_source == "raw_logs":
         overrides = {"hours": hours, "auctions_per_hour": auctions_per_hour, "start": start}
         data = {"raw_logs": str((raw or _generate(override(config, "simulate", overrides), workdir)).resolve())}
     else:
-        data = {"impressions": str((impressions or config.features.ctr_source).resolve())}
+        data = {kind.pipeline_source: str((source or kind.default_source(config)).resolve())}
     text = yaml.safe_dump(config.model_dump(mode="json", by_alias=True), sort_keys=False)
-    arguments = {"config": text} | data | parse_arguments(declared_parameters(pipeline.value), param or [])
-    run = run_local(pipeline.value, arguments, config, workdir)
+    arguments = {"config": text} | data | parse_arguments(declared_parameters(kind.name, config), param or [])
+    run = run_local(kind.name, arguments, config, workdir)
     gates = [
         ("evaluation", run.evaluation_passed, run.evaluation_report),
         ("bias", run.bias_passed, run.bias_report),
@@ -116,7 +116,7 @@ def run_command(
             got="failed gates: " + (", ".join(failed) or "none, yet no version was registered"),
         )
     out.print(f"[green]registered[/] {run.registered.label} as {', '.join(repr(a) for a in run.registered.aliases)}")
-    if pipeline is Pipeline.bid_filter:
+    if kind.name == config.canary.kind:
         out.print(
             f"deployed through the {config.canary.backend} backend (deploy_canary); "
             "`bidflow canary status` shows the champion and the canary"
@@ -128,7 +128,8 @@ def submit_command(
     host: Annotated[
         str, typer.Option(help="Kubeflow Pipelines API endpoint, e.g. https://kubeflow.example.com/pipeline.")
     ],
-    pipeline: PipelineOption = Pipeline.bid_filter,
+    ctx: typer.Context,
+    pipeline: PipelineOption = DEFAULT_KIND,
     experiment: Annotated[str, typer.Option(help="Experiment to file the run under (created if missing).")] = "bidflow",
     run_name: Annotated[str | None, typer.Option(help="Run name (default: <pipeline>-<UTC time>).")] = None,
     param: ParamOption = None,
@@ -142,31 +143,53 @@ def submit_command(
     namespace: Annotated[str | None, typer.Option(help="Kubeflow profile namespace (multi-user).")] = None,
 ) -> None:
     """Compile a pipeline and submit it to Kubeflow Pipelines (upload, experiment, run or recurring run)."""
+    from bidflow.config import load_config
     from bidflow.errors import InputError
     from bidflow.pipelines.catalog import declared_parameters, parse_arguments
     from bidflow.pipelines.submit import submit
 
-    arguments: dict[str, Any] = parse_arguments(declared_parameters(pipeline.value), param or [])
+    config: Config = ctx.obj
     if config_file is not None:
         if not config_file.is_file():
             raise InputError("configuration file not found", where=config_file)
+        config = load_config(config_file)
+    kind = _kind_with_pipeline(config, pipeline)
+    arguments: dict[str, Any] = parse_arguments(declared_parameters(kind.name, config), param or [])
+    if config_file is not None:
         arguments["config"] = config_file.read_text(encoding="utf-8")
-    name = run_name or f"{pipeline.value}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    name = run_name or f"{kind.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     result = submit(
         host,
-        pipeline.value,
+        kind.name,
         arguments=arguments,
         experiment=experiment,
         run_name=name,
         cron=recurring,
         image=image,
         namespace=namespace,
+        config=config,
     )
     out.print(f"pipeline {result.pipeline_id}, version {result.version_name} ({result.version_id})")
     if result.recurring_run_id:
         out.print(f"[green]recurring run[/] {result.recurring_run_id} '{name}' in experiment {experiment}")
     else:
         out.print(f"[green]run[/] {result.run_id} '{name}' in experiment {experiment}")
+
+
+def _kind_with_pipeline(config: Config, name: str) -> Kind:
+    """The registered kind ``name``, which must have a training pipeline.
+
+    Raises:
+        ConfigError: no such kind, or it has no pipeline.
+    """
+    from bidflow.errors import ConfigError
+    from bidflow.kinds import kind
+    from bidflow.pipelines.catalog import pipeline_names
+
+    found = kind(config, name)
+    if found.pipeline is None:
+        raise ConfigError(f"model kind '{name}' has no training pipeline", expected=", ".join(pipeline_names(config)))
+    return found
 
 
 def _generate(config: Config, workdir: Path) -> Path:

@@ -29,7 +29,6 @@ from bidflow.pipelines.catalog import compile_pipeline, pipeline
 
 if TYPE_CHECKING:
     from bidflow.config import Config
-    from bidflow.modeling.inputs import ModelKind
     from bidflow.modeling.registry import ModelRef
 
 
@@ -83,7 +82,7 @@ def run_local(name: str, arguments: dict[str, Any], config: Config, workdir: Pat
     """Run pipeline ``name`` with kfp.local and report its gates and registration.
 
     Args:
-        name: ``bid_filter`` or ``ctr``.
+        name: a registered kind with a pipeline (``catalog.pipeline_names``).
         arguments: the pipeline's arguments (its ``config`` argument is the YAML the tasks read).
         config: the same configuration, parsed (to look the registration up afterwards).
         workdir: where kfp.local keeps task outputs (``outputs/``), its workspace and the compiled spec.
@@ -97,7 +96,7 @@ def run_local(name: str, arguments: dict[str, Any], config: Config, workdir: Pat
     from bidflow.modeling.inputs import model_name
 
     workdir.mkdir(parents=True, exist_ok=True)
-    spec = compile_pipeline(name, workdir / f"{name}.yaml")
+    spec = compile_pipeline(name, workdir / f"{name}.yaml", config=config)
     check_no_installs(spec)
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
@@ -113,14 +112,13 @@ def run_local(name: str, arguments: dict[str, Any], config: Config, workdir: Pat
         # Resource requests are for the cluster; locally they are ignored, as the warning says per task.
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner", category=UserWarning)
         try:
-            task = pipeline(name)(**arguments)
+            task = pipeline(name, config)(**arguments)
         except RuntimeError as exc:
             plain = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # kfp.local colours its messages
             raise LocalRunError(f"pipeline '{name}' failed", got=plain[:500], hint="read the task's log above") from exc
     out = task.outputs
     run_id = str(out["model"].metadata["run_id"])
-    kind: ModelKind = "bid_filter" if name == "bid_filter" else "ctr"
-    found = [v for v in registry.versions(config.registry, model_name(config, kind)) if v.run_id == run_id]
+    found = [v for v in registry.versions(config.registry, model_name(config, name)) if v.run_id == run_id]
     return LocalRun(
         pipeline=name,
         outputs=workdir / "outputs",

@@ -16,12 +16,15 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from bidflow.errors import ConfigError
 from bidflow.pipelines.catalog import compile_pipeline
+
+if TYPE_CHECKING:
+    from bidflow.config import Config
 
 
 @dataclass(frozen=True)
@@ -65,25 +68,27 @@ def submit(
     cron: str | None = None,
     image: str | None = None,
     namespace: str | None = None,
+    config: Config | None = None,
 ) -> Submission:
     """Compile pipeline ``name``, upload it (once per content) and start a run or a recurring run.
 
     Args:
         host: the KFP API endpoint (``https://kubeflow.example.com/pipeline`` or a port-forward).
-        name: ``bid_filter`` or ``ctr``.
+        name: a registered kind with a pipeline (``catalog.pipeline_names``).
         arguments: pipeline arguments (typed, see ``catalog.parse_arguments``).
         experiment: the experiment to file the run under (created if missing).
         run_name: the run's (or recurring run's) display name.
         cron: a cron schedule for a recurring run instead of a single run.
         image: the component image instead of the default (see ``catalog.compile_pipeline``).
         namespace: the Kubeflow profile namespace of a multi-user deployment.
+        config: where kinds beyond the built-in ones are registered (``kinds:``).
     """
     import kfp
 
     schedule = cron_schedule(cron) if cron else None
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, module="kfp")
-        spec = compile_pipeline(name, Path(tmp) / f"{name}.yaml", image)
+        spec = compile_pipeline(name, Path(tmp) / f"{name}.yaml", image, config)
         text = spec.read_text(encoding="utf-8")
         display = next(iter(yaml.safe_load_all(text)))["pipelineInfo"]["name"]
         version_name = f"{display}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"

@@ -1,11 +1,11 @@
-"""``python -m bidflow.serving``: serve the bid filter (or the CTR model) on 127.0.0.1.
+"""``python -m bidflow.serving``: serve a model kind (the bid filter by default) on 127.0.0.1.
 
 Examples::
 
     python -m bidflow.serving                               # bid_filter@champion from the registry
     python -m bidflow.serving --model candidate --http-port 8081
     python -m bidflow.serving --model /tmp/model-folder     # a folder written by save_model
-    python -m bidflow.serving --kind ctr --model models:/ctr_ipinyou/3
+    python -m bidflow.serving --kind ctr --model models:/ctr_ipinyou/3   # any registered kind
     python -m bidflow.serving --host 0.0.0.0                # inside a pod
     python -m bidflow.serving --workers 2                   # one server process per core
 """
@@ -27,13 +27,16 @@ if TYPE_CHECKING:
     from bidflow.serving.server import ServerOptions
 
 
-def parser() -> argparse.ArgumentParser:
-    """The command-line options (also listed by ``--help``)."""
+def parser(prog: str = "python -m bidflow.serving") -> argparse.ArgumentParser:
+    """The command-line options of the model server (``bidflow serve`` takes the same ones)."""
+    from bidflow.kinds import DEFAULT_KIND
     from bidflow.serving.errors import DEFAULT_MAX_BODY_BYTES
     from bidflow.serving.online import DEFAULT_CACHE_S, DEFAULT_COOLDOWN_S, DEFAULT_TIMEOUT_S
 
-    p = argparse.ArgumentParser(prog="python -m bidflow.serving", description=__doc__.split("\n", 1)[0])
-    p.add_argument("--kind", choices=["bid_filter", "ctr"], default="bid_filter", help="which model server")
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n", 1)[0])
+    p.add_argument(
+        "--kind", default=DEFAULT_KIND, help="the model kind to serve (`bidflow kinds` lists the registered ones)"
+    )
     p.add_argument(
         "--model",
         default="champion",
@@ -80,12 +83,14 @@ def build(args: argparse.Namespace, config: Config) -> tuple[ServedModel, Server
     with _quiet_argv():  # before anything imports kserve (see _quiet_argv)
         import kserve  # noqa: F401
 
+    from bidflow.kinds import kind, load_object, registered_name
     from bidflow.openrtb import ValidationContext
-    from bidflow.serving.model import BidFilterModel, ModelSource, ServeOptions
+    from bidflow.serving.model import ModelSource, ServeOptions
     from bidflow.serving.server import ServerOptions
     from bidflow.serving.workers import check_workers
 
-    registered = config.registry.bid_filter_model if args.kind == "bid_filter" else config.registry.ctr_model
+    served = kind(config, args.kind)
+    registered = registered_name(config, served.name)
     source = ModelSource.parse(registered, args.model)
     options = ServeOptions(
         validation=ValidationContext(auction_entry=args.auction_entry),
@@ -94,13 +99,9 @@ def build(args: argparse.Namespace, config: Config) -> tuple[ServedModel, Server
         feature_cache_s=args.feature_cache_s,
     )
     name = args.name or registered
-    model: ServedModel
-    if args.kind == "ctr":
-        from bidflow.serving.ctr import CTRModel
-
-        model = CTRModel(name, config, source, options)
-    else:
-        model = BidFilterModel(name, config, source, options)
+    model: ServedModel = load_object(served.served_model, where=f"the served model of kind '{served.name}'")(
+        name, config, source, options
+    )
     server = ServerOptions(
         host=args.host,
         http_port=args.http_port,

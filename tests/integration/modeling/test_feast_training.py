@@ -12,6 +12,7 @@ import pytest
 
 from bidflow.config import Config
 from bidflow.data.batch import read_batch
+from bidflow.kinds import registered_name
 from bidflow.modeling import registry, steps
 
 pytestmark = pytest.mark.integration
@@ -53,5 +54,5 @@ def test_train_and_evaluate_on_the_feast_training_set(bid_parquet: Path, tmp_pat
 
     gate, report = steps.evaluate_step(config, "bid_filter")
     assert gate.passed and report.candidate.metrics["auc"] > 0.7
-    _, loaded = registry.load(config.registry, config.registry.bid_filter_model, registry.CANDIDATE)
+    _, loaded = registry.load(config.registry, registered_name(config, "bid_filter"), registry.CANDIDATE)
     assert loaded.spec == spec

@@ -11,6 +11,7 @@ from bidflow.config import EvaluateConfig, IngestConfig, RegistryConfig, TrainCo
 from bidflow.data.batch import read_frame
 from bidflow.data.ingest import ingest
 from bidflow.data.simulate import simulate
+from bidflow.kinds import bid_filter
 from bidflow.modeling import inputs, train
 from bidflow.modeling.train import TrainedModel
 from tests.conftest import small_config
@@ -50,7 +51,7 @@ def split_rows(bid_rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 @pytest.fixture(scope="session")
 def trained(split_rows: tuple[pd.DataFrame, pd.DataFrame]) -> TrainedModel:
     """A bid filter on request features, with thresholds chosen on its validation hour."""
-    return train.fit(split_rows[0], inputs.bid_filter_spec(), QUICK, policy=EvaluateConfig())
+    return train.fit(split_rows[0], bid_filter.spec(), QUICK, policy=EvaluateConfig())
 
 
 @pytest.fixture(scope="session")

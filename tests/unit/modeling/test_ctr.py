@@ -30,7 +30,7 @@ def test_ctr_model_trains_registers_and_beats_chance_on_the_latest_hour(
     config = Config.model_validate(
         {
             "train": QUICK.model_dump() | {"feature_source": "request", "min_category_count": 10},
-            "registry": registry_cfg.model_dump() | {"ctr_model": "ctr_test"},
+            "registry": registry_cfg.model_dump() | {"models": {"ctr": "ctr_test"}},
         }
     )
     outcome = steps.train_step(config, "ctr", source=ipinyou)

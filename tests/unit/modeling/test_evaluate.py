@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from bidflow.config import EvaluateConfig
-from bidflow.modeling import inputs, train
+from bidflow.kinds import bid_filter
+from bidflow.modeling import train
 from bidflow.modeling.dataset import FeatureSpec
 from bidflow.modeling.evaluate import evaluate
 from bidflow.modeling.train import TrainedModel
@@ -33,7 +34,7 @@ def test_equal_candidate_passes(trained: TrainedModel, split_rows: Rows) -> None
 def test_candidate_trained_on_shuffled_labels_fails(trained: TrainedModel, split_rows: Rows) -> None:
     rows = split_rows[0].copy()
     rows["bid"] = np.random.default_rng(0).permutation(rows["bid"].to_numpy())
-    worse = train.fit(rows, inputs.bid_filter_spec(), QUICK, policy=CFG)
+    worse = train.fit(rows, bid_filter.spec(), QUICK, policy=CFG)
     report = evaluate(split_rows[1], worse, trained, CFG)
     assert not report.gate.passed
     failed = {c.name for c in report.gate.failed}

@@ -36,7 +36,7 @@ def config(bid_parquet: Path, registry_cfg: RegistryConfig, tmp_path: Path) -> C
                 "nthread": 1,
                 "min_category_count": 5,
             },
-            "registry": registry_cfg.model_dump() | {"bid_filter_model": MODEL},
+            "registry": registry_cfg.model_dump() | {"models": {"bid_filter": MODEL}},
         }
     )
 

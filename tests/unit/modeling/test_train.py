@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from bidflow.errors import ModelError
-from bidflow.modeling import inputs, train
+from bidflow.kinds import bid_filter
+from bidflow.modeling import train
 from bidflow.modeling.train import TrainedModel
 from tests.unit.modeling.conftest import QUICK
 
@@ -53,11 +54,11 @@ def test_unseen_categories_score_without_error(trained: TrainedModel, split_rows
 def test_single_class_training_data_is_a_model_error(split_rows: tuple[pd.DataFrame, ...]) -> None:
     rows = split_rows[0].assign(bid=0)
     with pytest.raises(ModelError, match="both labels"):
-        train.fit(rows, inputs.bid_filter_spec(), QUICK)
+        train.fit(rows, bid_filter.spec(), QUICK)
 
 
 def test_training_is_deterministic(split_rows: tuple[pd.DataFrame, ...]) -> None:
     rows = split_rows[0].iloc[::3]
-    a = train.fit(rows, inputs.bid_filter_spec(), QUICK)
-    b = train.fit(rows, inputs.bid_filter_spec(), QUICK)
+    a = train.fit(rows, bid_filter.spec(), QUICK)
+    b = train.fit(rows, bid_filter.spec(), QUICK)
     assert np.array_equal(a.predict(split_rows[1]), b.predict(split_rows[1]))

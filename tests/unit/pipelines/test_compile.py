@@ -48,7 +48,7 @@ def _tasks(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
-@pytest.mark.parametrize("name", sorted(catalog.PIPELINES))
+@pytest.mark.parametrize("name", sorted(catalog.pipeline_names()))
 def test_pipeline_compiles_to_its_golden_yaml(name: str, compiled: dict[str, Path]) -> None:
     golden = GOLDEN / f"{name}.yaml"
     assert golden.is_file(), f"{golden} is missing: run `make pipelines`"
@@ -57,7 +57,7 @@ def test_pipeline_compiles_to_its_golden_yaml(name: str, compiled: dict[str, Pat
     )
 
 
-@pytest.mark.parametrize("name", sorted(catalog.PIPELINES))
+@pytest.mark.parametrize("name", sorted(catalog.pipeline_names()))
 def test_every_task_runs_on_the_component_image_and_installs_nothing(name: str, compiled: dict[str, Path]) -> None:
     spec, _ = _documents(compiled[name])
     executors = spec["deploymentSpec"]["executors"]
@@ -99,7 +99,7 @@ def test_image_can_be_replaced_at_compile_time(tmp_path: Path) -> None:
     assert images == {"registry.example/bidflow:test"}
 
 
-@pytest.mark.parametrize("name", sorted(catalog.PIPELINES))
+@pytest.mark.parametrize("name", sorted(catalog.pipeline_names()))
 def test_register_runs_only_when_both_gates_pass(name: str, compiled: dict[str, Path]) -> None:
     spec, _ = _documents(compiled[name])
     root = spec["root"]["dag"]["tasks"]
@@ -123,7 +123,7 @@ def test_register_runs_only_when_both_gates_pass(name: str, compiled: dict[str, 
         assert tasks["fit-drift-detector"]["dependentTasks"] == ["deploy-canary"]
 
 
-@pytest.mark.parametrize("name", sorted(catalog.PIPELINES))
+@pytest.mark.parametrize("name", sorted(catalog.pipeline_names()))
 def test_caching_and_retries_are_set_per_task(name: str, compiled: dict[str, Path]) -> None:
     tasks = _tasks(_documents(compiled[name])[0])
     stateful = {"build-features", "build-ctr-features", "apply-features", "materialize-features", "evaluate-model",
@@ -146,7 +146,7 @@ def test_caching_and_retries_are_set_per_task(name: str, compiled: dict[str, Pat
             assert not caching and retries == 2, task_name
 
 
-@pytest.mark.parametrize("name", sorted(catalog.PIPELINES))
+@pytest.mark.parametrize("name", sorted(catalog.pipeline_names()))
 def test_secrets_are_attached_by_name_only_where_needed(name: str, compiled: dict[str, Path]) -> None:
     spec, executors = _documents(compiled[name])
     secrets = {ex: {s["secretName"] for s in cfg.get("secretAsEnv", [])} for ex, cfg in executors.items()}

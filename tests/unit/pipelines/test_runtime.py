@@ -11,6 +11,7 @@ import pytest
 from kfp import dsl
 
 from bidflow.components import _runtime
+from bidflow.config import Config
 from bidflow.errors import ConfigError, FeatureStoreError
 from bidflow.features.build import BuildSummary
 
@@ -30,10 +31,10 @@ def test_a_bad_config_parameter_is_named_as_such() -> None:
 
 
 def test_kind_and_feature_source_are_checked() -> None:
-    assert _runtime.model_kind("ctr") == "ctr"
+    assert _runtime.model_kind("ctr", Config()) == "ctr"
     assert _runtime.feature_source("") is None and _runtime.feature_source("request") == "request"
     with pytest.raises(ConfigError, match="unknown model kind"):
-        _runtime.model_kind("bidfilter")
+        _runtime.model_kind("bidfilter", Config())
     with pytest.raises(ConfigError, match="unknown feature source"):
         _runtime.feature_source("redis")
 

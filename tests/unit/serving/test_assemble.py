@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from bidflow.errors import ModelError
-from bidflow.modeling.inputs import bid_filter_spec
+from bidflow.kinds.bid_filter import spec as bid_filter_spec
 from bidflow.modeling.train import TrainedModel
 from bidflow.openrtb import decode_request_obj
 from bidflow.openrtb.features import FEATURE_NAMES, request_features

@@ -293,7 +293,7 @@ def test_online_store_down_fails_open_and_is_counted(
     from prometheus_client import REGISTRY
     from starlette.testclient import TestClient
 
-    from bidflow.modeling.inputs import bid_filter_spec
+    from bidflow.kinds.bid_filter import spec as bid_filter_spec
     from bidflow.serving import model as served
     from bidflow.serving.online import GuardedReader
     from bidflow.serving.server import build_app

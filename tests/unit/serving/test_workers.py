@@ -121,13 +121,18 @@ def test_only_the_workers_parent_switches_metrics_to_multiprocess_mode(
     assert done.stdout.strip() == expected
 
 
-def test_bidflow_serve_and_the_server_module_share_their_cache_default() -> None:
-    import inspect
+def test_bidflow_serve_takes_exactly_the_server_modules_options() -> None:
+    import typer
+    from typer.testing import CliRunner
 
     from bidflow.serving.__main__ import parser
-    from bidflow.serving.commands import serve
+    from bidflow.serving.commands import register_serving_commands
     from bidflow.serving.online import DEFAULT_CACHE_S
 
-    # commands.py keeps a literal (importing the constant would load numpy for every CLI call)
-    assert inspect.signature(serve).parameters["feature_cache_s"].default == DEFAULT_CACHE_S
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    register_serving_commands(app)
+    shown = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "100"})
+    assert shown.exit_code == 0
+    assert shown.output.split() == parser(prog="bidflow serve").format_help().split()  # one definition, not two
     assert parser().parse_args(["--model", "champion"]).feature_cache_s == DEFAULT_CACHE_S
