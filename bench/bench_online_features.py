@@ -34,6 +34,7 @@ from bidflow.errors import FeatureStoreError
 from bidflow.features import store as feature_store
 from bidflow.features.build import build_bid_features, write_tables
 from bidflow.features.online import OnlineFeatureReader
+from bidflow.serving.bid_filter_features import LAYOUT
 
 REPO = Path(__file__).resolve().parents[1] / "feature_repo"
 START = datetime(2026, 11, 2, tzinfo=UTC)
@@ -114,7 +115,8 @@ def bench_store(
     feature_store.apply(store, cfg)
     end = START + timedelta(hours=HOURS)
     reader = OnlineFeatureReader(store, "bid_filter")
-    cached = OnlineFeatureReader(store, "bid_filter", cache_s=CACHE_S, refresh=True)  # as the model server
+    # as the model server
+    cached = OnlineFeatureReader(store, "bid_filter", layout=LAYOUT, cache_s=CACHE_S, refresh=True)
     views = [view.view for view in reader.spec.views]
     feature_store.materialize(store, START, end, views)
     at = end + timedelta(minutes=20)

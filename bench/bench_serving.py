@@ -207,10 +207,11 @@ def feature_rows(root: Path, settings: dict[str, Any], v1_bodies: list[dict[str,
     from bidflow.openrtb import decode_request_obj
     from bidflow.openrtb.features import FEATURE_NAMES, request_features
     from bidflow.serving.assemble import BidFilterAssembler
+    from bidflow.serving.bid_filter_features import LAYOUT
 
     model = load_model(root / "model")
     base = {k: v for k, v in settings.items() if k != "model"}
-    reader = OnlineFeatureReader(open_store(Config.model_validate(base).features), "bid_filter")
+    reader = OnlineFeatureReader(open_store(Config.model_validate(base).features), "bid_filter", layout=LAYOUT)
     assembler = BidFilterAssembler(model.spec, model.encoder, FEATURE_NAMES, "partner", reader.feature_names)
     out = []
     for body in v1_bodies:

@@ -226,7 +226,8 @@ def kinds(ctx: typer.Context) -> None:
     for name in kind_names(config):
         found = kind(config, name)
         pipeline = "yes" if found.pipeline else "-"
-        table.add_row(name, registered_name(config, name), found.feature_service, found.label, pipeline, found.summary)
+        service = found.feature_service or "-"
+        table.add_row(name, registered_name(config, name), service, found.label, pipeline, found.summary)
     out.print(table)
 
 

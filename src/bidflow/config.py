@@ -311,11 +311,6 @@ class MonitorConfig(_Section):
         description="what drift in the champion's traffic starts: record (the request only), "
         "local (`bidflow pipeline run --local`), submit (`bidflow pipeline submit` to retrain_host)",
     )
-    retrain_pipeline: str = Field(
-        default="bid_filter",
-        min_length=1,
-        description="the training pipeline a retraining run starts: the name of the model kind this monitor watches",
-    )
     retrain_cooldown_hours: float = Field(
         default=6.0,
         ge=0.0,

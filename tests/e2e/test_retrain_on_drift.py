@@ -76,7 +76,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Config]:
             "window_size": WINDOW,
             "detector": str(root / "deploy" / "detector"),
             "retrain": "local",
-            "retrain_pipeline": "bid_filter",
             "retrain_cooldown_hours": 6,
             # The platform's environment is the one running these tests.
             "retrain_command": [sys.executable, "-m", "bidflow.cli"],

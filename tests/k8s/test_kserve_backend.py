@@ -27,12 +27,12 @@ from bidflow.deploy.kserve import (
     CANARY_ANNOTATION,
     CHAMPION_ANNOTATION,
     LOG_LIMIT,
-    MODEL_VERSION_LABEL,
     ROLLED_BACK_ANNOTATION,
     TRANSITIONS_ANNOTATION,
     InferenceServiceLog,
     KServeBackend,
 )
+from bidflow.deploy.kserve_spec import MODEL_VERSION_LABEL
 from bidflow.deploy.validation import validate_inference_service
 from bidflow.errors import ConflictError, DeploymentError
 from tests.k8s.cluster import ApiServer, free_port
@@ -191,7 +191,7 @@ def test_deploy_while_a_canary_is_live_is_refused_and_changes_nothing(
 def test_an_inference_service_bidflow_did_not_create_is_not_taken_over(
     apiserver: ApiServer, namespace: str, backend: KServeBackend
 ) -> None:
-    from bidflow.deploy.kserve import inference_service
+    from bidflow.deploy.kserve_spec import inference_service
 
     foreign = inference_service(NAME, namespace, V7, image=IMAGE)  # as the chart would: no bookkeeping annotations
     client.CustomObjectsApi(apiserver.client).create_namespaced_custom_object(

@@ -34,7 +34,10 @@ def deploy_canary(
 
     settings = _runtime.config(config)
     done = deploy_step(settings, model_version, source=Path(batch.path), percent=percent, actor="pipeline")
-    shutil.copyfile(done.reference, reference.path)
+    if done.reference is None:  # the kind's traffic has no reference of the monitor's shape
+        Path(reference.path).write_bytes(b"")
+    else:
+        shutil.copyfile(done.reference, reference.path)
     reference.metadata.update({"model_version": model_version, "auctions": done.reference_rows})
     print(f"deployed version {model_version} as {done.role}")
     return done.role

@@ -1,4 +1,4 @@
-"""``bidflow canary ...``: deploy, watch, promote and roll back bid-filter models.
+"""``bidflow canary ...``: deploy, watch, promote and roll back the versions of one model kind (``canary.kind``).
 
 The same commands drive both backends (``--backend local | kserve``, default ``canary.backend``).
 Locally, ``bidflow canary serve`` runs the router and the model servers; the other commands talk
@@ -71,7 +71,7 @@ def serve_command(ctx: typer.Context) -> None:
 @canary_cli.command("deploy")
 def deploy_command(
     ctx: typer.Context,
-    version: Annotated[str, typer.Option(help="Registry version number or alias of the bid filter.")] = "candidate",
+    version: Annotated[str, typer.Option(help="Registry version number or alias (of canary.kind).")] = "candidate",
     percent: Annotated[
         int | None, typer.Option(min=0, max=100, help="Canary share of requests (default canary.traffic_percent).")
     ] = None,
@@ -80,7 +80,7 @@ def deploy_command(
     actor: ActorOption = None,
     reason: ReasonOption = None,
 ) -> None:
-    """Deploy a registered bid-filter version: the champion if none serves yet, else a canary at --percent."""
+    """Deploy a registered version of canary.kind: the champion if none serves yet, else a canary at --percent."""
     config = _config(ctx, backend)
     model = _model_version(config, version)
     controller = _controller(config, image)
@@ -199,7 +199,7 @@ def replay_command(
 @canary_cli.command("reference")
 def reference_command(
     ctx: typer.Context,
-    version: Annotated[str, typer.Option(help="Registry version number or alias of the bid filter.")] = "candidate",
+    version: Annotated[str, typer.Option(help="Registry version number or alias (of canary.kind).")] = "candidate",
     source: Annotated[Path | None, typer.Option(help="Ingested parquet (default paths.parquet).")] = None,
     out_path: Annotated[
         Path | None, typer.Option("--out", help="Parquet file (default canary.state/reference/<version>.parquet).")

@@ -1,11 +1,11 @@
 """The KServe backend: champion and canary as one v1beta1 InferenceService, moved with KServe's canaryTrafficPercent.
 
-Three parts:
+Two parts here, on two modules beside it:
 
-* :func:`inference_service`, a **pure** builder of the InferenceService for the bid-filter custom predictor (the
-  same container shape as ``helm/bidflow/templates/bid-filter-inferenceservice.yaml``);
-* :class:`KServeBackend`, a :class:`~bidflow.deploy.backend.DeploymentBackend` over the official ``kubernetes``
-  client (``CustomObjectsApi``), and
+* :class:`KServeBackend`, a :class:`~bidflow.deploy.backend.DeploymentBackend` that sends the spec of
+  :func:`~bidflow.deploy.kserve_spec.inference_service` (a pure builder) through
+  :class:`~bidflow.deploy.kserve_api.InferenceServiceClient` (the ``kubernetes`` client's ``CustomObjectsApi``,
+  refusals explained), and
 * :class:`InferenceServiceLog`, a :class:`~bidflow.deploy.journal.TransitionLog` kept in an annotation of the same
   InferenceService, so the cluster holds its own history.
 
@@ -60,21 +60,14 @@ Nothing here imports ``kserve``: the drift monitor's environment (no kserve, but
 from __future__ import annotations
 
 import json
-import os
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-import urllib3
-from kubernetes import client as k8s  # type: ignore[import-untyped]
-from kubernetes import config as k8s_config
-from kubernetes.client.rest import ApiException  # type: ignore[import-untyped]
-from kubernetes.config.config_exception import ConfigException  # type: ignore[import-untyped]
-
 from bidflow.deploy.backend import DeploymentState, ModelVersion
-from bidflow.deploy.crd import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from bidflow.deploy.journal import Transition
+from bidflow.deploy.kserve_api import InferenceServiceClient, api_client_from_environment
+from bidflow.deploy.kserve_spec import MODEL_ANNOTATION, inference_service
+from bidflow.deploy.kserve_spec import annotation_json as _json
 from bidflow.errors import ConflictError, DeploymentError
 
 if TYPE_CHECKING:
@@ -92,294 +85,9 @@ BOOKKEEPING_ANNOTATIONS: Final = (
 )
 """Annotations the backend rewrites on transitions: list them in KServe's ``serviceAnnotationDisallowedList``."""
 
-MODEL_NAME_LABEL: Final = "bidflow.io/model-name"
-MODEL_VERSION_LABEL: Final = "bidflow.io/model-version"
-MODEL_ANNOTATION: Final = "bidflow.io/model"
-"""On ``spec.predictor``: the exact ``ModelVersion`` the spec serves (labels only hold label-safe values)."""
-
-CONTAINER_NAME: Final = "kserve-container"  # KServe's name for a custom predictor's model-server container
-MODEL_MOUNT: Final = "/mnt/models"  # where KServe's storage initializer puts what STORAGE_URI names
-HTTP_PORT: Final = 8080
-# Schemes KServe's storage initializer downloads (oci:// is a modelcar, mounted at the same path). Anything else
-# (models:/, runs:/, a path) is given to the model server as is, which loads it through MLflow.
-STORAGE_SCHEMES: Final = ("s3://", "gs://", "pvc://", "https://", "http://", "hf://", "hdfs://", "webhdfs://", "oci://")
-DEFAULT_RESOURCES: Final[Mapping[str, Mapping[str, str]]] = {
-    "requests": {"cpu": "500m", "memory": "1Gi"},
-    "limits": {"cpu": "2", "memory": "2Gi"},
-}
 LOG_LIMIT: Final = 50
 MAX_ANNOTATION_BYTES: Final = 128 * 1024  # Kubernetes allows 256 KiB for all annotations of an object together
 REQUEST_TIMEOUT_S: Final = 30.0
-_LABEL_UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-# --- the spec -----------------------------------------------------------------------------------------------------
-
-
-def inference_service(
-    name: str,
-    namespace: str,
-    model: ModelVersion,
-    *,
-    image: str,
-    canary_percent: int | None = None,
-    service_account: str | None = None,
-    monitor_url: str | None = None,
-    endpoint: str | None = None,
-    min_replicas: int = 1,
-    max_replicas: int = 3,
-    resources: Mapping[str, Mapping[str, str]] | None = None,
-    env: Mapping[str, str] | None = None,
-    run_as_user: int = 10001,
-    run_as_group: int = 10001,
-    image_pull_policy: str = "IfNotPresent",
-) -> dict[str, Any]:
-    """The v1beta1 InferenceService serving ``model`` with the bid-filter custom predictor (a fresh dict per call).
-
-    Args:
-        name, namespace: the InferenceService.
-        model: what the predictor serves. A storage URI (``s3://``, ``gs://``, ``pvc://``, ``https://``, ``hf://``,
-            ...) goes to ``STORAGE_URI`` and KServe's storage initializer, the server loading ``/mnt/models``; an
-            MLflow URI (``models:/``, ``runs:/``) is passed to the server's ``--model`` (it downloads it itself and
-            then needs the registry settings, e.g. ``env={"BIDFLOW__REGISTRY__TRACKING_URI": ...}``).
-        image: the model-server image (``python -m bidflow.serving`` as its entry point).
-        canary_percent: ``spec.predictor.canaryTrafficPercent`` (0-100); None leaves the field out.
-        service_account: the predictor pods' ServiceAccount (the storage initializer downloads with it: IRSA on EKS).
-        monitor_url: when given, KServe's payload logger sends every request and response there (``mode: all``).
-        endpoint: the model name clients use in ``/v1/models/<endpoint>:predict``; default ``name``.
-        min_replicas, max_replicas, resources: scaling and the container's requests/limits (the chart's defaults).
-        env: extra environment variables for the model server.
-        run_as_user, run_as_group: the non-root identity (the chart's ``podSecurity``).
-        image_pull_policy: the container's pull policy.
-
-    Raises:
-        DeploymentError: ``canary_percent`` outside 0-100, or replicas out of order (KServe's webhook rules).
-    """
-    if canary_percent is not None and not 0 <= canary_percent <= 100:
-        raise DeploymentError(
-            "canary traffic percent must be between 0 and 100", got=str(canary_percent), expected="0-100"
-        )
-    if not 0 <= min_replicas <= max_replicas:
-        raise DeploymentError(
-            "replicas out of order", expected="0 <= min_replicas <= max_replicas", got=f"{min_replicas}, {max_replicas}"
-        )
-    storage = model.uri.startswith(STORAGE_SCHEMES)
-    args = [
-        "--model", MODEL_MOUNT if storage else model.uri,
-        "--name", endpoint or name,
-        "--host", "0.0.0.0",
-        "--http-port", str(HTTP_PORT),
-    ]  # fmt: skip
-    container_env = [{"name": "STORAGE_URI", "value": model.uri}] if storage else []
-    container_env.append({"name": "HOME", "value": "/tmp"})
-    container_env.extend({"name": key, "value": value} for key, value in sorted((env or {}).items()))
-    model_labels = {MODEL_NAME_LABEL: label_value(model.name), MODEL_VERSION_LABEL: label_value(model.version)}
-    predictor: dict[str, Any] = {}
-    if service_account is not None:
-        predictor["serviceAccountName"] = service_account
-    predictor["minReplicas"] = min_replicas
-    predictor["maxReplicas"] = max_replicas
-    if canary_percent is not None:
-        predictor["canaryTrafficPercent"] = canary_percent
-    if monitor_url is not None:
-        predictor["logger"] = {"mode": "all", "url": monitor_url}
-    predictor["labels"] = dict(model_labels)
-    predictor["annotations"] = {MODEL_ANNOTATION: _json(model.to_dict())}
-    predictor["securityContext"] = {
-        "runAsNonRoot": True,
-        "runAsUser": run_as_user,
-        "runAsGroup": run_as_group,
-        "fsGroup": run_as_group,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    predictor["containers"] = [
-        {
-            "name": CONTAINER_NAME,
-            "image": image,
-            "imagePullPolicy": image_pull_policy,
-            "args": args,
-            "env": container_env,
-            "ports": [{"containerPort": HTTP_PORT, "protocol": "TCP"}],
-            "resources": {kind: dict(values) for kind, values in (resources or DEFAULT_RESOURCES).items()},
-            "securityContext": {
-                "allowPrivilegeEscalation": False,
-                "readOnlyRootFilesystem": True,
-                "privileged": False,
-                "capabilities": {"drop": ["ALL"]},
-            },
-            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-        }
-    ]
-    predictor["volumes"] = [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {
-                "app.kubernetes.io/name": name,
-                "app.kubernetes.io/component": "bid-filter",
-                "app.kubernetes.io/part-of": "bidflow",
-                "app.kubernetes.io/managed-by": "bidflow",
-                **model_labels,
-            },
-        },
-        "spec": {"predictor": predictor},
-    }
-
-
-def label_value(text: str) -> str:
-    """``text`` as a valid label value (at most 63 of ``[A-Za-z0-9._-]``, alphanumeric at both ends)."""
-    cleaned = _LABEL_UNSAFE.sub("-", text)[:63].strip("._-")
-    return cleaned or "unknown"
-
-
-# --- talking to the apiserver ---------------------------------------------------------------------------------
-
-
-class _Isvc:
-    """get / create / merge-patch of one InferenceService, every apiserver refusal turned into a DeploymentError."""
-
-    def __init__(self, api_client: Any, namespace: str, name: str, timeout_s: float) -> None:
-        self.api = k8s.CustomObjectsApi(api_client)
-        self.namespace = namespace
-        self.name = name
-        self.timeout_s = timeout_s
-
-    @property
-    def ref(self) -> str:
-        return f"inferenceservice {self.namespace}/{self.name}"
-
-    def get(self) -> dict[str, Any] | None:
-        """The object, or None when it does not exist (a missing CRD or namespace is an error)."""
-        try:
-            found: dict[str, Any] = self.api.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, self.name, _request_timeout=self.timeout_s
-            )
-        except ApiException as exc:
-            if exc.status == 404 and _missing_object(exc):
-                return None
-            raise self.error(exc, "get") from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise self.unreachable(exc) from exc
-        return found
-
-    def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            created: dict[str, Any] = self.api.create_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, body, _request_timeout=self.timeout_s
-            )
-        except ApiException as exc:
-            raise self.error(exc, "create") from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise self.unreachable(exc) from exc
-        return created
-
-    def patch(self, resource_version: str, body: dict[str, Any]) -> dict[str, Any]:
-        """A JSON merge patch that the apiserver applies only if the object is still at ``resource_version``."""
-        body = {**body, "metadata": {**body.get("metadata", {}), "resourceVersion": resource_version}}
-        try:
-            patched: dict[str, Any] = self.api.patch_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, self.name, body, _request_timeout=self.timeout_s
-            )
-        except ApiException as exc:
-            raise self.error(exc, "patch") from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise self.unreachable(exc) from exc
-        return patched
-
-    def error(self, exc: ApiException, verb: str) -> DeploymentError:
-        return api_error(exc, verb=verb, namespace=self.namespace, name=self.name)
-
-    def unreachable(self, exc: BaseException) -> DeploymentError:
-        host = getattr(getattr(self.api.api_client, "configuration", None), "host", "?")
-        return DeploymentError(
-            "cannot reach the Kubernetes API",
-            where=host,
-            got=f"{type(exc).__name__}: {str(exc)[:300]}",
-            hint="check the kubeconfig context (or the pod's network) and that the cluster is up",
-        )
-
-
-def api_error(exc: ApiException, *, verb: str, namespace: str, name: str) -> DeploymentError:
-    """What an apiserver refusal means for the user, as a ``DeploymentError`` (``ConflictError`` for 409)."""
-    status = int(exc.status or 0)
-    message, details = _status_body(exc)
-    where = f"inferenceservice {namespace}/{name}"
-    got = f"HTTP {status} {exc.reason or ''}".strip() + (f": {message}" if message else "")
-    resource = f"{PLURAL}.{GROUP}"
-    if status == 409:
-        if verb == "create":
-            return ConflictError(
-                "someone else created the InferenceService at the same time",
-                where=where,
-                got=got,
-                hint="re-run the command: it will read the InferenceService and decide again",
-            )
-        return ConflictError(
-            "someone else changed the InferenceService between our read and our write; nothing was changed",
-            where=where,
-            got=got,
-            hint=f"re-run the command (it re-reads the state); see `kubectl get isvc -n {namespace} {name} -o yaml`",
-        )
-    if status == 403:
-        return DeploymentError(
-            f"not allowed to {verb} {resource} in namespace {namespace}",
-            where=where,
-            got=got,
-            hint=f"grant this identity the RBAC verb '{verb}' on resource '{PLURAL}' in apiGroup '{GROUP}' "
-            f"(a Role in {namespace}); check with `kubectl auth can-i {verb} {resource} -n {namespace}`",
-        )
-    if status == 401:
-        return DeploymentError(
-            "the Kubernetes API did not accept our credentials",
-            where=where,
-            got=got,
-            hint="refresh the kubeconfig's token (or the pod's ServiceAccount token)",
-        )
-    if status == 404:
-        if details.get("kind") == "namespaces":
-            return DeploymentError(
-                f"namespace {namespace} does not exist",
-                where=where,
-                got=got,
-                hint=f"create it (`kubectl create namespace {namespace}`) or set canary.namespace",
-            )
-        if not details.get("name"):
-            return DeploymentError(
-                f"this cluster does not serve {API_VERSION} {PLURAL} (the InferenceService CRD is not installed)",
-                where=where,
-                got=got,
-                hint="install KServe (or at least its InferenceService CRD) in the cluster",
-            )
-        return DeploymentError(
-            "the InferenceService does not exist (deleted meanwhile?)",
-            where=where,
-            got=got,
-            hint="re-run: the first deploy creates it",
-        )
-    if status == 422:
-        return DeploymentError("the apiserver rejected the InferenceService as invalid", where=where, got=got)
-    return DeploymentError(f"the Kubernetes API refused to {verb} the InferenceService", where=where, got=got)
-
-
-def _status_body(exc: ApiException) -> tuple[str, dict[str, Any]]:
-    """The message and details of a ``Status`` response body (empty when the body is not one)."""
-    try:
-        body = json.loads(exc.body) if exc.body else {}
-    except (TypeError, ValueError):
-        return str(exc.body)[:300], {}
-    if not isinstance(body, dict):
-        return "", {}
-    details = body.get("details")
-    return str(body.get("message", "")), details if isinstance(details, dict) else {}
-
-
-def _missing_object(exc: ApiException) -> bool:
-    """A 404 about the object itself (its Status names it), not about the resource type or the namespace."""
-    _, details = _status_body(exc)
-    return bool(details.get("name")) and details.get("kind") != "namespaces"
 
 
 # --- the backend --------------------------------------------------------------------------------------------------
@@ -400,7 +108,7 @@ class KServeBackend:
     """Champion and canary as one InferenceService (see the module docstring for the semantics).
 
     Attributes:
-        kind: ``"kserve"``.
+        kind: ``"kserve"`` (the backend's kind; ``model_kind`` is the model kind it serves).
         namespace, name: the InferenceService.
     """
 
@@ -416,12 +124,13 @@ class KServeBackend:
         service_account: str | None = None,
         monitor_url: str | None = None,
         endpoint: str | None = None,
+        kind: str | None = None,
         timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
         """Args:
         api_client: a ``kubernetes.client.ApiClient`` (see :meth:`from_config`).
         namespace, name: the InferenceService to manage.
-        image, service_account, monitor_url, endpoint: passed to :func:`inference_service` on every deploy
+        image, service_account, monitor_url, endpoint, kind: passed to :func:`inference_service` on every deploy
             (``monitor_url`` None leaves an existing payload logger as it is).
         timeout_s: per-request timeout.
         """
@@ -432,7 +141,8 @@ class KServeBackend:
         self.service_account = service_account
         self.monitor_url = monitor_url
         self.endpoint = endpoint
-        self._isvc = _Isvc(api_client, namespace, name, timeout_s)
+        self.model_kind = kind
+        self._isvc = InferenceServiceClient(api_client, namespace, name, timeout_s)
 
     @classmethod
     def from_config(
@@ -458,6 +168,7 @@ class KServeBackend:
             service_account=service_account,
             monitor_url=monitor_url,
             endpoint=endpoint,
+            kind=cfg.kind,
         )
 
     # -- DeploymentBackend --
@@ -594,6 +305,7 @@ class KServeBackend:
             service_account=self.service_account,
             monitor_url=self.monitor_url,
             endpoint=self.endpoint,
+            kind=self.model_kind,
         )
 
     def _read(self) -> _Observed | None:
@@ -694,30 +406,6 @@ def _readiness(status: dict[str, Any], generation: Any) -> tuple[bool, str]:
     return False, f"not ready: {reason}"
 
 
-def api_client_from_environment() -> Any:
-    """A ``kubernetes.client.ApiClient``: in-cluster ServiceAccount credentials, else the current kubeconfig context.
-
-    The process-wide default configuration of the ``kubernetes`` package is left alone.
-    """
-    configuration = k8s.Configuration()
-    try:
-        k8s_config.load_incluster_config(client_configuration=configuration)
-    except ConfigException:
-        try:
-            # KUBECONFIG read now: the package reads it once, at import.
-            k8s_config.load_kube_config(
-                config_file=os.environ.get("KUBECONFIG") or None, client_configuration=configuration
-            )
-        except (ConfigException, OSError) as exc:
-            raise DeploymentError(
-                "no Kubernetes credentials: not in a pod, and no usable kubeconfig",
-                got=str(exc)[:300],
-                hint="set KUBECONFIG (or ~/.kube/config) to a context for the cluster, e.g. "
-                "`aws eks update-kubeconfig --name CLUSTER`",
-            ) from exc
-    return k8s.ApiClient(configuration)
-
-
 # --- the transition log -------------------------------------------------------------------------------------------
 
 
@@ -783,10 +471,6 @@ class InferenceServiceLog:
 
 
 # --- annotation values ----------------------------------------------------------------------------------------
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _model(raw: str | None, key: str, where: str) -> ModelVersion | None:

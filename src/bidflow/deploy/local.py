@@ -192,6 +192,7 @@ class ProcessBackend:
             sys.executable, "-m", "bidflow.serving",
             "--model", model.uri,
             "--name", self.endpoint,
+            "--kind", self.cfg.kind,
             "--host", self.cfg.host,
             "--http-port", str(port),
             "--load-retry-s", "2",

@@ -30,7 +30,7 @@ class DeployOutcome:
     """What ``deploy_step`` did."""
 
     transition: Transition
-    reference: Path
+    reference: Path | None  # None: the kind's traffic has no drift reference of the monitor's shape
     reference_rows: int
 
     @property
@@ -70,15 +70,19 @@ def deploy_step(
 ) -> DeployOutcome:
     """Deploy registered ``version``: champion when none serves, else a canary at ``percent``.
 
-    The drift reference for the version (``drift_reference_step`` on ``source``, default
-    ``paths.parquet``) is written first, so the monitor can be given a detector for the model before
-    its traffic arrives.
+    The drift reference for the version (``drift_reference_step`` on ``source``, default the kind's
+    source) is written first, so the monitor can be given a detector for the model before its
+    traffic arrives; a kind whose traffic is not OpenRTB auctions has none yet (the monitor watches
+    OpenRTB features), and the outcome says so with ``reference=None``.
     """
     from bidflow.deploy.canary import controller_for
+    from bidflow.kinds import kind
     from bidflow.modeling.steps import drift_reference_step
 
     model = model_version(config, version)
-    _, reference, rows = drift_reference_step(config, model=model.version, source=source)
+    reference, rows = None, 0
+    if kind(config, config.canary.kind).replay == "openrtb":
+        _, reference, rows = drift_reference_step(config, model=model.version, source=source)
     controller = controller_for(config, image=image)
     share = config.canary.traffic_percent if percent is None else percent
     transition = controller.deploy(model, share, actor=actor, reasons=[f"registered version {model.version}"])

@@ -152,6 +152,8 @@ def training_set(
 
     config = _config(ctx)
     chosen = kind(config, kind_name)
+    if chosen.feature_service is None:
+        raise typer.BadParameter(f"model kind '{kind_name}' has no Feast FeatureService", param_hint="--kind")
     store = feature_store.open_store(config.features)
     entities = chosen.entities(config, source or chosen.default_source(config), _utc(since), _utc(until))
     result = feature_store.build_training_set(store, entities, chosen.feature_service)

@@ -28,7 +28,8 @@ class Kind:
         name: the registry key; also the name of its pipeline, its ``train.<name>`` section and
             the ``--kind``/``--model`` value of every command.
         summary: one line for ``bidflow kinds`` and ``--help``.
-        feature_service: the Feast FeatureService its training set and online reads use.
+        feature_service: the Feast FeatureService its training set and online reads use (None:
+            it has none and trains on the columns of its rows, ``train.<kind>.feature_source: request``).
         label: the label column of its rows.
         registered_model: its registered model name in MLflow (``registry.models`` may rename it).
         spec: the feature spec from the service's aggregated columns and the service name
@@ -53,7 +54,7 @@ class Kind:
 
     name: str
     summary: str
-    feature_service: str
+    feature_service: str | None
     label: str
     registered_model: str
     spec: SpecBuilder

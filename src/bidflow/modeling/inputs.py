@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 import pandas as pd
 
-from bidflow.errors import BidflowError, ModelError
+from bidflow.errors import BidflowError, ConfigError, ModelError
 from bidflow.kinds import kind as kind_of
 from bidflow.kinds import registered_name
 from bidflow.modeling.dataset import FeatureSpec, latest_hours
@@ -91,6 +91,14 @@ def with_features(
     if feature_source == "request":
         return frame, spec((), None)
     service = kind_of(config, kind).feature_service
+    if service is None:
+        raise ConfigError(
+            f"model kind '{kind}' has no Feast FeatureService",
+            where=f"train.{kind}.feature_source",
+            expected="request",
+            got=feature_source,
+            hint=f"set train.{kind}.feature_source: request in bidflow.yaml, or pass --features request",
+        )
     enriched, columns = feast_training_set(frame, config.features, service)
     return enriched, spec(columns, service)
 

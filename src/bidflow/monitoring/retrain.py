@@ -112,7 +112,7 @@ class RetrainTrigger:
             )
         self.config = config
         self.mode = settings.retrain
-        self.pipeline = settings.retrain_pipeline
+        self.pipeline = config.canary.kind  # the kind this monitor watches; its pipeline is named after it
         self.cooldown_s = settings.retrain_cooldown_hours * 3600.0
         self.state_dir = state_dir
         self.counts = {"retrain_requests": 0, "retrain_runs": 0, "retrain_succeeded": 0, "retrain_gate_failed": 0,

@@ -52,6 +52,7 @@ from bidflow.openrtb.features import FEATURE_NAMES, request_features
 from bidflow.openrtb.model import BidRequest
 from bidflow.openrtb.rules import validate_request
 from bidflow.serving.assemble import BidFilterAssembler
+from bidflow.serving.bid_filter_features import LAYOUT as BID_FILTER_LAYOUT
 from bidflow.serving.errors import RequestError
 from bidflow.serving.metrics import BufferedHistogram, ModelCounts, serving_metrics
 from bidflow.serving.online import DEFAULT_CACHE_S, DEFAULT_COOLDOWN_S, DEFAULT_TIMEOUT_S, GuardedReader, Lookup
@@ -60,6 +61,7 @@ from bidflow.serving.predictor import TreePredictor, probe_rows
 
 if TYPE_CHECKING:
     from bidflow.config import Config
+    from bidflow.features.online import RowLayout
     from bidflow.modeling.train import TrainedModel
 
 log = logging.getLogger(__name__)
@@ -182,13 +184,13 @@ def compile_predictor(model: TrainedModel) -> TreePredictor:
     return predictor
 
 
-def open_reader(config: Config, service: str, options: ServeOptions) -> GuardedReader:
-    """The online reader of ``service``, guarded for serving."""
+def open_reader(config: Config, service: str, options: ServeOptions, layout: RowLayout | None = None) -> GuardedReader:
+    """The online reader of ``service``, guarded for serving (``layout``: how the kind's reads are laid out)."""
     from bidflow.features.online import OnlineFeatureReader
     from bidflow.features.store import open_store
 
     store = open_store(config.features)
-    reader = OnlineFeatureReader(store, service, cache_s=options.feature_cache_s, refresh=True)
+    reader = OnlineFeatureReader(store, service, layout=layout, cache_s=options.feature_cache_s, refresh=True)
     return GuardedReader(reader, timeout_s=options.feature_timeout_s, cooldown_s=options.breaker_cooldown_s)
 
 
@@ -201,6 +203,9 @@ class ServedModel(Model):  # type: ignore[misc]  # kserve ships no type informat
         source: which model to load.
         options: request limits, validation, online-store policy.
     """
+
+    # How the kind's online reads are laid out (``OnlineFeatureReader``'s ``layout``; None: by rows only).
+    reader_layout: RowLayout | None = None
 
     def __init__(self, name: str, config: Config, source: ModelSource, options: ServeOptions | None = None) -> None:
         super().__init__(name)
@@ -306,7 +311,7 @@ class ServedModel(Model):  # type: ignore[misc]  # kserve ships no type informat
         self._check(model)
         predictor = compile_predictor(model)
         service = model.spec.feature_service
-        online = open_reader(self.config, service, self.options) if service else None
+        online = open_reader(self.config, service, self.options, self.reader_layout) if service else None
         mapping = self._prepare(model, online)
         counts = serving_metrics().model(
             self.name, self._partners(model), version=version, source=self.source.describe(), predictor=PREDICTOR_NAME
@@ -379,6 +384,8 @@ class Batch:
 
 class BidFilterModel(ServedModel):
     """Call/skip decisions per demand partner for OpenRTB auctions (see the module docstring)."""
+
+    reader_layout = BID_FILTER_LAYOUT  # one row per partner in the auction's context (``GuardedReader.bid_filter``)
 
     def __init__(self, name: str, config: Config, source: ModelSource, options: ServeOptions | None = None) -> None:
         super().__init__(name, config, source, options)

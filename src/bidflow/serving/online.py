@@ -86,7 +86,11 @@ class GuardedReader:
     def bid_filter(
         self, partners: Sequence[str], publisher_id: str, country: str, format: str, device_type: int, at_s: float
     ) -> Lookup:
-        """``OnlineFeatureReader.features`` for one auction, or a fail-open ``Lookup``."""
+        """``OnlineFeatureReader.features`` for one auction, or a fail-open ``Lookup``.
+
+        The reader must have the bid filter's layout (``bidflow.serving.bid_filter_features.LAYOUT``):
+        the partners are its rows, the other arguments the auction's context, in that order.
+        """
         if self._open_until and time.monotonic() < self._open_until:
             return Lookup(None, "breaker_open")
         try:

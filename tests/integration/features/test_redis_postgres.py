@@ -134,7 +134,7 @@ def test_reader_reloads_its_script_when_redis_forgot_it(
     redis_target: tuple[str, str], ingested: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A restarted Redis has no scripts: the reader loads its own on NOSCRIPT and answers."""
-    from bidflow.features import online
+    from bidflow.features import online_redis as online
 
     connection, project = redis_target
     # A never-seen variant of the script (same code, unique comment) is "forgotten" by construction,

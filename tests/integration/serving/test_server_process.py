@@ -82,6 +82,7 @@ def test_v1_and_v2_round_trips_with_feast_features(
     from bidflow.features.online import OnlineFeatureReader
     from bidflow.features.store import open_store
     from bidflow.modeling import registry
+    from bidflow.serving.bid_filter_features import LAYOUT
 
     config = feast_model.config("local")
     server = start_server("--config", str(feast_model.config_file("local", "serve.yaml")), "--model", "candidate")
@@ -89,7 +90,7 @@ def test_v1_and_v2_round_trips_with_feast_features(
     assert _listening(server.process.pid) == [f"127.0.0.1:{port}"]  # loopback only, and no gRPC listener
 
     ref, model = registry.load(config.registry, "bid_filter", "candidate")
-    reader = OnlineFeatureReader(open_store(config.features), "bid_filter")
+    reader = OnlineFeatureReader(open_store(config.features), "bid_filter", layout=LAYOUT)
     live = compared = 0
     for record in _last_hour(bid_logs, 25):
         partners = [o["partner"] for o in record["outcomes"]] + ["never-seen"]

@@ -11,12 +11,12 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from bidflow.deploy.backend import ModelVersion
-from bidflow.deploy.kserve import (
+from bidflow.deploy.kserve_api import api_error
+from bidflow.deploy.kserve_spec import (
     CONTAINER_NAME,
     MODEL_ANNOTATION,
     MODEL_NAME_LABEL,
     MODEL_VERSION_LABEL,
-    api_error,
     inference_service,
     label_value,
 )

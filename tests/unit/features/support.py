@@ -89,6 +89,7 @@ def check_train_serve_consistency(
     from bidflow.features import store as feature_store
     from bidflow.features.build import build_bid_features, write_tables
     from bidflow.features.online import OnlineFeatureReader
+    from bidflow.serving.bid_filter_features import LAYOUT
 
     calls = read_batch(ingested)
     tables = build_bid_features(calls)
@@ -110,7 +111,7 @@ def check_train_serve_consistency(
     requests = pd.concat([sample, late], ignore_index=True).sort_values(["ts", "auction_id"], kind="stable")
 
     training = feature_store.training_set(store, feature_store.bid_filter_entities(requests))
-    reader = OnlineFeatureReader(store, "bid_filter")
+    reader = OnlineFeatureReader(store, "bid_filter", layout=LAYOUT)
     columns = list(reader.feature_names)
     bid_views = [view.view for view in reader.spec.views]
     materialized_to = None

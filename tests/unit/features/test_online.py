@@ -11,6 +11,7 @@ import pytest
 from bidflow.errors import FeatureStoreError
 from bidflow.features import store as feature_store
 from bidflow.features.online import RECORD, OnlineFeatureReader, decode_seconds, decode_values
+from bidflow.serving.bid_filter_features import LAYOUT
 from tests.unit.features.support import T0, WriteViews
 
 HOUR = timedelta(hours=1)
@@ -82,14 +83,14 @@ def materialized(write_views: WriteViews, applied: Any) -> Any:
             "publisher_stats": [{"publisher_id": "pub", "event_timestamp": T0, "auctions_24h": 3}],
         }
     )
-    bid_views = [v.view for v in OnlineFeatureReader(applied, direct=False).spec.views]
+    bid_views = [v.view for v in OnlineFeatureReader(applied, "bid_filter", direct=False).spec.views]
     feature_store.materialize(applied, T0 - 24 * HOUR, T0 + 2 * HOUR, bid_views)
     return applied
 
 
 @pytest.mark.parametrize("minutes", [0, 59, 150, 240, 241])
 def test_direct_sqlite_reads_equal_get_online_features(materialized: Any, minutes: int) -> None:
-    reader = OnlineFeatureReader(materialized, "bid_filter")
+    reader = OnlineFeatureReader(materialized, "bid_filter", layout=LAYOUT)
     assert reader.backend == "sqlite"
     at = T0 + 2 * HOUR + timedelta(minutes=minutes)
     direct = reader.features(PARTNERS, "pub", "USA", "banner", 4, at=at)
@@ -101,7 +102,7 @@ def test_direct_sqlite_reads_equal_get_online_features(materialized: Any, minute
 
 
 def test_values_defaults_and_ttl(materialized: Any) -> None:
-    reader = OnlineFeatureReader(materialized, "bid_filter")
+    reader = OnlineFeatureReader(materialized, "bid_filter", layout=LAYOUT)
     names = list(reader.feature_names)
     col = names.index
     fresh = reader.features(PARTNERS, "pub", "USA", "banner", 4, at=T0 + 2 * HOUR)
@@ -127,7 +128,7 @@ def test_values_defaults_and_ttl(materialized: Any) -> None:
 def test_online_rows_equal_training_rows(materialized: Any) -> None:
     import pandas as pd
 
-    reader = OnlineFeatureReader(materialized, "bid_filter")
+    reader = OnlineFeatureReader(materialized, "bid_filter", layout=LAYOUT)
     at = T0 + 2 * HOUR + timedelta(minutes=30)
     online = reader.features(PARTNERS, "pub", "USA", "banner", 4, at=at)
     entities = pd.DataFrame(
@@ -138,7 +139,7 @@ def test_online_rows_equal_training_rows(materialized: Any) -> None:
 
 
 def test_feature_names_come_from_the_service(materialized: Any) -> None:
-    reader = OnlineFeatureReader(materialized, "bid_filter")
+    reader = OnlineFeatureReader(materialized, "bid_filter", layout=LAYOUT)
     service = materialized.get_feature_service("bid_filter")
     expected = [f"{p.name}__{f.name}" for p in service.feature_view_projections for f in p.features]
     assert list(reader.feature_names) == expected
@@ -146,13 +147,13 @@ def test_feature_names_come_from_the_service(materialized: Any) -> None:
 
 
 def test_missing_join_key_is_a_clear_error(materialized: Any) -> None:
-    reader = OnlineFeatureReader(materialized, "bid_filter")
+    reader = OnlineFeatureReader(materialized, "bid_filter", layout=LAYOUT)
     with pytest.raises(FeatureStoreError, match="lacks join keys"):
         reader.read({"partner": ["a"], "publisher_id": "pub"})
 
 
 def test_no_partners_no_rows_and_naive_times_are_utc(materialized: Any) -> None:
-    reader = OnlineFeatureReader(materialized, "bid_filter")
+    reader = OnlineFeatureReader(materialized, "bid_filter", layout=LAYOUT)
     assert reader.features([], "pub", "USA", "banner", 4).shape == (0, len(reader.feature_names))
     aware = reader.features(PARTNERS, "pub", "USA", "banner", 4, at=T0 + HOUR)
     naive = reader.features(PARTNERS, "pub", "USA", "banner", 4, at=(T0 + HOUR).replace(tzinfo=None))
@@ -166,8 +167,8 @@ def test_cached_reads_equal_store_reads_until_the_cache_expires(
 
     clock = [1_000.0]
     monkeypatch.setattr(cache, "monotonic", lambda: clock[0])
-    plain = OnlineFeatureReader(materialized, "bid_filter")
-    cached = OnlineFeatureReader(materialized, "bid_filter", cache_s=0.5)
+    plain = OnlineFeatureReader(materialized, "bid_filter", layout=LAYOUT)
+    cached = OnlineFeatureReader(materialized, "bid_filter", layout=LAYOUT, cache_s=0.5)
     requests = [
         (PARTNERS, "pub", "USA", "banner", 4, T0 + 2 * HOUR),
         (PARTNERS[:2], "pub", "USA", "banner", 4, T0 + 2 * HOUR + timedelta(seconds=1)),  # other key lists
@@ -207,8 +208,8 @@ def test_a_shape_is_applied_to_memoized_and_read_answers_alike(materialized: Any
     def shape(rows: np.ndarray, partners: Any) -> np.ndarray:
         return np.column_stack([np.nansum(rows, axis=1), [len(p) for p in partners]])
 
-    plain = OnlineFeatureReader(materialized, "bid_filter")
-    cached = OnlineFeatureReader(materialized, "bid_filter", cache_s=60)
+    plain = OnlineFeatureReader(materialized, "bid_filter", layout=LAYOUT)
+    cached = OnlineFeatureReader(materialized, "bid_filter", layout=LAYOUT, cache_s=60)
     cached.set_shape(shape)
     requests = [
         (PARTNERS, "pub", "USA", "banner", 4, T0 + 2 * HOUR),

@@ -92,12 +92,13 @@ def make(tmp_path: Path, fake: Path, clock: Clock) -> Make:
     def trigger(behaviour: str = "succeed", **monitor: Any) -> RetrainTrigger:
         settings: dict[str, Any] = {
             "retrain": "local",
-            "retrain_pipeline": "ctr",  # any kind: the trigger names none itself
             "retrain_command": [sys.executable, str(fake), behaviour],
             "retrain_args": ["--raw", "logs/"],
             "detector": tmp_path / "detectors",
         }
-        config = Config(monitor=MonitorConfig(**(settings | monitor)), canary=CanaryConfig(state=tmp_path / "deploy"))
+        # any kind: the trigger names none itself, it retrains the kind the deployment serves
+        canary = CanaryConfig(state=tmp_path / "deploy", kind="ctr")
+        config = Config(monitor=MonitorConfig(**(settings | monitor)), canary=canary)
         return RetrainTrigger(config, config.canary.state, clock=clock)
 
     return trigger
@@ -149,7 +150,7 @@ def test_one_run_at_a_time_and_one_per_cooldown(tmp_path: Path, fake: Path, make
                                           "retrain_failed": 0}  # fmt: skip
     # The run was given the monitor's own configuration.
     written = (folder / "bidflow.yaml").read_text()
-    assert "retrain_pipeline: ctr" in written
+    assert "kind: ctr" in written
 
 
 def test_the_cooldown_survives_a_restart(tmp_path: Path, fake: Path, make: Make, clock: Clock) -> None:

@@ -107,7 +107,7 @@ def test_drift_in_the_champions_traffic_alerts_and_requests_retraining(
     (request,) = [
         json.loads(line) for line in (tmp_path / "deploy" / "retrain_requests.jsonl").read_text().splitlines()
     ]
-    assert request["pipeline"] == "bid-filter-training" and "champion" in request["reason"]
+    assert request["pipeline"] == "bid_filter" and "champion" in request["reason"]
 
 
 def test_online_recall_on_the_exploration_share(

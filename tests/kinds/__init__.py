@@ -1,0 +1,1 @@
+"""Model kinds defined only in the tests (a kind needs nothing in ``src/``)."""
