@@ -339,7 +339,7 @@ def build_ctr_features(impressions: pd.DataFrame, day: datetime) -> dict[str, pd
     tables: dict[str, pd.DataFrame] = {}
     for name, key in CTR_TABLES.items():
         windows = _window_sums(_hourly(table, [key], sums), [key], list(sums.values()), CTR_WINDOWS, last_end)
-        prior = _priors(overall, windows.end, {"ctr": ("clicks", "impressions")})["ctr"]
+        prior = _priors(overall, windows.end, {"click_rate": ("clicks", "impressions")})["click_rate"]
         columns: dict[str, np.ndarray] = {}
         for w in CTR_WINDOWS:
             n, clicks = windows.sums[("impressions", w)], windows.sums[("clicks", w)]

@@ -375,7 +375,7 @@ class TrainingSet:
     rows_with_defaults: int
 
 
-def training_set(store: FeatureStore, entity_df: pd.DataFrame, service: str = "bid_filter") -> pd.DataFrame:
+def training_set(store: FeatureStore, entity_df: pd.DataFrame, service: str) -> pd.DataFrame:
     """``entity_df`` with the point-in-time features of ``service`` appended, row for row.
 
     Never drops or reorders a row (the index is reset): entity rows without a live feature row get
@@ -393,7 +393,7 @@ def training_set(store: FeatureStore, entity_df: pd.DataFrame, service: str = "b
     return result.frame
 
 
-def build_training_set(store: FeatureStore, entity_df: pd.DataFrame, service: str = "bid_filter") -> TrainingSet:
+def build_training_set(store: FeatureStore, entity_df: pd.DataFrame, service: str) -> TrainingSet:
     """``training_set`` with its counts (see ``TrainingSet``).
 
     Feast's file offline store (0.67) removes an entity row from the result when every feature row

@@ -110,7 +110,7 @@ def check_train_serve_consistency(
         late.loc[rows, "auction_id"] = f"late-{auction}"
     requests = pd.concat([sample, late], ignore_index=True).sort_values(["ts", "auction_id"], kind="stable")
 
-    training = feature_store.training_set(store, feature_store.bid_filter_entities(requests))
+    training = feature_store.training_set(store, feature_store.bid_filter_entities(requests), "bid_filter")
     reader = OnlineFeatureReader(store, "bid_filter", layout=LAYOUT)
     columns = list(reader.feature_names)
     bid_views = [view.view for view in reader.spec.views]

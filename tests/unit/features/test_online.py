@@ -134,7 +134,8 @@ def test_online_rows_equal_training_rows(materialized: Any) -> None:
     entities = pd.DataFrame(
         {"partner": PARTNERS, "publisher_id": "pub", "country": "USA", "format": "banner", "device_type": 4}
     ).assign(event_timestamp=at)
-    offline = feature_store.training_set(materialized, entities)[list(reader.feature_names)].to_numpy(dtype=float)
+    offline_rows = feature_store.training_set(materialized, entities, "bid_filter")
+    offline = offline_rows[list(reader.feature_names)].to_numpy(dtype=float)
     np.testing.assert_array_equal(online, offline)
 
 

@@ -103,13 +103,13 @@ def test_feast_file_offline_store_drops_and_collapses_entity_rows(crafted: Any) 
 
 def test_training_set_needs_every_join_key(crafted: Any) -> None:
     with pytest.raises(FeatureStoreError, match="lacks columns") as info:
-        feature_store.training_set(crafted, entity_rows([("a", "pub", T0)]).drop(columns="country"))
+        feature_store.training_set(crafted, entity_rows([("a", "pub", T0)]).drop(columns="country"), "bid_filter")
     assert "country" in str(info.value)
 
 
 def test_missing_offline_data_is_a_clear_error(applied: Any) -> None:
     with pytest.raises(FeatureStoreError, match="offline feature source") as info:
-        feature_store.training_set(applied, entity_rows([("a", "pub", T0)]))
+        feature_store.training_set(applied, entity_rows([("a", "pub", T0)]), "bid_filter")
     assert "bidflow features build" in str(info.value)
     with pytest.raises(FeatureStoreError, match="offline feature source"):
         feature_store.materialize(applied, T0 - HOUR, T0)
@@ -218,7 +218,8 @@ def test_unreachable_redis_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_empty_entity_frame_gives_an_empty_training_set(crafted: Any) -> None:
-    frame = feature_store.training_set(crafted, entity_rows([]).reindex(columns=[*KEYS, "partner", "event_timestamp"]))
+    empty = entity_rows([]).reindex(columns=[*KEYS, "partner", "event_timestamp"])
+    frame = feature_store.training_set(crafted, empty, "bid_filter")
     assert frame.empty and "partner_stats__calls_1h" in frame.columns
 
 
