@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from bidflow.kinds import Kind
+from bidflow.kinds.base import instance_drift
 from bidflow.modeling.dataset import FeatureSpec
 
 if TYPE_CHECKING:
@@ -79,5 +80,7 @@ KIND: Final = Kind(
     default_source=default_source,
     served_model="bidflow.serving.ctr:CTRModel",
     bias_slices=("colour",),
+    drift_features=("colour", "size"),
+    drift=instance_drift(categorical=("colour",), numeric=("size",)),
     replay="instances",
 )

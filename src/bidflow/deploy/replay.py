@@ -1,7 +1,8 @@
-"""Replay auction logs through a served endpoint, as an exchange would send them.
+"""Replay logged traffic through a served endpoint, as clients would send it.
 
 Each logged auction becomes one v1 request (the logged bid request, the partners that were called,
-the time it was seen). The replay keeps ``concurrency`` requests in flight, measures latency, counts
+the time it was seen); a kind served as named-field instances has its rows sent as v1 instance
+batches (``read_instances``: a few rows per request). The replay keeps ``concurrency`` requests in flight, measures latency, counts
 failures (anything but HTTP 200, or no answer), and notes which model answered (the router's
 ``x-bidflow-role`` header) second by second, so a report can draw the traffic split over time.
 
@@ -17,7 +18,7 @@ import contextlib
 import gzip
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -28,6 +29,7 @@ from bidflow.data.records import Outcome
 from bidflow.errors import InputError
 
 if TYPE_CHECKING:
+    import pandas as pd
     from rich.console import Console
 
 _OUTCOME_BATCH: Final = 200
@@ -59,11 +61,20 @@ _RESPONSE: Final = msgspec.json.Decoder(_Response)
 
 @dataclass(frozen=True)
 class Auction:
-    """One logged auction, ready to send."""
+    """One request ready to send: a logged auction, or a batch of a kind's instances.
+
+    Attributes:
+        id: the auction id (a batch: its number in the replay).
+        body: the v1 request body.
+        bids: the partners that bid (reported to the monitor when the auction was explored).
+        outcomes: whether the answer can say the auction was explored (OpenRTB auctions; an
+            instance batch has no partners and no outcomes).
+    """
 
     id: str
     body: bytes
     bids: tuple[str, ...]
+    outcomes: bool = True
 
 
 @dataclass
@@ -142,6 +153,40 @@ def read_auctions(paths: Sequence[Path], limit: int | None = None) -> Iterator[A
                     return
 
 
+def read_instances(
+    rows: pd.DataFrame, fields: Sequence[str], *, per_request: int = 4, limit: int | None = None
+) -> Iterator[Auction]:
+    """A kind's rows as v1 instance batches: ``per_request`` rows per request, each instance holding ``fields``.
+
+    Each body also carries its batch number (``id``, which the model servers ignore), so bodies differ:
+    without an auction id, the router's canary split hashes the body. A missing value is sent as null.
+
+    Raises:
+        InputError: ``per_request`` is below 1, or the rows lack one of ``fields``.
+    """
+    if per_request < 1:
+        raise InputError("rows per request must be at least 1", got=str(per_request))
+    missing = [name for name in fields if name not in rows.columns]
+    if missing:
+        raise InputError("the rows lack fields the model reads", expected=", ".join(fields), got=", ".join(missing))
+    records = rows[list(fields)].to_dict("records")
+    stop = len(records) if limit is None else min(len(records), limit * per_request)
+    for number, start in enumerate(range(0, stop, per_request)):
+        instances = [_plain(record) for record in records[start : start + per_request]]
+        body = msgspec.json.encode({"id": f"replay-{number}", "instances": instances})
+        yield Auction(f"replay-{number}", body, (), outcomes=False)
+
+
+def _plain(record: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON-ready values: numpy scalars as Python ones, NaN as null."""
+    out: dict[str, Any] = {}
+    for name, value in record.items():
+        if hasattr(value, "item") and not isinstance(value, str):
+            value = value.item()
+        out[str(name)] = None if isinstance(value, float) and value != value else value
+    return out
+
+
 async def replay(
     auctions: Sequence[Auction],
     url: str,
@@ -203,7 +248,11 @@ async def replay(
                     report.roles[role] += 1
                     report.by_auction[auction.id] = role
                     slot[role] += 1
-                    explored = any(p.explored for p in _RESPONSE.decode(response.content).predictions)
+                    explored = (
+                        auction.outcomes
+                        and monitor_url is not None
+                        and any(p.explored for p in _RESPONSE.decode(response.content).predictions)
+                    )
                     if explored and monitor_url is not None:
                         outcomes.append(msgspec.json.encode({"id": auction.id, "bids": list(auction.bids)}))
                         report.outcomes_sent += 1

@@ -30,7 +30,7 @@ class DeployOutcome:
     """What ``deploy_step`` did."""
 
     transition: Transition
-    reference: Path | None  # None: the kind's traffic has no drift reference of the monitor's shape
+    reference: Path | None  # None: the kind has no drift shape (the monitor does not watch it)
     reference_rows: int
 
     @property
@@ -67,21 +67,34 @@ def deploy_step(
     percent: int | None = None,
     actor: str = "pipeline",
     image: str | None = None,
+    kind: str | None = None,
 ) -> DeployOutcome:
-    """Deploy registered ``version``: champion when none serves, else a canary at ``percent``.
+    """Deploy registered ``version`` of ``canary.kind``: champion when none serves, else a canary at ``percent``.
 
     The drift reference for the version (``drift_reference_step`` on ``source``, default the kind's
     source) is written first, so the monitor can be given a detector for the model before its
-    traffic arrives; a kind whose traffic is not OpenRTB auctions has none yet (the monitor watches
-    OpenRTB features), and the outcome says so with ``reference=None``.
+    traffic arrives; a kind without a drift shape has none, and the outcome says so with
+    ``reference=None``.
+
+    Raises:
+        ConfigError: ``kind`` is given and is not the kind the deployment serves (``canary.kind``).
     """
     from bidflow.deploy.canary import controller_for
-    from bidflow.kinds import kind
+    from bidflow.errors import ConfigError
+    from bidflow.kinds import kind as kind_of
     from bidflow.modeling.steps import drift_reference_step
 
+    if kind is not None and kind != config.canary.kind:
+        raise ConfigError(
+            f"the deployment serves '{config.canary.kind}' models; a '{kind}' model cannot be deployed into it",
+            where="canary.kind",
+            expected=kind,
+            got=config.canary.kind,
+            hint=f"set canary.kind: {kind} for a deployment of that kind",
+        )
     model = model_version(config, version)
     reference, rows = None, 0
-    if kind(config, config.canary.kind).replay == "openrtb":
+    if kind_of(config, config.canary.kind).drift is not None:
         _, reference, rows = drift_reference_step(config, model=model.version, source=source)
     controller = controller_for(config, image=image)
     share = config.canary.traffic_percent if percent is None else percent

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -18,6 +19,142 @@ SpecBuilder = Callable[[Sequence[str], "str | None"], "FeatureSpec"]
 RowLoader = Callable[["Config", Path, "datetime | None", "datetime | None"], "pd.DataFrame"]
 SourceDefault = Callable[["Config"], Path]
 EntityBuilder = Callable[["Config", Path, "datetime | None", "datetime | None"], "pd.DataFrame"]
+
+SCORE: Final = "score"  # the model's prediction, the monitored column every kind has
+MISSING: Final = "unknown"  # the category label of an absent value (as the OpenRTB transform writes it)
+
+
+@dataclass(frozen=True)
+class Exploration:
+    """A served row the model did not filter (every partner called), waiting for the exchange's outcome.
+
+    Attributes:
+        id: the key the outcome is reported under (the auction id).
+        would_call: per partner, whether the model would have called it (score >= threshold).
+    """
+
+    id: str
+    would_call: Mapping[str, bool]
+
+
+@dataclass(frozen=True)
+class ServedRow:
+    """One monitored row of served traffic.
+
+    Attributes:
+        values: the kind's drift columns and ``score`` (NaN: no score).
+        score: the row's score (None: the model gave none), kept apart for the score PSI.
+        exploration: set when the row can be matched with a reported outcome (online recall).
+    """
+
+    values: dict[str, Any]
+    score: float | None
+    exploration: Exploration | None = None
+
+
+ServedRows = Callable[[Mapping[str, Any], Mapping[str, Any], int], list[ServedRow]]
+ReferenceRows = Callable[["pd.DataFrame"], "pd.DataFrame"]
+
+
+@dataclass(frozen=True)
+class DriftShape:
+    """How the drift monitor sees a kind's traffic: its columns and the two mappings onto them.
+
+    The served mapping and the reference mapping must give the same columns with the same labels:
+    the detector is fitted on one and judges the other.
+
+    Attributes:
+        categorical: columns tested by Chi-square on category counts.
+        numeric: columns tested by Kolmogorov-Smirnov (``score`` comes on top, always numeric).
+        served: (request body, response body, default ts in ms) of one served call -> its rows.
+        reference: held-out rows with the model's ``score`` column -> reference rows (the drift columns
+            and ``score``).
+    """
+
+    categorical: tuple[str, ...]
+    numeric: tuple[str, ...]
+    served: ServedRows
+    reference: ReferenceRows
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every monitored column: the categorical ones, the numeric ones, then ``score``."""
+        return (*self.categorical, *self.numeric, SCORE)
+
+
+def instance_drift(categorical: Sequence[str], numeric: Sequence[str]) -> DriftShape:
+    """The drift shape of a kind served as named-field instances (v1 ``{"instances": [{field: value}]}``).
+
+    One row per instance: its ``categorical`` fields as labels, its ``numeric`` fields, and the
+    prediction it got as ``score``. An instance without a number in a numeric field is left out
+    (K-S needs numbers; a model may still score it), on both sides.
+    """
+    cats, nums = tuple(categorical), tuple(numeric)
+
+    def served(request: Mapping[str, Any], response: Mapping[str, Any], ts_ms: int) -> list[ServedRow]:
+        return instance_rows(request, response, cats, nums)
+
+    def reference(frame: pd.DataFrame) -> pd.DataFrame:
+        return instance_reference(frame, cats, nums)
+
+    return DriftShape(cats, nums, served, reference)
+
+
+def instance_rows(
+    request: Mapping[str, Any], response: Mapping[str, Any], categorical: Sequence[str], numeric: Sequence[str]
+) -> list[ServedRow]:
+    """Rows of a v1 instances call: one per instance, paired with its prediction.
+
+    Raises:
+        ValueError: instances and predictions differ in number, or a prediction is not a number.
+        KeyError, TypeError: the bodies are not v1 instances and predictions.
+    """
+    rows = []
+    for instance, prediction in zip(request["instances"], response["predictions"], strict=True):
+        score = None if prediction is None else float(prediction)
+        values: dict[str, Any] = {name: category_label(instance.get(name)) for name in categorical}
+        values.update({name: _number(instance.get(name)) for name in numeric})
+        if any(math.isnan(values[name]) for name in numeric):
+            continue
+        values[SCORE] = math.nan if score is None else score
+        rows.append(ServedRow(values, score))
+    return rows
+
+
+def instance_reference(frame: pd.DataFrame, categorical: Sequence[str], numeric: Sequence[str]) -> pd.DataFrame:
+    """Held-out rows (with ``score``) as the monitor sees served instances: labels as ``instance_rows`` writes them."""
+    import pandas as pd
+
+    out = pd.DataFrame(index=frame.index)
+    for name in categorical:
+        out[name] = [category_label(v) for v in frame[name].tolist()]
+    for name in numeric:
+        out[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
+    out[SCORE] = frame[SCORE].astype("float64")
+    return out.dropna(subset=list(numeric)).reset_index(drop=True)
+
+
+def category_label(value: Any) -> str:
+    """A category as text, the same whether JSON or a file carried it: 4, 4.0 and "4" are all '4'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if hasattr(value, "item") and not isinstance(value, str):  # a numpy scalar from a frame
+        return category_label(value.item())
+    return str(value)
+
+
+def _number(value: Any) -> float:
+    """A numeric field as a float; absent or unreadable is NaN."""
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 @dataclass(frozen=True)
@@ -47,6 +184,8 @@ class Kind:
             ``evaluate.target_bid_recall`` and the calls-saved economics); otherwise a plain score.
         bias_slices: the columns its bias gate slices by (None: ``fairness.slices``).
         drift_features: the request features the drift monitor watches for it (empty: none).
+        drift: how the drift monitor maps its served traffic and its held-out rows onto monitored
+            columns (None: it is not watched, and no drift reference is written for it).
         replay: how its traffic is replayed through the router (``openrtb``: auction logs;
             ``instances``: its rows as KServe v1 instances; None: not replayable).
         partner_column: the column naming the demand partner of a row (thresholded kinds).
@@ -67,5 +206,6 @@ class Kind:
     thresholded: bool = False
     bias_slices: tuple[str, ...] | None = None
     drift_features: tuple[str, ...] = ()
+    drift: DriftShape | None = None
     replay: str | None = None
     partner_column: str | None = None

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from bidflow.kinds.base import Kind
+from bidflow.kinds.base import Kind, instance_drift
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 NAME: Final = "ctr"
 TIME: Final = "ts"
+# What the monitor watches per served impression: the exchange, the place and the slot.
+DRIFT_CATEGORICAL: Final = ("adexchange", "region", "slotformat", "slotvisibility")
+DRIFT_NUMERIC: Final = ("slotwidth", "slotheight")
 
 
 def spec(feast_columns: Sequence[str] = (), feature_service: str | None = None) -> FeatureSpec:
@@ -73,6 +76,7 @@ KIND: Final = Kind(
     pipeline="bidflow.pipelines.ctr:ctr_pipeline",
     pipeline_source="impressions",
     bias_slices=("region", "adexchange", "slotvisibility"),  # the sample has no partner or device columns
-    drift_features=("adexchange", "region", "slotformat", "slotvisibility", "slotwidth", "slotheight"),
+    drift_features=(*DRIFT_CATEGORICAL, *DRIFT_NUMERIC),
+    drift=instance_drift(DRIFT_CATEGORICAL, DRIFT_NUMERIC),
     replay="instances",
 )

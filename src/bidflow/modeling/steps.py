@@ -420,43 +420,47 @@ def drift_reference_step(
     source: Path | None = None,
     out: Path | None = None,
 ) -> tuple[registry.ModelRef, Path, int]:
-    """The drift monitor's reference for a model version: held-out auctions as the monitor sees them.
+    """The drift monitor's reference for a model version: held-out rows as the monitor sees them.
 
-    One row per auction of the held-out window (at most ``monitor.reference_rows``, a fixed-seed
-    sample): the request features the monitor watches and the model's mean score over the auction's
-    partners, exactly the row ``bidflow.monitoring.drift.drift_row`` builds from a served payload.
-    The monitor's environment fits its detectors on this file (``python -m bidflow.monitoring fit``).
+    The kind's drift shape maps the held-out window, scored by the model, onto the monitored rows
+    (the bid filter: one row per auction, its request features and the mean score over its
+    partners, exactly the row its served mapping builds from a payload; a kind served as instances:
+    one row per instance, its drift fields and its score), at most ``monitor.reference_rows`` (a
+    fixed-seed sample). The file names its columns, and the monitor's environment fits its
+    detectors on it (``python -m bidflow.monitoring fit``).
 
     Args:
         config: the configuration.
-        kind: the model kind (default ``canary.kind``); its traffic must be OpenRTB auctions.
+        kind: the model kind (default ``canary.kind``); it must have a drift shape.
         model: alias or version.
         source: the kind's data (default: its ``default_source``).
         out: the parquet file (default ``canary.state/reference/<version>.parquet``).
 
     Returns:
-        the model version, the parquet path and the number of auctions in it.
+        the model version, the parquet path and the number of rows in it.
 
     Raises:
-        ModelError: the kind's traffic is not OpenRTB auctions (no reference of this shape exists).
+        ModelError: the kind has no drift shape (the monitor does not watch it).
     """
-    from bidflow.openrtb.features import FEATURE_NAMES
+    from bidflow.kinds.base import SCORE
+    from bidflow.monitoring.drift import Columns
+    from bidflow.monitoring.fit import write_reference
 
     kind = kind or config.canary.kind
-    if kind_of(config, kind).replay != "openrtb":
+    shape = kind_of(config, kind).drift
+    if shape is None:
         raise ModelError(
-            f"the drift reference is built from OpenRTB auctions; kind '{kind}' serves other requests",
-            hint="a kind whose replay is 'openrtb' (a partner per row, auction_id) has one",
+            f"kind '{kind}' has no drift shape, so it has no drift reference",
+            hint="give the kind a `drift` (bidflow.kinds.base.DriftShape) to have it watched",
         )
     name = inputs.model_name(config, kind)
     ref, trained = registry.load(config.registry, name, model)
     frame = _window(config, kind, source, None, None, [trained.spec.feature_service])
-    frame = frame.assign(score=trained.predict(frame))
-    per_auction = frame.groupby("auction_id", sort=False)
-    reference = per_auction[list(FEATURE_NAMES)].first().assign(score=per_auction["score"].mean())
+    reference = shape.reference(frame.assign(**{SCORE: trained.predict(frame)}))
+    if len(reference) == 0:
+        raise ModelError("the held-out window has no rows the monitor can watch", where=str(source or kind))
     if len(reference) > config.monitor.reference_rows:
         reference = reference.sample(config.monitor.reference_rows, random_state=0)
     path = out or config.canary.state / "reference" / f"{ref.version or 'run'}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    reference.reset_index(drop=True).to_parquet(path, index=False)
+    write_reference(reference, path, Columns.of(shape))
     return ref, path, len(reference)

@@ -1,15 +1,16 @@
-"""Drift detection over served auctions: alibi-detect behind one small protocol.
+"""Drift detection over served traffic: alibi-detect behind one small protocol.
 
 A detector is fitted on a **reference** (rows of the monitored columns, written at training
-time) and compares each **window** of served auctions with it:
+time) and compares each **window** of served rows with it. Which columns are monitored is the
+kind's (``Columns``, from its ``DriftShape``: the bid filter's request features per auction, or a
+kind's instance fields per served instance) and is saved with the detector:
 
-* categorical request features (``MONITORED_CATEGORICAL``): Chi-square test of the category
-  counts. Categories are coded with a vocabulary fitted on the reference; a value the reference
-  never saw maps to one extra "other" code, so a flood of a new publisher category or device is
-  drift, not an error;
-* numeric features (``MONITORED_NUMERIC``): two-sample Kolmogorov-Smirnov test. ``score`` is the
-  model's mean partner score of the auction (prediction drift); auctions without a score (NaN)
-  are left out of that one test.
+* categorical columns: Chi-square test of the category counts. Categories are coded with a
+  vocabulary fitted on the reference; a value the reference never saw maps to one extra "other"
+  code, so a flood of a new publisher category or device is drift, not an error;
+* numeric columns: two-sample Kolmogorov-Smirnov test. ``score`` is the model's score of the row
+  (for the bid filter the mean partner score of the auction: prediction drift); rows without a
+  score (NaN) are left out of that one test.
 
 Every feature is tested at ``p_value / n_features`` (Bonferroni), so the chance of a false alarm
 on a window is at most ``p_value``. Two backends give the same decisions:
@@ -21,7 +22,7 @@ on a window is at most ``p_value``. Two backends give the same decisions:
 * ``scipy``: the same tests with ``scipy.stats``, for drift checks without alibi-detect (and as
   the example of another backend behind ``DriftDetector``).
 
-Typical use::
+Typical use (the bid filter's columns are the default; pass ``columns`` for another kind)::
 
     rows = [drift_row(request_features(req, ts_ms), score) for ...]
     detector = fit_detector(drift_frame(reference_rows), p_value=0.01)
@@ -50,30 +51,22 @@ import numpy.typing as npt
 import pandas as pd
 
 from bidflow.errors import MonitorError
-from bidflow.openrtb.features import CATEGORICAL_FEATURES, UNKNOWN, RequestFeatures
+from bidflow.kinds.base import MISSING as UNKNOWN
+from bidflow.kinds.base import SCORE
+from bidflow.kinds.bid_filter import DRIFT_CATEGORICAL, DRIFT_NUMERIC
+from bidflow.kinds.bid_filter import drift_row as drift_row
 
 if TYPE_CHECKING:
     from bidflow.config import MonitorConfig
+    from bidflow.kinds.base import DriftShape
 
 Backend = Literal["alibi", "scipy"]
 Kind = Literal["numeric", "categorical"]
 
-SCORE: Final = "score"
-MONITORED_CATEGORICAL: Final[tuple[str, ...]] = (
-    "channel",
-    "category",
-    "format",
-    "ad_size",
-    "os",
-    "country",
-    "device_type",
-    "connection_type",
-    "interstitial",
-    "rewarded",
-    "has_user_id",
-    "secure",
-)
-MONITORED_NUMERIC: Final[tuple[str, ...]] = ("bidfloor", "tmax", SCORE)
+# The bid filter's columns: the default of every function here, and what a sidecar without its own
+# column lists (none was written without them) describes.
+MONITORED_CATEGORICAL: Final[tuple[str, ...]] = DRIFT_CATEGORICAL
+MONITORED_NUMERIC: Final[tuple[str, ...]] = (*DRIFT_NUMERIC, SCORE)
 MONITORED_COLUMNS: Final = MONITORED_CATEGORICAL + MONITORED_NUMERIC
 
 SIDECAR: Final = "bidflow-drift.json"
@@ -84,19 +77,62 @@ SETUP_HINT: Final = (
     ".venv-monitor/bin/python, or fit with backend='scipy'"
 )
 
-_FEATURES: Final = (*MONITORED_CATEGORICAL, "bidfloor", "tmax")  # the request-feature part, in matrix order
-_TEXT: Final = frozenset(CATEGORICAL_FEATURES)
-_DTYPES: Final[dict[str, str]] = {
-    **{name: ("object" if name in _TEXT else "int64") for name in MONITORED_CATEGORICAL},
-    "bidfloor": "float64",
-    "tmax": "int64",
-    SCORE: "float64",
-}
+# The bid filter's dtypes: its flags (interstitial, device_type, ...) are ints, the rest text.
+_BID_FILTER_INTS: Final = frozenset(
+    {"device_type", "connection_type", "interstitial", "rewarded", "has_user_id", "secure", "tmax"}
+)
 _TABULAR_DIR: Final = "tabular"
 _SCORE_DIR: Final = "score"
 _REFERENCE_FILE: Final = "reference.npz"
 
 FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The monitored columns of one kind: categorical ones, then numeric ones (matrix order), then ``score``.
+
+    Attributes:
+        categorical: tested by Chi-square.
+        numeric: tested by Kolmogorov-Smirnov (without ``score``, which every detector adds).
+    """
+
+    categorical: tuple[str, ...]
+    numeric: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        names = (*self.categorical, *self.numeric)
+        if not names or len(set(names)) != len(names) or SCORE in names:
+            raise MonitorError(
+                "monitored columns must be distinct and not empty, and 'score' is added by the detector",
+                got=", ".join(names) or "none",
+            )
+
+    @classmethod
+    def of(cls, shape: DriftShape) -> Columns:
+        """A kind's drift shape's columns."""
+        return cls(tuple(shape.categorical), tuple(shape.numeric))
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The columns of the tabular test, in matrix order."""
+        return (*self.categorical, *self.numeric)
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        """Every column a drift frame has."""
+        return (*self.features, SCORE)
+
+    def dtypes(self) -> dict[str, str]:
+        """Column dtypes of a drift frame: ints for the bid filter's flags, text for other categories."""
+        bid_filter = self == BID_FILTER
+        types = {name: "int64" if bid_filter and name in _BID_FILTER_INTS else "object" for name in self.categorical}
+        types.update({name: "int64" if bid_filter and name in _BID_FILTER_INTS else "float64" for name in self.numeric})
+        types[SCORE] = "float64"
+        return types
+
+
+BID_FILTER: Final = Columns(DRIFT_CATEGORICAL, DRIFT_NUMERIC)
 
 
 # -- results --
@@ -174,6 +210,7 @@ class DriftDetector(Protocol):
 
     backend: str
     columns: tuple[str, ...]
+    monitored: Columns
 
     def predict(self, current: pd.DataFrame) -> DriftReport:
         """Compare ``current`` (``drift_frame`` rows) with the reference."""
@@ -183,40 +220,38 @@ class DriftDetector(Protocol):
 # -- rows --
 
 
-def drift_row(features: RequestFeatures, score: float | None) -> dict[str, Any]:
-    """One auction as the monitored columns; ``score`` None (no model score) becomes NaN."""
-    row: dict[str, Any] = {name: getattr(features, name) for name in _FEATURES}
-    row[SCORE] = math.nan if score is None else float(score)
-    return row
-
-
-def drift_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Rows from ``drift_row`` as a frame with fixed column order and dtypes (also when empty)."""
-    frame = pd.DataFrame.from_records(list(rows), columns=list(MONITORED_COLUMNS))
+def drift_frame(rows: Sequence[dict[str, Any]], columns: Columns = BID_FILTER) -> pd.DataFrame:
+    """Monitored rows (``drift_row``, or a kind's ``ServedRow.values``) as a frame with fixed column order
+    and dtypes (also when empty)."""
+    frame = pd.DataFrame.from_records(list(rows), columns=list(columns.all))
+    dtypes = columns.dtypes()
     try:
-        return frame.astype(_DTYPES)
+        return frame.astype(dtypes)
     except (TypeError, ValueError) as exc:
         raise MonitorError(
             "drift rows have values of the wrong type",
-            expected=", ".join(f"{name}: {dtype}" for name, dtype in _DTYPES.items()),
+            expected=", ".join(f"{name}: {dtype}" for name, dtype in dtypes.items()),
             got=str(exc)[:200],
-            hint="build rows with bidflow.monitoring.drift.drift_row",
+            hint="build rows with the kind's drift shape (bidflow.kinds.base.DriftShape)",
         ) from exc
 
 
 # -- fitting --
 
 
-def fit_detector(reference: pd.DataFrame, p_value: float, backend: Backend = "alibi") -> DriftDetector:
-    """A detector for windows compared with ``reference`` (``drift_frame`` columns; extra columns are ignored).
+def fit_detector(
+    reference: pd.DataFrame, p_value: float, backend: Backend = "alibi", columns: Columns = BID_FILTER
+) -> DriftDetector:
+    """A detector over ``columns`` for windows compared with ``reference`` (``drift_frame`` columns; extra
+    columns are ignored).
 
     A reference whose ``score`` column is empty (no model scores) gives a detector without the
     score test; ``columns`` says what is tested.
     """
     if not 0.0 < p_value < 1.0:
         raise MonitorError("drift test level out of range", expected="0 < p_value < 1", got=str(p_value))
-    frame = _checked(reference, "reference")
-    encoder = _Encoder.fit(frame)
+    frame = _checked(reference, "reference", columns)
+    encoder = _Encoder.fit(frame, columns)
     x_ref = encoder.encode(frame, "reference")
     score_ref = _scores(frame)
     fitted = _Fitted(encoder, p_value, len(frame), score_ref.size > 0)
@@ -238,7 +273,8 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, cfg: MonitorCon
 def save_detector(detector: DriftDetector, path: Path) -> None:
     """Write ``detector`` to the folder ``path`` (replacing an earlier detector folder there).
 
-    Layout: ``bidflow-drift.json`` (backend, columns, category vocabularies, p-value) and, for
+    Layout: ``bidflow-drift.json`` (backend, columns: categorical and numeric, category vocabularies,
+    p-value) and, for
     ``alibi``, ``tabular/`` and ``score/`` written by ``alibi_detect.saving.save_detector``
     (``config.toml`` + ``x_ref.npy`` each); for ``scipy``, ``reference.npz``.
     """
@@ -320,31 +356,33 @@ def load_detector(path: Path) -> DriftDetector:
 class _Encoder:
     """Category vocabularies fitted on the reference; frames to the float matrix both backends test."""
 
+    columns: Columns
     vocabularies: dict[str, tuple[str, ...]]
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame) -> _Encoder:
-        return cls({name: tuple(sorted(set(_labels(frame[name])))) for name in MONITORED_CATEGORICAL})
+    def fit(cls, frame: pd.DataFrame, columns: Columns) -> _Encoder:
+        return cls(columns, {name: tuple(sorted(set(_labels(frame[name])))) for name in columns.categorical})
 
     def encode(self, frame: pd.DataFrame, what: str) -> FloatArray:
-        """Columns in ``_FEATURES`` order: category codes (unseen -> len(vocabulary)), then the numbers."""
-        x = np.empty((len(frame), len(_FEATURES)), dtype=np.float64)
-        for i, name in enumerate(MONITORED_CATEGORICAL):
+        """Columns in ``Columns.features`` order: category codes (unseen -> len(vocabulary)), then the numbers."""
+        categorical = self.columns.categorical
+        x = np.empty((len(frame), len(self.columns.features)), dtype=np.float64)
+        for i, name in enumerate(categorical):
             codes = pd.Categorical(_labels(frame[name]), categories=self.vocabularies[name]).codes
             x[:, i] = np.where(codes < 0, len(self.vocabularies[name]), codes)
-        for i, name in enumerate(_FEATURES[len(MONITORED_CATEGORICAL) :], start=len(MONITORED_CATEGORICAL)):
+        for i, name in enumerate(self.columns.numeric, start=len(categorical)):
             values = _numbers(frame[name], name, what)
             if np.isnan(values).any():
                 raise MonitorError(
                     f"{what} column '{name}' has missing values",
-                    expected="a number in every row (drift_row always writes one)",
+                    expected="a number in every row (the kind's drift shape always writes one)",
                     got=f"{int(np.isnan(values).sum())} missing of {len(values)}",
                 )
             x[:, i] = values
         return x
 
     def category_counts(self) -> tuple[int, ...]:
-        return tuple(len(self.vocabularies[name]) for name in MONITORED_CATEGORICAL)
+        return tuple(len(self.vocabularies[name]) for name in self.columns.categorical)
 
 
 @dataclass(frozen=True)
@@ -357,8 +395,13 @@ class _Fitted:
     has_score: bool
 
     @property
+    def monitored(self) -> Columns:
+        return self.encoder.columns
+
+    @property
     def columns(self) -> tuple[str, ...]:
-        return (*_FEATURES, SCORE) if self.has_score else _FEATURES
+        features = self.monitored.features
+        return (*features, SCORE) if self.has_score else features
 
     @property
     def threshold(self) -> float:
@@ -371,8 +414,8 @@ class _Fitted:
             "format": FORMAT_VERSION,
             "backend": backend,
             "columns": list(self.columns),
-            "categorical": list(MONITORED_CATEGORICAL),
-            "numeric": [name for name in MONITORED_NUMERIC if name in self.columns],
+            "categorical": list(self.monitored.categorical),
+            "numeric": [*self.monitored.numeric, *((SCORE,) if self.has_score else ())],
             "vocabularies": {name: list(values) for name, values in self.encoder.vocabularies.items()},
             "p_value": self.p_value,
             "threshold": self.threshold,
@@ -383,10 +426,15 @@ class _Fitted:
     @classmethod
     def from_sidecar(cls, meta: dict[str, Any]) -> _Fitted:
         columns = tuple(meta["columns"])
-        if columns not in ((*_FEATURES, SCORE), _FEATURES):
-            raise ValueError(f"columns {list(columns)} are not the monitored columns of this bidflow")
-        vocabularies = {name: tuple(str(v) for v in meta["vocabularies"][name]) for name in MONITORED_CATEGORICAL}
-        return cls(_Encoder(vocabularies), float(meta["p_value"]), int(meta["n_reference"]), SCORE in columns)
+        monitored = Columns(
+            tuple(str(c) for c in meta["categorical"]), tuple(str(c) for c in meta["numeric"] if c != SCORE)
+        )
+        if columns not in ((*monitored.features, SCORE), monitored.features):
+            raise ValueError(f"columns {list(columns)} are not its categorical then numeric columns")
+        vocabularies = {name: tuple(str(v) for v in meta["vocabularies"][name]) for name in monitored.categorical}
+        return cls(
+            _Encoder(monitored, vocabularies), float(meta["p_value"]), int(meta["n_reference"]), SCORE in columns
+        )
 
     def report(
         self,
@@ -398,9 +446,10 @@ class _Fitted:
         """Assemble the report from per-feature (p-values, statistics) of the tabular part and the score."""
         threshold = self.threshold
         p_values, statistics = tabular
+        categorical = frozenset(self.monitored.categorical)
         tested: list[tuple[str, Kind, float, float]] = [
-            (name, "categorical" if name in MONITORED_CATEGORICAL else "numeric", float(s), float(p))
-            for name, p, s in zip(_FEATURES, p_values, statistics, strict=True)
+            (name, "categorical" if name in categorical else "numeric", float(s), float(p))
+            for name, p, s in zip(self.monitored.features, p_values, statistics, strict=True)
         ]
         if score is not None:
             tested.append((SCORE, "numeric", score[1], score[0]))
@@ -417,7 +466,7 @@ class _Fitted:
         )
 
     def window(self, current: pd.DataFrame) -> tuple[FloatArray, FloatArray]:
-        frame = _checked(current, "current window")
+        frame = _checked(current, "current window", self.monitored)
         return self.encoder.encode(frame, "current window"), _scores(frame) if self.has_score else _EMPTY
 
 
@@ -437,6 +486,7 @@ class AlibiDetector:
     def __init__(self, fitted: _Fitted, tabular: Any, score: Any | None) -> None:
         self.fitted = fitted
         self.columns: tuple[str, ...] = fitted.columns
+        self.monitored: Columns = fitted.monitored
         self.tabular = tabular
         self.score = score
 
@@ -446,7 +496,7 @@ class AlibiDetector:
         threshold = fitted.threshold
         tabular = cd.TabularDrift(
             x_ref,
-            p_val=threshold * len(_FEATURES),
+            p_val=threshold * len(fitted.monitored.features),
             categories_per_feature=dict(enumerate(fitted.encoder.category_counts())),
             correction="bonferroni",
         )
@@ -495,11 +545,12 @@ class AlibiDetector:
                     hint="fit and save the detector again with the monitor environment's alibi-detect",
                 ) from exc
         tabular = parts[_TABULAR_DIR]
-        if type(tabular).__name__ != "TabularDrift" or getattr(tabular, "n_features", None) != len(_FEATURES):
+        n_features = len(fitted.monitored.features)
+        if type(tabular).__name__ != "TabularDrift" or getattr(tabular, "n_features", None) != n_features:
             raise MonitorError(
                 "saved drift detector does not match its description",
                 where=path / _TABULAR_DIR,
-                expected=f"TabularDrift over {len(_FEATURES)} features",
+                expected=f"TabularDrift over {n_features} features",
                 got=f"{type(tabular).__name__} over {getattr(tabular, 'n_features', '?')} features",
             )
         return cls(fitted, tabular, parts.get(_SCORE_DIR))
@@ -518,6 +569,7 @@ class ScipyDetector:
     def __init__(self, fitted: _Fitted, x_ref: FloatArray, score_ref: FloatArray) -> None:
         self.fitted = fitted
         self.columns: tuple[str, ...] = fitted.columns
+        self.monitored: Columns = fitted.monitored
         self.x_ref = x_ref
         self.score_ref = score_ref
 
@@ -525,15 +577,15 @@ class ScipyDetector:
         from scipy.stats import chi2_contingency, ks_2samp  # type: ignore[import-untyped, unused-ignore]
 
         x, scores = self.fitted.window(current)
-        n_categorical = len(MONITORED_CATEGORICAL)
-        p_values = np.zeros(len(_FEATURES), dtype=np.float32)
+        n_categorical, n_features = len(self.monitored.categorical), len(self.monitored.features)
+        p_values = np.zeros(n_features, dtype=np.float32)
         statistics = np.zeros_like(p_values)
         for f, count in enumerate(self.fitted.encoder.category_counts()):
             categories = np.union1d(np.arange(count), np.unique(x[:, f]))
             table = np.vstack([_counts(self.x_ref[:, f], categories), _counts(x[:, f], categories)])
             result = chi2_contingency(table)
             statistics[f], p_values[f] = result.statistic, result.pvalue
-        for f in range(n_categorical, len(_FEATURES)):
+        for f in range(n_categorical, n_features):
             ks = ks_2samp(self.x_ref[:, f], x[:, f], alternative="two-sided", method="asymp")
             statistics[f], p_values[f] = ks.statistic, ks.pvalue
         score: tuple[float, float] | None = None
@@ -556,11 +608,12 @@ class ScipyDetector:
                 x_ref, score_ref = saved["x_ref"], saved["score_ref"]
         except (OSError, KeyError, ValueError) as exc:
             raise MonitorError("saved drift reference is unreadable", where=file, got=str(exc)[:200]) from exc
-        if x_ref.ndim != 2 or x_ref.shape[1] != len(_FEATURES):
+        n_features = len(fitted.monitored.features)
+        if x_ref.ndim != 2 or x_ref.shape[1] != n_features:
             raise MonitorError(
                 "saved drift reference does not match its description",
                 where=file,
-                expected=f"{len(_FEATURES)} columns",
+                expected=f"{n_features} columns",
                 got=str(x_ref.shape),
             )
         return cls(fitted, x_ref, score_ref)
@@ -595,19 +648,19 @@ def _quiet_alibi() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _checked(frame: pd.DataFrame, what: str) -> pd.DataFrame:
+def _checked(frame: pd.DataFrame, what: str, columns: Columns) -> pd.DataFrame:
     if not isinstance(frame, pd.DataFrame):
         raise MonitorError(f"{what} must be a pandas DataFrame", got=type(frame).__name__, hint="use drift_frame(rows)")
-    missing = [name for name in MONITORED_COLUMNS if name not in frame.columns]
+    missing = [name for name in columns.all if name not in frame.columns]
     if missing:
         raise MonitorError(
             f"{what} lacks monitored columns: {', '.join(missing)}",
-            expected=", ".join(MONITORED_COLUMNS),
+            expected=", ".join(columns.all),
             got=", ".join(map(str, frame.columns[:30])) or "no columns",
-            hint="build rows with bidflow.monitoring.drift.drift_row and drift_frame",
+            hint="build rows with the kind's drift shape and drift_frame",
         )
     if frame.empty:
-        raise MonitorError(f"{what} has no rows", hint="a drift test needs at least one auction on each side")
+        raise MonitorError(f"{what} has no rows", hint="a drift test needs at least one row on each side")
     return frame
 
 

@@ -1,39 +1,81 @@
-"""Fit the drift detectors on a reference written at training time, and save them.
+"""The drift reference file, and fitting the drift detectors on it.
 
-Training (main environment) writes a parquet file of ``drift_row`` columns: request features of
-the training auctions and the model's mean partner score on each. The monitor's environment
-fits alibi-detect detectors on it (``python -m bidflow.monitoring fit``) and saves them where the
-monitor loads them (``monitor.detector``).
+Training (main environment) writes a parquet file of a kind's monitored rows (``write_reference``):
+held-out rows mapped by the kind's drift shape, with the model's score, and the monitored columns
+(categorical, numeric) in the file's metadata, so the file says what to test. The monitor's
+environment fits alibi-detect detectors on it (``python -m bidflow.monitoring fit``) and saves them
+where the monitor loads them (``monitor.detector``). A reference without that metadata (written
+before kinds had drift shapes) holds the bid filter's columns.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Final
 
 import pandas as pd
 
 from bidflow.errors import MonitorError
-from bidflow.monitoring.drift import MONITORED_COLUMNS, Backend, DriftDetector, fit_detector, save_detector
+from bidflow.monitoring.drift import BID_FILTER, Backend, Columns, DriftDetector, fit_detector, save_detector
+
+COLUMNS_KEY: Final = b"bidflow.drift.columns"
 
 
-def fit_from_reference(reference: Path, out: Path, p_value: float, backend: Backend = "alibi") -> DriftDetector:
-    """Read ``reference`` (parquet, ``drift_row`` columns), fit a detector at ``p_value``, save it to ``out``."""
+def write_reference(frame: pd.DataFrame, path: Path, columns: Columns) -> None:
+    """Write the monitored ``columns`` (and ``score``) of ``frame`` to ``path``, the columns named in its metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame[list(columns.all)].reset_index(drop=True), preserve_index=False)
+    described = {"categorical": list(columns.categorical), "numeric": list(columns.numeric)}
+    metadata = dict(table.schema.metadata or {}) | {COLUMNS_KEY: json.dumps(described).encode()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.replace_schema_metadata(metadata), path)
+
+
+def reference_columns(reference: Path) -> Columns:
+    """The monitored columns a reference file declares (the bid filter's when it declares none)."""
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_schema(reference).metadata or {}
+        described = json.loads(metadata[COLUMNS_KEY]) if COLUMNS_KEY in metadata else None
+        if described is None:
+            return BID_FILTER
+        return Columns(tuple(described["categorical"]), tuple(described["numeric"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # pyarrow's errors derive from these
+        raise MonitorError(
+            "drift reference is not a readable parquet file", where=reference, got=f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def read_reference(reference: Path) -> tuple[pd.DataFrame, Columns]:
+    """The reference rows and the columns they declare."""
     reference = Path(reference)
     if not reference.exists():
         raise MonitorError(
             "drift reference not found",
             where=reference,
-            hint="training writes it (drift_row columns of the training auctions) as a parquet file",
+            hint="deploying a version writes it (`bidflow canary reference` writes one by hand)",
         )
+    columns = reference_columns(reference)
     try:
-        frame = pd.read_parquet(reference, columns=list(MONITORED_COLUMNS))
+        frame = pd.read_parquet(reference, columns=list(columns.all))
     except (OSError, ValueError, KeyError) as exc:  # pyarrow's errors derive from these
         raise MonitorError(
             "drift reference is not a readable parquet file with the monitored columns",
             where=reference,
-            expected=", ".join(MONITORED_COLUMNS),
+            expected=", ".join(columns.all),
             got=f"{type(exc).__name__}: {str(exc)[:200]}",
         ) from exc
-    detector = fit_detector(frame, p_value, backend=backend)
+    return frame, columns
+
+
+def fit_from_reference(reference: Path, out: Path, p_value: float, backend: Backend = "alibi") -> DriftDetector:
+    """Read ``reference`` (parquet from ``write_reference``), fit a detector at ``p_value`` over its columns,
+    save it to ``out``."""
+    frame, columns = read_reference(reference)
+    detector = fit_detector(frame, p_value, backend=backend, columns=columns)
     save_detector(detector, Path(out))
     return detector

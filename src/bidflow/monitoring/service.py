@@ -6,7 +6,9 @@ Endpoints:
   the batches the local router sends.
 * ``POST /``: KServe's payload logger (CloudEvents in binary mode: ``ce-id``, ``ce-type`` ending in
   ``request`` or ``response``, the body as served). A request and its response are paired by
-  ``ce-id``; the role is found from the model version in the response and the deployment's state.
+  ``ce-id``; the role is found from the model version in the response (the body's ``model_version``,
+  or the first prediction's for the bid filter) and the deployment's state. The monitor's kind maps
+  the pair to rows, as it does the router's batches.
 * ``POST /v1/outcomes``: ``{"records": [{"id": <auction id>, "bids": [partner, ...]}]}``.
 * ``GET /status`` (JSON), ``GET /metrics`` (Prometheus), ``GET /healthz``.
 
@@ -156,17 +158,18 @@ def build_app(monitor: Monitor) -> Starlette:
 
 def _as_record(half: dict[str, Any], monitor: Monitor, versions: dict[str, Any]) -> dict[str, Any] | None:
     """A logged request/response pair as a payload record; the role from the answering version."""
-    predictions = half["response"].get("predictions") if isinstance(half["response"], dict) else None
-    if not predictions or not isinstance(predictions[0], dict):
+    version = _answering_version(half["response"])
+    if version is None:
         return None
-    version = str(predictions[0].get("model_version"))
     if monitor.controller is not None and time.monotonic() - versions["at"] > _STATE_TTL_S:
         state = monitor.controller.status()
-        versions["roles"] = {
-            m.version: role for role, m in (("champion", state.champion), ("canary", state.canary)) if m
-        }
+        roles: dict[str, tuple[str, str]] = {}
+        for role, model in (("champion", state.champion), ("canary", state.canary)):
+            if model is not None:  # a server loaded from a URI reports the URI as its version
+                roles |= {model.version: (role, model.version), model.uri: (role, model.version)}
+        versions["roles"] = roles
         versions["at"] = time.monotonic()
-    role = versions["roles"].get(version, "champion")
+    role, version = versions["roles"].get(version, ("champion", version))
     return {
         "role": role,
         "version": version,
@@ -174,3 +177,13 @@ def _as_record(half: dict[str, Any], monitor: Monitor, versions: dict[str, Any])
         "request": half["request"],
         "response": half["response"],
     }
+
+
+def _answering_version(response: Any) -> str | None:
+    """The model version a response names: at its top (instance kinds) or in its first prediction (the bid filter)."""
+    if not isinstance(response, dict) or not response.get("predictions"):
+        return None
+    if response.get("model_version") is not None:
+        return str(response["model_version"])
+    first = response["predictions"][0]
+    return str(first.get("model_version")) if isinstance(first, dict) else None

@@ -1,15 +1,16 @@
 """The monitor's core: served payloads in, drift windows, online recall and rollbacks out.
 
 ``Monitor`` has no HTTP in it (``bidflow.monitoring.service`` is the server), so a test can feed it
-payloads and outcomes directly. Per role (champion, canary) it keeps:
+payloads and outcomes directly. It watches the deployment's kind (``canary.kind``): the kind's drift
+shape maps each served call to monitored rows (the bid filter: one per auction, request features
+from the same transform training uses plus the auction's mean score; a kind served as instances:
+one per instance, its fields plus its prediction). Per role (champion, canary) it keeps:
 
-* a **window** of monitored feature rows (``drift_row``: request features from the same transform
-  training uses, plus the auction's mean score). When ``window_size`` auctions have arrived the
-  detector fitted for the model version that served them is run; the report is kept, exported as
-  metrics and acted on.
-* **online bid recall** on the exploration share: explored auctions call every partner, so once the
-  exchange reports which partners bid (``outcomes``) we know how many of those bids the model would
-  have kept (score >= threshold).
+* a **window** of those rows. When ``window_size`` rows have arrived the detector fitted for the
+  model version that served them is run; the report is kept, exported as metrics and acted on.
+* **online bid recall** on the exploration share (kinds with partners; others have none): explored
+  auctions call every partner, so once the exchange reports which partners bid (``outcomes``) we
+  know how many of those bids the model would have kept (score >= threshold).
 * recent **scores**, for the population stability index of canary vs champion scores.
 
 Actions: drift in the canary's traffic rolls the canary back through the deployment controller
@@ -33,15 +34,15 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from bidflow.deploy.analysis import RoleMetrics, WindowMetrics, analyse
-from bidflow.errors import BidflowError, MonitorError
-from bidflow.monitoring.drift import drift_frame, drift_row
+from bidflow.errors import BidflowError, ConfigError, MonitorError
+from bidflow.kinds import kind
+from bidflow.monitoring.drift import Columns, drift_frame
 from bidflow.monitoring.retrain import RetrainTrigger
-from bidflow.openrtb import ValidationContext, decode_request_obj
-from bidflow.openrtb.features import request_features
 
 if TYPE_CHECKING:
     from bidflow.config import Config
     from bidflow.deploy.canary import DeploymentController
+    from bidflow.kinds.base import DriftShape
     from bidflow.monitoring.drift import DriftDetector, DriftReport
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,6 @@ _WINDOWS_KEPT_WAITING: Final = 3
 _DETECTOR_RETRY_S: Final = 2.0
 _PSI_BINS: Final = 10
 _PSI_FLOOR: Final = 1e-4
-_LENIENT: Final = ValidationContext()
 
 
 @dataclass
@@ -113,13 +113,16 @@ class Monitor:
     """Drift windows, online recall and the rollback trigger (see the module docstring).
 
     Args:
-        config: ``monitor`` (window, p-value, detector folder) and ``canary`` (analysis limits).
+        config: ``monitor`` (window, p-value, detector folder) and ``canary`` (the watched kind, analysis limits).
         controller: the deployment to roll back; None watches only (no actions).
         detector_loader: version -> fitted detector (default: ``load_detector`` on the detector folder,
             ``<detector>/<version>/`` when it exists, else ``<detector>/`` itself).
         router_metrics: the router's per-role request/latency figures, for the SLO rules (local backend).
         state_dir: where retraining requests and runs are recorded (default ``canary.state``).
         retrain: the retraining trigger (default: one over ``monitor.retrain*`` in ``state_dir``).
+
+    Raises:
+        ConfigError: the deployment's kind has no drift shape (nothing to watch it with).
     """
 
     def __init__(
@@ -133,6 +136,9 @@ class Monitor:
         retrain: RetrainTrigger | None = None,
     ) -> None:
         self.config = config
+        self.kind = config.canary.kind
+        self.shape: DriftShape = _shape(config)
+        self.columns = Columns.of(self.shape)
         self.controller = controller
         self.router_metrics = router_metrics
         self.state_dir = state_dir or config.canary.state
@@ -215,33 +221,25 @@ class Monitor:
                 champion.scores.clear()
                 champion.recall = Recall()
         ts_ms = int(float(record.get("ts") or time.time()) * 1000)
-        request, response = record["request"], record["response"]
-        instances = request["instances"]
-        predictions = response["predictions"]
-        for instance, prediction in zip(instances, predictions, strict=True):
-            req = decode_request_obj(instance["request"], _LENIENT)
-            features = request_features(req, int(instance.get("ts_ms") or ts_ms))
-            decisions = prediction["decisions"]
-            scores = [d["score"] for d in decisions if d.get("score") is not None]
-            mean = float(np.mean(scores)) if scores else None
-            watch.rows.append(drift_row(features, mean))
-            if mean is not None:
-                watch.scores.append(mean)
-            if prediction.get("explored") and scores:
-                would_call = {
-                    d["partner"]: d["score"] >= d["threshold"] for d in decisions if d.get("score") is not None
-                }
-                bids = self.unmatched.pop(req.id, None)
+        # Mapped whole before anything is kept: a call that cannot be read adds nothing to the window.
+        rows = self.shape.served(record["request"], record["response"], ts_ms)
+        for row in rows:
+            watch.rows.append(row.values)
+            if row.score is not None:
+                watch.scores.append(row.score)
+            explored = row.exploration
+            if explored is not None:
+                bids = self.unmatched.pop(explored.id, None)
                 if bids is not None:
-                    self._count_recall(role, would_call, bids)
+                    self._count_recall(role, explored.would_call, bids)
                     self.counts["outcomes"] += 1
                 else:
-                    self.explored[req.id] = (role, would_call)
+                    self.explored[explored.id] = (role, dict(explored.would_call))
                     while len(self.explored) > _EXPLORED_KEPT:
                         self.explored.popitem(last=False)
             watch.auctions += 1
             self.counts["auctions"] += 1
-        return len(instances)
+        return len(rows)
 
     # -- windows --
 
@@ -265,7 +263,7 @@ class Monitor:
             log.warning("no drift detector yet for %s v%s: %s", role, version, exc.what)
             return
         try:
-            report = detector.predict(drift_frame(rows))
+            report = detector.predict(drift_frame(rows, self.columns))
         except BidflowError as exc:
             self.errors.append(exc.render()[:300])
             log.error("drift check skipped for %s v%s: %s", role, version, exc.render())
@@ -382,6 +380,7 @@ class Monitor:
             latest = {r.role: r.to_dict() for r in self.history}
             retrain = self.retrain.status()
             return {
+                "kind": self.kind,
                 "roles": roles,
                 "score_psi": self.score_psi(),
                 "latest": latest,
@@ -391,3 +390,15 @@ class Monitor:
                 "counts": dict(self.counts) | retrain["counts"],
                 "errors": list(self.errors),
             }
+
+
+def _shape(config: Config) -> DriftShape:
+    """The drift shape of the deployment's kind."""
+    watched = kind(config, config.canary.kind)
+    if watched.drift is None:
+        raise ConfigError(
+            f"the deployment's kind '{watched.name}' has no drift shape: the monitor cannot watch it",
+            where="canary.kind",
+            hint="give the kind a `drift` (bidflow.kinds.base.DriftShape, or instance_drift for instance kinds)",
+        )
+    return watched.drift

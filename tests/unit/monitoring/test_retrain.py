@@ -270,8 +270,12 @@ def test_the_monitor_goes_on_while_its_retraining_run_is_in_flight(
         rows.append(drift_row(features, sum(scores) / len(scores)))
     detector: DriftDetector = fit_detector(drift_frame(rows), p_value=0.01, backend="scipy")
     trigger = make()
+    # The monitor reads bid-filter payloads; the trigger (its own configuration) retrains the ctr pipeline.
     config = trigger.config.model_copy(
-        update={"monitor": trigger.config.monitor.model_copy(update={"window_size": 400})}
+        update={
+            "monitor": trigger.config.monitor.model_copy(update={"window_size": 400}),
+            "canary": trigger.config.canary.model_copy(update={"kind": "bid_filter"}),
+        }
     )
     watch = Monitor(config, None, detector_loader=lambda version: detector, retrain=trigger)
     drifted = [{k: v for k, v in r.items() if k != "bids"} for r in payloads("publisher_flood", "champion")]
