@@ -468,7 +468,7 @@ def serve_bare(port: int) -> None:
 def serve_noop(port: int) -> None:
     """bidflow's KServe server (``bidflow.serving.server``) with a model that does nothing: a fixed answer."""
     from bidflow.config import Config
-    from bidflow.serving.model import ModelSource, ServedModel
+    from bidflow.serving.base import ModelSource, ServedModel
     from bidflow.serving.server import ServerOptions, serve
 
     payload = b'{"predictions": []}'
@@ -534,7 +534,8 @@ def stages(
     """CPU µs per auction of each step of the model's work, without HTTP or KServe."""
     from bidflow.config import load_config
     from bidflow.openrtb.features import request_features
-    from bidflow.serving.model import BidFilterModel, ModelSource, ServeOptions, _v1_decision
+    from bidflow.serving.base import ModelSource, ServeOptions
+    from bidflow.serving.bid_filter import BidFilterModel, _v1_decision
 
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

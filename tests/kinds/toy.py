@@ -78,7 +78,7 @@ KIND: Final = Kind(
     load_rows=load_rows,
     entities=entities,
     default_source=default_source,
-    served_model="bidflow.serving.ctr:CTRModel",
+    served_model="bidflow.serving.tabular:TabularModel",
     bias_slices=("colour",),
     drift_features=("colour", "size"),
     drift=instance_drift(categorical=("colour",), numeric=("size",)),

@@ -163,30 +163,56 @@ def analyse_command(
 @canary_cli.command("replay")
 def replay_command(
     ctx: typer.Context,
-    logs: Annotated[list[Path], typer.Argument(help="Auction-log files (bidflow simulate output, .jsonl.gz).")],
+    logs: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="OpenRTB kinds: auction-log files (bidflow simulate output, .jsonl.gz). Instance kinds: one rows "
+            "file (default: the kind's own source)."
+        ),
+    ] = None,
     url: Annotated[
         str | None, typer.Option(help="Endpoint (default: the local router, canary.host:canary.router_port).")
     ] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Requests in flight.")] = 8,
-    limit: Annotated[int | None, typer.Option(min=1, help="Send at most this many auctions.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Send at most this many requests.")] = None,
     outcomes: Annotated[
         bool, typer.Option(help="Report explored auctions' outcomes to the drift monitor (online recall).")
     ] = True,
+    per_request: Annotated[int, typer.Option(min=1, max=256, help="Instance kinds: rows per request.")] = 4,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(help="Instance kinds: send only rows with COLUMN=VALUE (repeat for several; a drift drill)."),
+    ] = None,
 ) -> None:
-    """Replay logged auctions through the served endpoint, showing decisions/s and latency as it goes."""
+    """Replay logged traffic of canary.kind through the served endpoint, showing requests/s and latency as it goes."""
     import asyncio
 
-    from bidflow.deploy.replay import read_auctions, replay_with_progress
+    from bidflow.deploy.replay import read_auctions, read_instances, replay_with_progress, select_rows
+    from bidflow.errors import ConfigError, InputError
+    from bidflow.kinds import kind
 
     config: Config = ctx.obj
-    auctions = list(read_auctions(logs, limit))
+    served = kind(config, config.canary.kind)
+    if served.replay == "openrtb":
+        if not logs:
+            raise InputError("name the auction-log files to replay", hint="e.g. data/raw/**/*.jsonl.gz")
+        auctions = list(read_auctions(logs, limit))
+    elif served.replay == "instances":
+        if logs and len(logs) > 1:
+            raise InputError("an instance kind replays one rows file", got=", ".join(map(str, logs)))
+        source = logs[0] if logs else served.default_source(config)
+        rows = select_rows(served.load_rows(config, source, None, None), only or [])
+        fields = served.spec((), None).names  # the fields a request carries: the model's own columns
+        auctions = list(read_instances(rows, fields, per_request=per_request, limit=limit))
+    else:
+        raise ConfigError(f"kind '{served.name}' has no replay", where="canary.kind", got=str(served.replay))
     endpoint = url or f"http://{config.canary.host}:{config.canary.router_port}"
     target = f"{endpoint.rstrip('/')}/v1/models/{registered_name(config, config.canary.kind)}:predict"
     monitor = f"http://{config.monitor.host}:{config.monitor.port}" if outcomes else None
     report = asyncio.run(replay_with_progress(auctions, target, out, concurrency=concurrency, monitor_url=monitor))
     summary = report.summary()
     out.print(
-        f"{summary['sent']:,} auctions in {summary['seconds']} s ({summary['auctions_per_s']}/s), "
+        f"{summary['sent']:,} requests in {summary['seconds']} s ({summary['auctions_per_s']}/s), "
         f"failed {summary['failed']}, p50 {summary['p50_ms']:.2f} ms, p99 {summary['p99_ms']:.2f} ms, "
         f"answered by {summary['roles']}",
         highlight=False,
@@ -200,18 +226,18 @@ def replay_command(
 def reference_command(
     ctx: typer.Context,
     version: Annotated[str, typer.Option(help="Registry version number or alias (of canary.kind).")] = "candidate",
-    source: Annotated[Path | None, typer.Option(help="Ingested parquet (default paths.parquet).")] = None,
+    source: Annotated[Path | None, typer.Option(help="The kind's rows (default: its own source).")] = None,
     out_path: Annotated[
         Path | None, typer.Option("--out", help="Parquet file (default canary.state/reference/<version>.parquet).")
     ] = None,
 ) -> None:
-    """Write the drift monitor's reference for a model version (held-out auctions: features and scores)."""
+    """Write the drift monitor's reference for a model version of canary.kind (held-out rows: features and scores)."""
     from bidflow.modeling.steps import drift_reference_step
 
     config: Config = ctx.obj
     ref, path, rows = drift_reference_step(config, model=version, source=source, out=out_path)
     detector = config.monitor.detector / (ref.version or "run")
-    out.print(f"drift reference for {ref.label}: {rows:,} auctions -> {path}", highlight=False)
+    out.print(f"drift reference for {ref.label} ({config.canary.kind}): {rows:,} rows -> {path}", highlight=False)
     out.print(
         f"fit the detector in the monitor environment:\n  .venv-monitor/bin/python -m bidflow.monitoring fit "
         f"--reference {path} --out {detector}",

@@ -2,9 +2,10 @@
 
 Each logged auction becomes one v1 request (the logged bid request, the partners that were called,
 the time it was seen); a kind served as named-field instances has its rows sent as v1 instance
-batches (``read_instances``: a few rows per request). The replay keeps ``concurrency`` requests in flight, measures latency, counts
-failures (anything but HTTP 200, or no answer), and notes which model answered (the router's
-``x-bidflow-role`` header) second by second, so a report can draw the traffic split over time.
+batches (``read_instances``: a few rows per request). The replay keeps ``concurrency`` requests in
+flight, measures latency, counts failures (anything but HTTP 200, or no answer), and notes which
+model answered (the router's ``x-bidflow-role`` header) second by second, so a report can draw the
+traffic split over time.
 
 For auctions the filter explored (every partner called), the log says which partners bid: those
 outcomes go to the drift monitor (``POST /v1/outcomes``), which turns them into online bid recall,
@@ -177,7 +178,25 @@ def read_instances(
         yield Auction(f"replay-{number}", body, (), outcomes=False)
 
 
-def _plain(record: Mapping[str, Any]) -> dict[str, Any]:
+def select_rows(rows: pd.DataFrame, only: Sequence[str]) -> pd.DataFrame:
+    """The rows whose columns hold the given values (``COLUMN=VALUE`` each, compared as text).
+
+    Raises:
+        InputError: a condition is not ``COLUMN=VALUE``, names no column of the rows, or leaves no row.
+    """
+    keep = rows
+    for condition in only:
+        column, sep, value = condition.partition("=")
+        if not sep or column not in keep.columns:
+            expected = ", ".join(map(str, rows.columns))
+            raise InputError("not a COLUMN=VALUE condition on the rows", expected=expected, got=condition)
+        keep = keep[keep[column].astype(str) == value]
+    if keep.empty:
+        raise InputError("no row meets the conditions", got=" and ".join(only))
+    return keep
+
+
+def _plain(record: Mapping[Any, Any]) -> dict[str, Any]:
     """JSON-ready values: numpy scalars as Python ones, NaN as null."""
     out: dict[str, Any] = {}
     for name, value in record.items():

@@ -22,14 +22,21 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from bidflow.errors import ModelError
-from bidflow.modeling.dataset import CategoryEncoder, FeatureSpec, feature_matrix, labels, latest_hours
+from bidflow.modeling.dataset import (
+    CategoryEncoder,
+    FeatureSpec,
+    feature_matrix,
+    labels,
+    latest_hours,
+    out_of_fold_codes,
+)
 from bidflow.modeling.economics import FilterPolicy, choose_policy
 from bidflow.modeling.metrics import classification_metrics
 
@@ -39,6 +46,8 @@ if TYPE_CHECKING:
 BOOSTER_FILE: Final = "model.ubj"
 BUNDLE_FILE: Final = "bidflow_model.json"
 BUNDLE_FORMAT: Final = 1
+
+CategoryOrder = Literal["frequency", "rate"]
 
 
 @dataclass(frozen=True)
@@ -119,7 +128,13 @@ def xgb_params(cfg: TrainSettings) -> dict[str, Any]:
 
 
 def train_model(
-    train: pd.DataFrame, valid: pd.DataFrame, spec: FeatureSpec, cfg: TrainSettings, *, refit: bool = False
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    spec: FeatureSpec,
+    cfg: TrainSettings,
+    *,
+    refit: bool = False,
+    category_order: CategoryOrder = "frequency",
 ) -> TrainedModel:
     """Fit a booster on ``train``, early-stopping on ``valid``.
 
@@ -130,6 +145,8 @@ def train_model(
         cfg: the ``train`` configuration section.
         refit: retrain on ``train`` and ``valid`` together once early stopping has chosen the
             number of trees (see the module docstring).
+        category_order: ``frequency`` (label-free codes), or ``rate``: codes ordered by smoothed
+            label rate, training rows coded out of fold (``bidflow.modeling.dataset``).
 
     Returns:
         The model, its booster cut to the best iteration (or refitted), with train/valid metrics.
@@ -148,8 +165,7 @@ def train_model(
                 hint="use a longer time window",
             )
     started = time.perf_counter()
-    encoder = CategoryEncoder.fit(train, spec.categorical, cfg.min_category_count)
-    x_train, y_train = feature_matrix(train, spec, encoder), labels(train, spec)
+    encoder, x_train, y_train = _encode(train, spec, cfg, category_order)
     x_valid, y_valid = feature_matrix(valid, spec, encoder), labels(valid, spec)
     names = list(spec.names)
     dtrain = xgb.DMatrix(x_train, label=y_train, feature_names=names, missing=np.nan)
@@ -180,11 +196,32 @@ def train_model(
     metrics |= {f"valid_{k}": v for k, v in classification_metrics(y_valid, model.predict_matrix(x_valid)).items()}
     metrics |= {"best_iteration": float(best), "train_seconds": seconds, "train_rows_per_s": len(train) / seconds}
     model = replace(model, metrics=metrics)
-    return _refit(model, train, valid, cfg, params) if refit else model
+    if category_order != "frequency":
+        model = replace(model, info=model.info | {"category_order": category_order})
+    return _refit(model, train, valid, cfg, params, category_order) if refit else model
+
+
+def _encode(
+    rows: pd.DataFrame, spec: FeatureSpec, cfg: TrainSettings, category_order: CategoryOrder
+) -> tuple[CategoryEncoder, npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """The encoder fitted on training ``rows``, their matrix and their labels."""
+    y = labels(rows, spec)
+    if category_order == "frequency":
+        encoder = CategoryEncoder.fit(rows, spec.categorical, cfg.min_category_count)
+        return encoder, feature_matrix(rows, spec, encoder), y
+    # A value's rate is shrunk with the weight of the rows a value needs to get a code at all.
+    smoothing = float(cfg.min_category_count)
+    encoder = CategoryEncoder.fit(rows, spec.categorical, cfg.min_category_count, rates_of=y)
+    return encoder, out_of_fold_codes(rows, spec, encoder, y, smoothing, seed=cfg.seed), y
 
 
 def _refit(
-    validated: TrainedModel, train: pd.DataFrame, valid: pd.DataFrame, cfg: TrainSettings, params: dict[str, Any]
+    validated: TrainedModel,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    cfg: TrainSettings,
+    params: dict[str, Any],
+    category_order: CategoryOrder,
 ) -> TrainedModel:
     """``validated`` retrained on ``train`` and ``valid`` together (vocabularies included)."""
     import xgboost as xgb
@@ -192,8 +229,7 @@ def _refit(
     started = time.perf_counter()
     spec = validated.spec
     rows = pd.concat([train, valid], ignore_index=True)
-    encoder = CategoryEncoder.fit(rows, spec.categorical, cfg.min_category_count)
-    x, y = feature_matrix(rows, spec, encoder), labels(rows, spec)
+    encoder, x, y = _encode(rows, spec, cfg, category_order)
     # More rows support more trees at the same learning rate: keep the chosen trees-per-row ratio.
     trees = max(1, round(validated.best_iteration * len(rows) / len(train)))
     booster = xgb.train(
@@ -209,7 +245,7 @@ def _refit(
         | {"refit_rows": len(rows), "validated_trees": validated.best_iteration, "refit_seconds": round(seconds, 3)},
     )
     # valid_* stay the early-stopped model's: the refitted one has learned from those rows.
-    train_metrics = {f"train_{k}": v for k, v in classification_metrics(y, model.predict_matrix(x)).items()}
+    train_metrics = {f"train_{k}": v for k, v in classification_metrics(y, model.predict(rows)).items()}
     return replace(model, metrics=validated.metrics | train_metrics | {"refit_trees": float(trees)})
 
 
@@ -222,6 +258,7 @@ def fit(
     policy: EvaluateConfig | None = None,
     partner_column: str = "partner",
     refit: bool = False,
+    category_order: CategoryOrder = "frequency",
 ) -> TrainedModel:
     """Split ``frame`` by time (latest ``cfg.validation_hours`` validate) and train.
 
@@ -235,6 +272,7 @@ def fit(
         partner_column: the column the thresholds are per value of.
         refit: retrain on all of ``frame`` once early stopping on the validation hours has chosen
             the number of trees (see the module docstring).
+        category_order: how category codes are ordered (see ``train_model``).
     """
     if time_column not in frame.columns:
         raise ModelError(f"training data lacks its time column '{time_column}'")
@@ -243,7 +281,7 @@ def fit(
         raise ModelError("a refitted model has no unseen validation rows to choose filter thresholds on")
     valid_mask = latest_hours(frame[time_column], cfg.validation_hours)
     train_part, valid_part = frame[~valid_mask], frame[valid_mask]
-    model = train_model(train_part, valid_part, spec, cfg, refit=refit)
+    model = train_model(train_part, valid_part, spec, cfg, refit=refit, category_order=category_order)
     window = pd.to_datetime(valid_part[time_column], utc=True)
     info = model.info | {"validation_from": window.min().floor("h").isoformat()}
     if policy is None:

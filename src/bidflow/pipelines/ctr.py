@@ -1,11 +1,12 @@
 """The CTR training pipeline: wiring only (every step is a ``bidflow.components`` component).
 
 import the iPinYou sample -> build CTR features (+ apply, materialize) -> train -> evaluate ->
-bias -> (both gates passed) register.
+bias -> (both gates passed) register -> deploy (champion, or a canary at ``canary_percent``) -> fit
+the drift detectors the monitor will watch it with (the impressions' fields and the score).
 
-It stops at registration: the canary machinery (``bidflow.deploy``: traffic split, drift monitor,
-online bid recall) is built around the bid filter's auction traffic. The registered CTR version is
-served by the chart's CTR InferenceService (``ctr.storageUri``) or ``bidflow serve --kind ctr``.
+The deployment serves one kind (``canary.kind``): with ``canary.kind: ctr`` the registered version
+goes out as the bid filter's do; with another kind the deploy step says so and deploys nothing
+(the version stays registered, and no detector is fitted).
 
 There is no ingest or validate step: the CTR model learns from a fixed, read-only research sample
 (iPinYou campaign 2997), which the importer brings in as a dataset as it is; bidflow's ingestion and
@@ -18,7 +19,9 @@ from kfp import dsl
 from bidflow.components.apply_features import apply_features
 from bidflow.components.build_ctr_features import build_ctr_features
 from bidflow.components.check_bias import check_bias
+from bidflow.components.deploy_canary import deploy_canary
 from bidflow.components.evaluate_model import evaluate_model
+from bidflow.components.fit_drift_detector import fit_drift_detector
 from bidflow.components.materialize_features import materialize_features
 from bidflow.components.register_model import register_model
 from bidflow.components.train_model import train_model
@@ -31,12 +34,13 @@ KIND = "ctr"
 BIAS_SLICES = ["region", "adexchange", "slotvisibility"]
 
 
-@_dsl.pipeline(name=NAME, description="The iPinYou sample to a gated CTR model registered as 'candidate'.")
+@_dsl.pipeline(name=NAME, description="The iPinYou sample to a gated CTR model, registered and deployed as a canary.")
 def ctr_pipeline(
     impressions: str = "s3://bidflow-data/ipinyou/2997/train.csv.gz",
     config: str = "",
     feature_source: str = "feast",
     champion: str = "champion",
+    canary_percent: int = 20,
 ) -> TrainingOutputs:
     """Train the CTR model on the iPinYou campaign-2997 sample and register it only if both gates pass.
 
@@ -47,6 +51,8 @@ def ctr_pipeline(
             tasks get them from Kubernetes Secrets as BIDFLOW__* environment overrides.
         feature_source: feast (the ctr FeatureService training set) or request (the sample's columns).
         champion: the alias or version the candidate must not be worse than; none for no comparison.
+        canary_percent: share of requests the new version takes as a canary (0-100); the first
+            version deployed becomes the champion instead.
 
     Returns:
         The candidate model, both gate verdicts and their HTML reports.
@@ -83,6 +89,15 @@ def ctr_pipeline(
         register = register_model(model=model, config=config, kind=KIND)
         platform.stateful(register)
         platform.attach_secrets(register, registry=True)
+        # After materialize too: a server that starts before the online store is filled serves default features.
+        deploy = deploy_canary(
+            model_version=register.outputs["Output"], batch=data, config=config, percent=canary_percent, kind=KIND
+        ).after(materialize)
+        # Deploying twice would be refused (a canary is live), so a retry is for connection errors only.
+        platform.stateful(deploy, retries=1)
+        platform.attach_secrets(deploy, registry=True)
+        fit = fit_drift_detector(reference=deploy.outputs["reference"], config=config)
+        platform.pure(fit)
 
     return TrainingOutputs(
         model=model,

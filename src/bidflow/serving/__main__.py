@@ -23,7 +23,7 @@ LOG_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
 
 if TYPE_CHECKING:
     from bidflow.config import Config
-    from bidflow.serving.model import ServedModel
+    from bidflow.serving.base import ServedModel
     from bidflow.serving.server import ServerOptions
 
 
@@ -85,7 +85,7 @@ def build(args: argparse.Namespace, config: Config) -> tuple[ServedModel, Server
 
     from bidflow.kinds import kind, load_object, registered_name
     from bidflow.openrtb import ValidationContext
-    from bidflow.serving.model import ModelSource, ServeOptions
+    from bidflow.serving.base import ModelSource, ServeOptions
     from bidflow.serving.server import ServerOptions
     from bidflow.serving.workers import check_workers
 

@@ -68,7 +68,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-    from bidflow.serving.model import ServedModel
+    from bidflow.serving.base import ServedModel
 
 log = logging.getLogger(__name__)
 

@@ -96,7 +96,8 @@ def test_image_can_be_replaced_at_compile_time(tmp_path: Path) -> None:
     path = catalog.compile_pipeline("ctr", tmp_path / "ctr.yaml", image="registry.example/bidflow:test")
     spec, _ = _documents(path)
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values() if "container" in e}
-    assert images == {"registry.example/bidflow:test"}
+    # The drift detector's fit runs on the monitor's own image (its own environment), which --image leaves alone.
+    assert images == {"registry.example/bidflow:test", MONITOR_IMAGE}
 
 
 @pytest.mark.parametrize("name", sorted(catalog.pipeline_names()))
@@ -113,14 +114,14 @@ def test_register_runs_only_when_both_gates_pass(name: str, compiled: dict[str, 
     assert (
         inner["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--check-bias-Output'] == true"
     )
-    gated = {"register-model", "deploy-canary", "fit-drift-detector"} if name == "bid_filter" else {"register-model"}
+    gated = {"register-model", "deploy-canary", "fit-drift-detector"}  # every kind's pipeline deploys
     assert set(spec["components"]["comp-condition-2"]["dag"]["tasks"]) == gated
-    if name == "bid_filter":  # deploy only the registered version, then fit the detector on its reference
-        tasks = spec["components"]["comp-condition-2"]["dag"]["tasks"]
-        assert tasks["deploy-canary"]["dependentTasks"] == ["register-model"]
-        # ... and after materialize (hoisted by KFP to the gate's condition): no server starts on an empty store.
-        assert "materialize-features" in root["condition-1"]["dependentTasks"]
-        assert tasks["fit-drift-detector"]["dependentTasks"] == ["deploy-canary"]
+    # Deploy only the registered version, then fit the detector on its reference ...
+    tasks = spec["components"]["comp-condition-2"]["dag"]["tasks"]
+    assert tasks["deploy-canary"]["dependentTasks"] == ["register-model"]
+    # ... and after materialize (hoisted by KFP to the gate's condition): no server starts on an empty store.
+    assert "materialize-features" in root["condition-1"]["dependentTasks"]
+    assert tasks["fit-drift-detector"]["dependentTasks"] == ["deploy-canary"]
 
 
 @pytest.mark.parametrize("name", sorted(catalog.pipeline_names()))

@@ -34,7 +34,8 @@ def model_dir(trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="session")
 def bid_filter(model_dir: Path) -> Any:
     """A loaded ``BidFilterModel`` on the quick request-feature model (no online store)."""
-    from bidflow.serving.model import BidFilterModel, ModelSource
+    from bidflow.serving.base import ModelSource
+    from bidflow.serving.bid_filter import BidFilterModel
 
     model = BidFilterModel("bid_filter", Config(), ModelSource.parse("bid_filter", str(model_dir)))
     assert model.load(), model.not_ready_reason

@@ -30,8 +30,8 @@ def ctr_model(ipinyou_rows: pd.DataFrame) -> TrainedModel:
 def ctr_client(ctr_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Any:
     from starlette.testclient import TestClient
 
+    from bidflow.serving.base import ModelSource
     from bidflow.serving.ctr import CTRModel
-    from bidflow.serving.model import ModelSource
     from bidflow.serving.server import build_app
 
     folder = save_model(ctr_model, tmp_path_factory.mktemp("ctr-model"))

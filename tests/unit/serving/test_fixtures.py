@@ -17,7 +17,7 @@ import pytest
 
 from bidflow.errors import OpenRTBError
 from bidflow.openrtb import ValidationContext, decode_request_obj
-from bidflow.serving.model import bidders
+from bidflow.serving.bid_filter import bidders
 from tests.unit.serving.support import endpoint_context, known_bidders, points_into
 from tests.unit.serving.test_http import V1, V2
 

@@ -250,7 +250,8 @@ def test_oversized_bodies_are_400_before_being_read(client: Any, bid_logs: list[
 def test_a_model_that_failed_to_load_answers_503_with_the_reason(tmp_path: Path) -> None:
     from starlette.testclient import TestClient
 
-    from bidflow.serving.model import BidFilterModel, ModelSource
+    from bidflow.serving.base import ModelSource
+    from bidflow.serving.bid_filter import BidFilterModel
     from bidflow.serving.server import build_app
 
     model = BidFilterModel("bid_filter", Config(), ModelSource.parse("bid_filter", str(tmp_path / "nothing-here")))
@@ -294,8 +295,10 @@ def test_online_store_down_fails_open_and_is_counted(
     from starlette.testclient import TestClient
 
     from bidflow.kinds.bid_filter import spec as bid_filter_spec
-    from bidflow.serving import model as served
+    from bidflow.serving import base as served
+    from bidflow.serving.bid_filter import BidFilterModel
     from bidflow.serving.online import GuardedReader
+    from bidflow.serving.predictor import TreePredictor
     from bidflow.serving.server import build_app
 
     # A model reading one FeatureService column: every auction needs the (dead) store. It never gets
@@ -303,10 +306,10 @@ def test_online_store_down_fails_open_and_is_counted(
     online_model = replace(trained, spec=bid_filter_spec(_DownReader.feature_names, "bid_filter"))
     monkeypatch.setattr(served, "open_reader", lambda *a, **k: GuardedReader(_DownReader(), cooldown_s=60))  # type: ignore[arg-type]
     monkeypatch.setattr(
-        served, "compile_predictor", lambda model: served.TreePredictor(trained.booster, len(trained.spec.names))
+        served, "compile_predictor", lambda model: TreePredictor(trained.booster, len(trained.spec.names))
     )
     monkeypatch.setattr(served, "load_trained", lambda config, source: (online_model, "fail-open-test"))
-    model = served.BidFilterModel("bid_filter_fo", Config(), served.ModelSource("bid_filter_fo", uri=str(tmp_path)))
+    model = BidFilterModel("bid_filter_fo", Config(), served.ModelSource("bid_filter_fo", uri=str(tmp_path)))
     assert model.load(), model.not_ready_reason
 
     def failed_open() -> float:
