@@ -50,7 +50,7 @@ from bidflow.openrtb.rules import validate_request
 from bidflow.serving.assemble import BidFilterAssembler
 from bidflow.serving.base import Loaded, ModelSource, ServedModel, ServeOptions
 from bidflow.serving.bid_filter_features import LAYOUT as BID_FILTER_LAYOUT
-from bidflow.serving.bodies import bytes_tensor, json_body, parameter, ts_ms, type_name
+from bidflow.serving.bodies import bytes_tensor, json_body, parameter, ts_ms, type_name, unique_inputs
 from bidflow.serving.errors import RequestError
 from bidflow.serving.metrics import serving_metrics
 from bidflow.serving.online import GuardedReader, Lookup
@@ -300,7 +300,7 @@ class BidFilterModel(ServedModel):
         return Auction(req, partners, ts_ms(instance.get("ts_ms"), f"{where}.ts_ms", now_ms))
 
     def _v2_auction(self, request: InferRequest) -> Auction:
-        inputs = {tensor.name: (i, tensor) for i, tensor in enumerate(request.inputs)}
+        inputs = unique_inputs(request.inputs)
         unknown = [name for name in inputs if name not in ("request", "partners")]
         if unknown:
             i, _ = inputs[unknown[0]]

@@ -37,7 +37,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from bidflow.errors import ModelError
 from bidflow.serving.assemble import RowAssembler
 from bidflow.serving.base import Loaded, ServedModel
-from bidflow.serving.bodies import json_body, parameter, ts_ms
+from bidflow.serving.bodies import check_shape, json_body, parameter, ts_ms, unique_inputs
 from bidflow.serving.errors import RequestError
 from bidflow.serving.metrics import serving_metrics
 
@@ -155,10 +155,11 @@ class TabularModel(ServedModel):
     def _v2_rows(self, request: InferRequest) -> list[dict[str, Any]]:
         columns: dict[str, list[Any]] = {}
         n: int | None = None
-        for i, tensor in enumerate(request.inputs):
+        for i, tensor in unique_inputs(request.inputs).values():
             data = tensor.data.ravel().tolist() if isinstance(tensor.data, np.ndarray) else tensor.data
             if not isinstance(data, list):
                 raise RequestError(f"input '{tensor.name}' holds no data", field=f"$.inputs[{i}].data")
+            check_shape(tensor, len(data), f"$.inputs[{i}]")
             if n is not None and len(data) != n:
                 raise RequestError(
                     "inputs differ in length", field=f"$.inputs[{i}].data", expected=str(n), got=str(len(data))

@@ -228,6 +228,23 @@ def test_v2_mistakes_are_400_not_422(client: Any, bid_logs: list[dict[str, Any]]
     assert _bad(client, V2, json=v2_body(no_bidders))["field"] == "$.inputs"
 
 
+def test_client_mistakes_that_once_were_500_or_200_are_400(client: Any, bid_logs: list[dict[str, Any]]) -> None:
+    request = bid_logs[0]["request"]
+    invalid_utf8 = b'{"instances": [{"request": "\xff\xfe"}]}'
+    assert _bad(client, V1, content=invalid_utf8, headers={"content-type": "application/json"})["field"] == "$"
+    for far in (10**400, 253_402_300_800_000, -1):
+        bad = _bad(client, V1, content=json.dumps({"instances": [{"request": request, "ts_ms": far}]}).encode())
+        assert bad["field"] == "$.instances[0].ts_ms", far
+    good = v2_body(bid_logs[0])
+    misshapen = json.loads(json.dumps(good))
+    misshapen["inputs"][0]["shape"] = [2]
+    assert _bad(client, V2, json=misshapen)["field"] == "$.inputs[0].shape"
+    twice = json.loads(json.dumps(good))
+    twice["inputs"].append(twice["inputs"][0])
+    assert _bad(client, V2, json=twice)["field"] == f"$.inputs[{len(twice['inputs']) - 1}].name"
+    assert client.post(V1, json=v1_body(bid_logs[0])).status_code == 200, "and the server still answers"
+
+
 def test_oversized_bodies_are_400_before_being_read(client: Any, bid_logs: list[dict[str, Any]]) -> None:
     huge = v1_body(bid_logs[0])
     huge["instances"][0]["request"]["ext"] = {"padding": "x" * 70_000}
