@@ -8,6 +8,7 @@ KServe's ``InvalidInput`` (body is not JSON, v1)         400     error, field ``
 FastAPI ``RequestValidationError`` (v2 body schema)      400     error, field from its location
 KServe's ``ModelNotReady`` (not loaded, or failed to)    503     error, reason (why it is not ready)
 KServe's ``ModelNotFound``                               404     error (KServe's own handler)
+Starlette's ``HTTPException`` (unknown path, method)     4xx     error (its detail)
 any other exception (a bug)                              500     error (logged with its traceback)
 =======================================================  ======  =====================================
 
@@ -67,6 +68,7 @@ def error_response(exc: BaseException, not_ready_reason: Callable[[str], str | N
     """
     from fastapi.exceptions import RequestValidationError
     from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
+    from starlette.exceptions import HTTPException
 
     if isinstance(exc, RequestError):
         body: dict[str, Any] = {"error": exc.what, "field": exc.field}
@@ -85,6 +87,8 @@ def error_response(exc: BaseException, not_ready_reason: Callable[[str], str | N
         return HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"model '{name}' is not ready", "reason": reason}
     if isinstance(exc, ModelNotFound):
         return HTTPStatus.NOT_FOUND, {"error": str(exc)}
+    if isinstance(exc, HTTPException) and exc.status_code < 500:  # routing: an unknown path, a wrong method
+        return exc.status_code, {"error": str(exc.detail)}
     log.error("unexpected error while serving a request", exc_info=exc)
     return HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {type(exc).__name__}"}
 
@@ -105,7 +109,17 @@ def install_error_handlers(app: FastAPI, not_ready_reason: Callable[[str], str |
     async def handle(_: Request, exc: Exception) -> Response:
         return error_json(exc, not_ready_reason)
 
-    for kind in (RequestError, InvalidInput, RequestValidationError, ModelNotReady, ModelNotFound, Exception):
+    from starlette.exceptions import HTTPException
+
+    for kind in (
+        RequestError,
+        InvalidInput,
+        RequestValidationError,
+        ModelNotReady,
+        ModelNotFound,
+        HTTPException,
+        Exception,
+    ):
         app.add_exception_handler(kind, handle)
 
 
