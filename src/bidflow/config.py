@@ -281,7 +281,14 @@ class CanaryConfig(_Section):
     min_requests: int = Field(default=500, ge=1, description="canary requests needed before promote is possible")
     max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0, description="canary error share limit")
     max_p99_ratio: float = Field(default=1.5, ge=1.0, description="canary p99 latency / champion p99 limit")
-    max_p99_ms: float = Field(default=50.0, gt=0.0, description="canary p99 latency limit (ms), whatever the champion")
+    max_p99_ms: float = Field(
+        default=50.0, gt=0.0, description="canary p99 latency (ms) above which an alert is raised (never a rollback)"
+    )
+    min_p99_gap_ms: float = Field(
+        default=5.0,
+        ge=0.0,
+        description="a canary p99 at most this far above the champion's is noise (never a rollback)",
+    )
     max_score_psi: float = Field(
         default=0.25, gt=0.0, description="population stability index of canary vs champion scores"
     )

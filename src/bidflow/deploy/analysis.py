@@ -3,10 +3,15 @@
 A pure function over one window of metrics, so every rule is a unit test and the monitor, the CLI
 and CI decide the same way. Rules, in order of severity:
 
-* **Roll back** when the canary's traffic drifted (the drift monitor), its error rate or p99
-  latency breaks the SLO (absolute, or relative to the champion), its score distribution moved away
+* **Roll back** when the canary's traffic drifted (the drift monitor), its error rate breaks the SLO,
+  its p99 latency is worse than the champion's measured over the same window (above
+  ``max_p99_ratio`` times it and by more than ``min_p99_gap_ms``), its score distribution moved away
   from the champion's (PSI), or its online bid recall on the exploration share fell below the
   champion's by more than allowed. Every failing rule is a reason.
+* **Alert, never roll back**, when the canary's p99 is above the absolute ``max_p99_ms``: a busy
+  machine (a replay client, a noisy neighbour, cold caches) slows the champion as much as the
+  canary, and only the comparison over the same window can tell a slow canary from a slow machine.
+  The verdict carries such findings in ``alerts``.
 * **Continue** while the canary has not seen ``min_requests`` requests (or, with labels,
   ``min_explored_bids`` explored bids): too little evidence to promote.
 * **Promote** otherwise.
@@ -86,16 +91,17 @@ class Verdict:
 
     outcome: Outcome
     reasons: tuple[str, ...] = field(default_factory=tuple)
+    alerts: tuple[str, ...] = field(default_factory=tuple)  # worth a page, not a rollback
 
     def to_dict(self) -> dict[str, Any]:
-        return {"outcome": self.outcome, "reasons": list(self.reasons)}
+        return {"outcome": self.outcome, "reasons": list(self.reasons), "alerts": list(self.alerts)}
 
 
 def analyse(window: WindowMetrics, cfg: CanaryConfig) -> Verdict:
     """The verdict on the canary for ``window`` under the limits in ``cfg``."""
-    failures = _failures(window, cfg)
+    failures, alerts = _failures(window, cfg), tuple(_alerts(window, cfg))
     if failures:
-        return Verdict("rollback", tuple(failures))
+        return Verdict("rollback", tuple(failures), alerts)
     canary = window.canary
     waiting = []
     if canary.requests < cfg.min_requests:
@@ -106,8 +112,8 @@ def analyse(window: WindowMetrics, cfg: CanaryConfig) -> Verdict:
             "to judge online recall"
         )
     if waiting:
-        return Verdict("continue", tuple(waiting))
-    return Verdict("promote", (f"canary within every limit over {canary.requests} requests",))
+        return Verdict("continue", tuple(waiting), alerts)
+    return Verdict("promote", (f"canary within every limit over {canary.requests} requests",), alerts)
 
 
 def _failures(window: WindowMetrics, cfg: CanaryConfig) -> list[str]:
@@ -117,14 +123,16 @@ def _failures(window: WindowMetrics, cfg: CanaryConfig) -> list[str]:
         found.append(f"drift in the canary's traffic: {', '.join(window.drifted_features)}")
     if canary.requests and canary.error_rate > cfg.max_error_rate:
         found.append(f"canary error rate {canary.error_rate:.2%} above {cfg.max_error_rate:.2%}")
-    if canary.p99_ms is not None:
-        if canary.p99_ms > cfg.max_p99_ms:
-            found.append(f"canary p99 latency {canary.p99_ms:.1f} ms above {cfg.max_p99_ms:.1f} ms")
-        elif champion.p99_ms and canary.p99_ms > cfg.max_p99_ratio * champion.p99_ms:
-            found.append(
-                f"canary p99 latency {canary.p99_ms:.1f} ms above {cfg.max_p99_ratio:g}x the champion's "
-                f"{champion.p99_ms:.1f} ms"
-            )
+    if (
+        canary.p99_ms is not None
+        and champion.p99_ms
+        and canary.p99_ms > cfg.max_p99_ratio * champion.p99_ms
+        and canary.p99_ms - champion.p99_ms > cfg.min_p99_gap_ms
+    ):
+        found.append(
+            f"canary p99 latency {canary.p99_ms:.1f} ms above {cfg.max_p99_ratio:g}x the champion's "
+            f"{champion.p99_ms:.1f} ms"
+        )
     if window.score_psi is not None and window.score_psi > cfg.max_score_psi:
         found.append(f"canary scores moved away from the champion's (PSI {window.score_psi:.3f} > {cfg.max_score_psi})")
     if (
@@ -139,3 +147,17 @@ def _failures(window: WindowMetrics, cfg: CanaryConfig) -> list[str]:
             f"by more than {cfg.max_recall_drop:.1%}"
         )
     return found
+
+
+def _alerts(window: WindowMetrics, cfg: CanaryConfig) -> list[str]:
+    champion, canary = window.champion, window.canary
+    if canary.p99_ms is not None and canary.p99_ms > cfg.max_p99_ms:
+        return [
+            f"canary p99 latency {canary.p99_ms:.1f} ms above {cfg.max_p99_ms:.1f} ms "
+            f"(the champion's {_ms(champion.p99_ms)} over the same window)"
+        ]
+    return []
+
+
+def _ms(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.1f} ms"

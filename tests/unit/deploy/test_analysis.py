@@ -36,14 +36,26 @@ def test_drift_rolls_back_and_names_the_features() -> None:
 def test_each_slo_rule_rolls_back_with_its_reason() -> None:
     cases = {
         "error rate": window(errors=50),
-        "above 50.0 ms": window(p99_ms=80.0),
-        "the champion's 4.0 ms": window(p99_ms=9.0),
+        "the champion's 4.0 ms": window(p99_ms=80.0),
         "online bid recall": window(recall=0.80),
     }
     for expected, metrics in cases.items():
         verdict = analyse(metrics, CFG)
         assert verdict.outcome == "rollback", expected
         assert any(expected in r for r in verdict.reasons), (expected, verdict.reasons)
+
+
+def test_a_busy_machine_alerts_but_never_rolls_back_a_healthy_canary() -> None:
+    busy = RoleMetrics(requests=5_000, errors=2, p99_ms=58.0, explored_bids=400, recall=0.96)
+    verdict = analyse(WindowMetrics(busy, window(p99_ms=60.2).canary), CFG)  # both slow: the machine, not the canary
+    assert verdict.outcome == "promote" and "above 50.0 ms" in verdict.alerts[0], verdict
+    assert analyse(WindowMetrics(busy, window(p99_ms=95.0).canary), CFG).outcome == "rollback"  # 1.6x the champion
+
+
+def test_sub_millisecond_differences_are_noise() -> None:
+    assert analyse(window(p99_ms=1.2), CFG.model_copy(update={"max_p99_ratio": 1.1})).outcome == "promote"
+    quick = RoleMetrics(requests=5_000, errors=2, p99_ms=0.5, explored_bids=400, recall=0.96)
+    assert analyse(WindowMetrics(quick, window(p99_ms=1.5).canary), CFG).outcome == "promote"  # 3x, yet 1 ms
 
 
 def test_score_shift_rolls_back() -> None:
