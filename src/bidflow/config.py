@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -150,47 +150,64 @@ class TrainSettings(_Section):
     )
 
 
-class TrainConfig(TrainSettings):
-    """Model training (``bidflow train``): shared settings, and a ``<kind>:`` section per model kind.
+class _PerKind:
+    """Shared settings plus a ``<kind>:`` section per model kind, holding only the keys it changes.
 
-    A kind's section holds only the keys it changes (``train: {ctr: {max_depth: 3}}``); its keys
-    are checked as strictly as the shared ones, and its name must be a registered kind
-    (``Config`` checks that, since ``kinds:`` may register more).
+    ``train: {ctr: {max_depth: 3}}``: a kind's keys are checked as strictly as the shared ones, and
+    its name must be a registered kind (``Config`` checks that, since ``kinds:`` may register more).
+    The subclass is a pydantic model with ``extra="allow"`` (the kinds' sections are its extras).
     """
 
+    _settings: ClassVar[type[BaseModel]]
+    _section: ClassVar[str]
+
+    def _extras(self) -> dict[str, Any]:
+        extra: dict[str, Any] | None = getattr(self, "model_extra", None)  # pydantic's, on the subclass
+        return extra or {}
+
+    def _check_kind_sections(self) -> None:
+        fields = self._settings.model_fields
+        for name, section in self._extras().items():
+            where = f"{self._section}.{name}"
+            if not isinstance(section, Mapping):
+                raise ValueError(f"'{where}' is neither a setting nor a kind's section (a mapping)")
+            unknown = sorted(set(section) - set(fields))
+            if unknown:
+                raise ValueError(f"'{where}' has unknown keys: {', '.join(unknown)}")
+            try:
+                self._settings.model_validate(self.shared() | dict(section))
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                raise ValueError(f"'{where}.{'.'.join(str(p) for p in first['loc'])}': {first['msg']}") from exc
+
+    def shared(self) -> dict[str, Any]:
+        """The shared settings, without the kinds' sections."""
+        return {key: getattr(self, key) for key in self._settings.model_fields}
+
+    def kind_sections(self) -> dict[str, dict[str, Any]]:
+        """Each kind's own keys, as written."""
+        return {name: dict(section) for name, section in self._extras().items()}
+
+
+class TrainConfig(TrainSettings, _PerKind):
+    """Model training (``bidflow train``): shared settings, and a ``<kind>:`` section per model kind."""
+
+    _settings: ClassVar[type[BaseModel]] = TrainSettings
+    _section: ClassVar[str] = "train"
     model_config = ConfigDict(extra="allow", frozen=True)
 
     @model_validator(mode="after")
     def _kind_sections_are_settings(self) -> TrainConfig:
-        for name, section in (self.model_extra or {}).items():
-            if not isinstance(section, Mapping):
-                raise ValueError(f"'train.{name}' is neither a training setting nor a kind's section (a mapping)")
-            unknown = sorted(set(section) - set(TrainSettings.model_fields))
-            if unknown:
-                raise ValueError(f"'train.{name}' has unknown keys: {', '.join(unknown)}")
-            try:
-                TrainSettings.model_validate(self.shared() | dict(section))
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                field = ".".join(str(part) for part in first["loc"])
-                raise ValueError(f"'train.{name}.{field}': {first['msg']}") from exc
+        self._check_kind_sections()
         return self
-
-    def shared(self) -> dict[str, Any]:
-        """The shared settings, without the kinds' sections."""
-        return {key: getattr(self, key) for key in TrainSettings.model_fields}
-
-    def kind_sections(self) -> dict[str, dict[str, Any]]:
-        """Each kind's own keys, as written."""
-        return {name: dict(section) for name, section in (self.model_extra or {}).items()}
 
     def for_kind(self, kind: str) -> TrainSettings:
         """The settings ``kind`` trains with: the shared ones, overridden by its section."""
         return TrainSettings.model_validate(self.shared() | self.kind_sections().get(kind, {}))
 
 
-class EvaluateConfig(_Section):
-    """Evaluation and the champion/challenger gate (``bidflow evaluate``)."""
+class EvaluateSettings(_Section):
+    """Evaluation and the champion/challenger gate of one model kind."""
 
     target_bid_recall: float = Field(default=0.95, gt=0.0, le=1.0)
     exploration_share: float = Field(default=0.05, ge=0.0, lt=1.0)
@@ -224,8 +241,25 @@ class EvaluateConfig(_Section):
     )
 
 
-class FairnessConfig(_Section):
-    """The bias gate (``bidflow fairness``)."""
+class EvaluateConfig(EvaluateSettings, _PerKind):
+    """Evaluation and the champion/challenger gate (``bidflow evaluate``); ``evaluate.<kind>`` changes a kind's."""
+
+    _settings: ClassVar[type[BaseModel]] = EvaluateSettings
+    _section: ClassVar[str] = "evaluate"
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @model_validator(mode="after")
+    def _kind_sections_are_settings(self) -> EvaluateConfig:
+        self._check_kind_sections()
+        return self
+
+    def for_kind(self, kind: str) -> EvaluateSettings:
+        """The gate rules ``kind`` is judged by: the shared ones, overridden by its section."""
+        return EvaluateSettings.model_validate(self.shared() | self.kind_sections().get(kind, {}))
+
+
+class FairnessSettings(_Section):
+    """The bias gate of one model kind."""
 
     max_recall_gap: float = Field(default=0.05, ge=0.0, le=1.0)
     max_calibration_gap: float = Field(
@@ -246,6 +280,23 @@ class FairnessConfig(_Section):
         min_length=1,
         description="columns to slice by; 'geo' groups countries into world regions",
     )
+
+
+class FairnessConfig(FairnessSettings, _PerKind):
+    """The bias gate (``bidflow fairness``); ``fairness.<kind>`` changes a kind's limits."""
+
+    _settings: ClassVar[type[BaseModel]] = FairnessSettings
+    _section: ClassVar[str] = "fairness"
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @model_validator(mode="after")
+    def _kind_sections_are_settings(self) -> FairnessConfig:
+        self._check_kind_sections()
+        return self
+
+    def for_kind(self, kind: str) -> FairnessSettings:
+        """The bias-gate limits of ``kind``: the shared ones, overridden by its section."""
+        return FairnessSettings.model_validate(self.shared() | self.kind_sections().get(kind, {}))
 
 
 class RegistryConfig(_Section):
@@ -367,6 +418,8 @@ class Config(_Section):
         known = {*BUILTIN, *self.kinds}
         sections: dict[str, set[str]] = {
             "train": set(self.train.kind_sections()),
+            "evaluate": set(self.evaluate.kind_sections()),
+            "fairness": set(self.fairness.kind_sections()),
             "registry.models": set(self.registry.models),
             "canary.kind": {self.canary.kind},
         }

@@ -31,7 +31,7 @@ from bidflow.modeling.economics import Economics, FilterPolicy, economics_curve,
 from bidflow.modeling.metrics import classification_metrics
 
 if TYPE_CHECKING:
-    from bidflow.config import EvaluateConfig
+    from bidflow.config import EvaluateSettings
     from bidflow.modeling.train import TrainedModel
 
 BID_COLUMNS = ("auction_id", "partner", "price")
@@ -125,7 +125,7 @@ def evaluate_scores(
     y: npt.NDArray[np.float32],
     scores: npt.NDArray[np.float64],
     policy: FilterPolicy | None,
-    cfg: EvaluateConfig,
+    cfg: EvaluateSettings,
     *,
     role: str,
     ref: str,
@@ -164,7 +164,7 @@ def evaluate_scores(
     return ModelEvaluation(role, ref, metrics, realized, at_target, curve, scores)
 
 
-def gate(candidate: ModelEvaluation, champion: ModelEvaluation | None, cfg: EvaluateConfig) -> GateResult:
+def gate(candidate: ModelEvaluation, champion: ModelEvaluation | None, cfg: EvaluateSettings) -> GateResult:
     """The champion/challenger verdict (see the module docstring)."""
     checks: list[Check] = []
     notes: list[str] = []
@@ -232,7 +232,7 @@ def evaluate(
     frame: pd.DataFrame,
     candidate: TrainedModel,
     champion: TrainedModel | None,
-    cfg: EvaluateConfig,
+    cfg: EvaluateSettings,
     *,
     candidate_ref: str = "candidate",
     champion_ref: str = "champion",

@@ -34,7 +34,7 @@ from bidflow.errors import ModelError
 from bidflow.modeling.metrics import expected_calibration_error
 
 if TYPE_CHECKING:
-    from bidflow.config import FairnessConfig
+    from bidflow.config import FairnessSettings
 
 GEO: Final = "geo"
 # World regions of the ISO-3166 alpha-3 countries; anything else is "other".
@@ -120,7 +120,7 @@ def fairness_report(
     y: npt.ArrayLike,
     scores: npt.ArrayLike,
     called: npt.ArrayLike | None,
-    cfg: FairnessConfig,
+    cfg: FairnessSettings,
     *,
     calibration_bins: int = 10,
 ) -> FairnessReport:
@@ -183,7 +183,7 @@ def _recall(y_t: npt.NDArray[Any], y_p: npt.NDArray[Any], called: npt.NDArray[An
 
 
 def _judge(
-    feature: str, value: str, row: pd.Series, overall: dict[str, float], cfg: FairnessConfig, *, gate_recall: bool
+    feature: str, value: str, row: pd.Series, overall: dict[str, float], cfg: FairnessSettings, *, gate_recall: bool
 ) -> SliceResult:
     rows, bids = int(row["rows"]), int(row["bids"])
     recall, calibration, rate = float(row["bid_recall"]), float(row["calibration"]), float(row["bid_rate"])

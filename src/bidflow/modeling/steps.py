@@ -90,7 +90,7 @@ def train_step(
         rows, _ = inputs.split_holdout(rows, config.evaluate.holdout_hours)
     settings = config.train.for_kind(kind)
     frame, spec = inputs.with_features(rows, config, kind, feature_source or settings.feature_source)
-    policy = config.evaluate if kind_of(config, kind).thresholded else None
+    policy = config.evaluate.for_kind(kind) if kind_of(config, kind).thresholded else None
     model = train.fit(frame, spec, settings, time_column=inputs.TIME, policy=policy)
 
     valid = frame[latest_hours(frame[inputs.TIME], settings.validation_hours)]
@@ -262,7 +262,7 @@ def evaluation_of(
         frame,
         cand,
         champ,
-        config.evaluate,
+        config.evaluate.for_kind(kind),
         candidate_ref=cand_ref.label,
         champion_ref=champ_ref.label if champ_ref else "none",
         time_column=inputs.TIME,
@@ -303,7 +303,8 @@ def bias_of(
     if cand.policy is not None and partner is not None:
         called = cand.policy.call_mask(frame["auction_id"].astype(str).to_numpy(), frame[partner].to_numpy(), scores)
     slices = slices or kind_of(config, kind).bias_slices
-    cfg = config.fairness if slices is None else config.fairness.model_copy(update={"slices": slices})
+    fairness = config.fairness.for_kind(kind)
+    cfg = fairness if slices is None else fairness.model_copy(update={"slices": slices})
     report = fairness_report(frame, y, scores, called, cfg, calibration_bins=config.evaluate.calibration_bins)
     return cand_ref, BiasCheck(frame, np.asarray(y), np.asarray(scores), report)
 

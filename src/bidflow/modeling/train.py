@@ -41,7 +41,7 @@ from bidflow.modeling.economics import FilterPolicy, choose_policy
 from bidflow.modeling.metrics import classification_metrics
 
 if TYPE_CHECKING:
-    from bidflow.config import EvaluateConfig, TrainSettings
+    from bidflow.config import EvaluateSettings, TrainSettings
 
 BOOSTER_FILE: Final = "model.ubj"
 BUNDLE_FILE: Final = "bidflow_model.json"
@@ -255,7 +255,7 @@ def fit(
     cfg: TrainSettings,
     *,
     time_column: str = "ts",
-    policy: EvaluateConfig | None = None,
+    policy: EvaluateSettings | None = None,
     partner_column: str = "partner",
     refit: bool = False,
     category_order: CategoryOrder = "frequency",

@@ -49,10 +49,12 @@ def test_a_registration_that_leads_nowhere_is_a_clear_error() -> None:
         ({"train": {"toy": {"max_depth": 3}}}, "'train.toy' names no registered model kind"),
         ({"train": {"ctr": {"max_dept": 3}}}, "'train.ctr' has unknown keys: max_dept"),
         ({"train": {"ctr": {"max_depth": 0}}}, "'train.ctr.max_depth'"),
-        ({"train": {"max_dept": 3}}, "neither a training setting nor a kind's section"),
+        ({"train": {"max_dept": 3}}, "neither a setting nor a kind's section"),
         ({"registry": {"models": {"toy": "x"}}}, "'registry.models.toy' names no registered model kind"),
         ({"canary": {"kind": "toy"}}, "'canary.kind' names no registered model kind"),
         ({"kinds": {"ctr": "tests.kinds.toy:KIND"}}, "would replace a built-in kind"),
+        ({"evaluate": {"toy": {"max_auc_drop": 0.1}}}, "'evaluate.toy' names no registered model kind"),
+        ({"fairness": {"ctr": {"max_recall_gapp": 0.1}}}, "'fairness.ctr' has unknown keys: max_recall_gapp"),
         ({"kinds": {"toy": "tests.kinds.toy"}}, "'module:attribute'"),
     ],
 )
@@ -68,6 +70,18 @@ def test_a_kinds_training_section_overrides_only_its_own_keys() -> None:
     assert (bid_filter.max_depth, bid_filter.learning_rate) == (5, config.train.learning_rate)
     again = Config.model_validate(config.model_dump(mode="json", by_alias=True))  # what a pipeline task reads
     assert again.train.for_kind("ctr") == ctr
+
+
+def test_a_kinds_gate_rules_are_its_own() -> None:
+    config = Config.model_validate(
+        {"evaluate": {"ctr": {"max_auc_drop": 0.02}}, "fairness": {"ctr": {"min_slice_rows": 100}}}
+    )
+    assert config.evaluate.for_kind("ctr").max_auc_drop == 0.02
+    assert config.evaluate.for_kind("bid_filter").max_auc_drop == config.evaluate.max_auc_drop != 0.02
+    assert (config.fairness.for_kind("ctr").min_slice_rows, config.fairness.for_kind("bid_filter").min_slice_rows) == (
+        100,
+        config.fairness.min_slice_rows,
+    )
 
 
 def _kind_names_in_code(path: Path) -> list[tuple[int, str]]:
