@@ -8,6 +8,7 @@ columns (``train.toy.feature_source: request``) and is served by the generic tab
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -84,3 +85,5 @@ KIND: Final = Kind(
     drift=instance_drift(categorical=("colour",), numeric=("size",)),
     replay="instances",
 )
+# The same kind without a drift shape: what the monitor refuses to watch.
+UNWATCHED: Final = replace(KIND, drift=None)

@@ -25,9 +25,20 @@ app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
-{{/* image reference: call with (dict "image" .Values.x.image "ctx" $); the tag defaults to appVersion. */}}
+{{/* image reference: call with (dict "image" .Values.x.image "ctx" $). With a digest, `repository@sha256:...` (the
+tag is then ignored: the digest alone names the image); otherwise `repository:tag`, the tag defaulting to appVersion. */}}
 {{- define "bidflow.image" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .image.repository (.image.tag | default .ctx.Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The PodDisruptionBudget API: policy/v1 (every supported EKS version); policy/v1beta1 only on a cluster that does
+not serve v1 (before 1.21; the tests' kube-apiserver 1.20). `helm template` assumes policy/v1. */}}
+{{- define "bidflow.pdbApiVersion" -}}
+{{- if .Capabilities.APIVersions.Has "policy/v1" -}}policy/v1{{- else -}}policy/v1beta1{{- end -}}
 {{- end -}}
 
 {{/* Pod-level security settings shared by every workload. */}}
@@ -121,10 +132,12 @@ spec:
     logger:
       {{- toYaml . | nindent 6 }}
     {{- end }}
-    {{- with $.Values.commonLabels }}
+    # Labels of the predictor's pods: the PodDisruptionBudget (minReplicas >= 2) selects them by these.
     labels:
+      {{- include "bidflow.selectorLabels" (dict "ctx" $ "component" .component) | nindent 6 }}
+      {{- with $.Values.commonLabels }}
       {{- toYaml . | nindent 6 }}
-    {{- end }}
+      {{- end }}
     securityContext:
       {{- include "bidflow.podSecurityContext" $ | nindent 6 }}
     containers:
@@ -149,6 +162,27 @@ spec:
         ports:
           - containerPort: {{ $m.runtime.port }}
             protocol: TCP
+        # The server listens at once and loads the model in the background (retrying until it loads), answering 503
+        # on /v2/models/<name>/ready and /v1/models/<name> meanwhile: out of the Service, but alive. Readiness waits
+        # for the model; liveness asks only whether the process answers (200 while loading), so a slow model load
+        # never restarts the pod. Both on the serving port, the one port Knative lets a readiness probe use.
+        readinessProbe:
+          httpGet:
+            path: /v2/models/{{ $m.name }}/ready
+            port: {{ $m.runtime.port }}
+          periodSeconds: 5
+          timeoutSeconds: 3
+          failureThreshold: 3
+        livenessProbe:
+          httpGet:
+            path: /v2/health/live
+            port: {{ $m.runtime.port }}
+          # Startup allowance: Python and its imports (kserve, feast, mlflow) before the server listens; a process
+          # that never answers is restarted after 30 + 6 x 10 = 90 s, one that stops answering after 60 s.
+          initialDelaySeconds: 30
+          periodSeconds: 10
+          timeoutSeconds: 5
+          failureThreshold: 6
         resources:
           {{- toYaml $m.resources | nindent 10 }}
         securityContext:

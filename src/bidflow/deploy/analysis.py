@@ -97,8 +97,15 @@ class Verdict:
         return {"outcome": self.outcome, "reasons": list(self.reasons), "alerts": list(self.alerts)}
 
 
-def analyse(window: WindowMetrics, cfg: CanaryConfig) -> Verdict:
-    """The verdict on the canary for ``window`` under the limits in ``cfg``."""
+def analyse(window: WindowMetrics, cfg: CanaryConfig, *, labelled: bool = True) -> Verdict:
+    """The verdict on the canary for ``window`` under the limits in ``cfg``.
+
+    Args:
+        window: champion and canary over the same window.
+        cfg: the limits.
+        labelled: the kind's traffic yields online labels (the bid filter's explored auctions);
+            False for kinds without them, which are then promoted on requests alone.
+    """
     failures, alerts = _failures(window, cfg), tuple(_alerts(window, cfg))
     if failures:
         return Verdict("rollback", tuple(failures), alerts)
@@ -106,7 +113,7 @@ def analyse(window: WindowMetrics, cfg: CanaryConfig) -> Verdict:
     waiting = []
     if canary.requests < cfg.min_requests:
         waiting.append(f"canary served {canary.requests} requests, {cfg.min_requests} needed to judge")
-    if canary.recall is None or canary.explored_bids < cfg.min_explored_bids:
+    if labelled and (canary.recall is None or canary.explored_bids < cfg.min_explored_bids):
         waiting.append(
             f"canary saw {canary.explored_bids} bids on explored auctions, {cfg.min_explored_bids} needed "
             "to judge online recall"

@@ -145,11 +145,12 @@ def analyse_command(
     Exit status: 0 promote, 3 roll back, 4 continue (with --apply the action is carried out first).
     """
     from bidflow.deploy.analysis import analyse
+    from bidflow.kinds import kind
 
     config = _config(ctx, backend)
     controller = _controller(config)
     window = _window(config, controller, monitor_url)
-    verdict = analyse(window, config.canary)
+    verdict = analyse(window, config.canary, labelled=kind(config, config.canary.kind).thresholded)
     if as_json:
         print(json.dumps({"verdict": verdict.to_dict(), "window": window.to_dict()}, indent=2))
     else:

@@ -29,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="port (default monitor.port, 8090)")
     serve.add_argument("--watch-only", action="store_true", help="detect and report, never roll back")
     fit = sub.add_parser("fit", help="fit drift detectors on a reference parquet file and save them")
-    fit.add_argument("--reference", type=Path, required=True, help="parquet written at training time")
+    fit.add_argument("--reference", type=Path, required=True, help="parquet written at deploy time (names its columns)")
     fit.add_argument("--out", type=Path, required=True, help="folder for the saved detector")
     fit.add_argument("--p-value", type=float, default=None, help="test level (default monitor.p_value)")
     return p
@@ -50,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             from bidflow.monitoring.fit import fit_from_reference
 
             detector = fit_from_reference(args.reference, args.out, args.p_value or config.monitor.p_value)
-            print(f"drift detector ({detector.backend}, {len(detector.columns)} columns) saved to {args.out}")
+            columns = ", ".join(detector.columns)
+            print(f"drift detector ({detector.backend}; columns {columns}) saved to {args.out}")
             return
         serve(config, args.host, args.port, watch_only=args.watch_only)
     except BidflowError as exc:
@@ -74,7 +75,9 @@ def serve(config: object, host: str | None, port: int | None, *, watch_only: boo
     app = build_app(monitor)
     host = host or config.monitor.host
     port = port or config.monitor.port
-    logging.getLogger(__name__).info("drift monitor on http://%s:%d (backend %s)", host, port, config.canary.backend)
+    logging.getLogger(__name__).info(
+        "drift monitor of %s models on http://%s:%d (backend %s)", monitor.kind, host, port, config.canary.backend
+    )
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
 
 

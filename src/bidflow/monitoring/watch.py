@@ -138,6 +138,8 @@ class Monitor:
         self.config = config
         self.kind = config.canary.kind
         self.shape: DriftShape = _shape(config)
+        # Online labels come from explored auctions: only a kind that decides per partner has them.
+        self._labelled = kind(config, self.kind).thresholded
         self.columns = Columns.of(self.shape)
         self.controller = controller
         self.router_metrics = router_metrics
@@ -282,7 +284,7 @@ class Monitor:
                 return "alert"
             return None
         window = self.window_metrics(report.drifted)
-        verdict = analyse(window, self.config.canary)
+        verdict = analyse(window, self.config.canary, labelled=self._labelled)
         if verdict.outcome != "rollback":
             return None
         if self.controller is None:

@@ -58,6 +58,13 @@ def test_sub_millisecond_differences_are_noise() -> None:
     assert analyse(WindowMetrics(quick, window(p99_ms=1.5).canary), CFG).outcome == "promote"  # 3x, yet 1 ms
 
 
+def test_a_kind_without_online_labels_is_promoted_on_requests_alone() -> None:
+    unlabelled = window(explored_bids=0, recall=None)
+    assert analyse(unlabelled, CFG).outcome == "continue"
+    assert analyse(unlabelled, CFG, labelled=False).outcome == "promote"
+    assert analyse(window(requests=100, explored_bids=0, recall=None), CFG, labelled=False).outcome == "continue"
+
+
 def test_score_shift_rolls_back() -> None:
     shifted = WindowMetrics(HEALTHY, window().canary, score_psi=0.6)
     verdict = analyse(shifted, CFG)
