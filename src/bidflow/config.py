@@ -362,6 +362,11 @@ class MonitorConfig(_Section):
     reference_rows: int = Field(default=5_000, ge=100, description="training rows kept as the drift reference")
     payload_batch: int = Field(default=256, ge=1, description="payloads per batch sent by the router")
     payload_queue: int = Field(default=20_000, ge=1, description="payloads buffered before new ones are dropped")
+    token_file: Path | None = Field(
+        default=None,
+        description="file holding the bearer token senders must present to the intake (a mounted Secret); "
+        "None: canary.state/monitor.token, created on first use",
+    )
     # Off ("record") by default: a run trains, gates and deploys a canary by itself, so it is switched on
     # where retrain_args name the data to train on. Not "off": YAML reads a bare off as false.
     retrain: Literal["record", "local", "submit"] = Field(

@@ -314,9 +314,13 @@ def _latest(config: Config) -> ModelRef:
 
 def _replay(console: Console, auctions: list[Any], router: str, monitor: str, config: Config) -> ReplayReport:
     from bidflow.deploy.replay import replay_with_progress
+    from bidflow.monitoring.auth import monitor_token
 
     target = f"{router}/v1/models/{registered_name(config, config.canary.kind)}:predict"
-    return asyncio.run(replay_with_progress(auctions, target, console, concurrency=8, monitor_url=monitor))
+    token = monitor_token(config)
+    return asyncio.run(
+        replay_with_progress(auctions, target, console, concurrency=8, monitor_url=monitor, monitor_token=token)
+    )
 
 
 def _wait_for_rollback(router: str, timeout_s: float = 60.0) -> dict[str, Any]:

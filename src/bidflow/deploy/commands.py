@@ -191,6 +191,7 @@ def replay_command(
     from bidflow.deploy.replay import read_auctions, read_instances, replay_with_progress, select_rows
     from bidflow.errors import ConfigError, InputError
     from bidflow.kinds import kind
+    from bidflow.monitoring.auth import monitor_token
 
     config: Config = ctx.obj
     served = kind(config, config.canary.kind)
@@ -210,7 +211,10 @@ def replay_command(
     endpoint = url or f"http://{config.canary.host}:{config.canary.router_port}"
     target = f"{endpoint.rstrip('/')}/v1/models/{registered_name(config, config.canary.kind)}:predict"
     monitor = f"http://{config.monitor.host}:{config.monitor.port}" if outcomes else None
-    report = asyncio.run(replay_with_progress(auctions, target, out, concurrency=concurrency, monitor_url=monitor))
+    token = monitor_token(config) if outcomes else None
+    report = asyncio.run(
+        replay_with_progress(auctions, target, out, concurrency=concurrency, monitor_url=monitor, monitor_token=token)
+    )
     summary = report.summary()
     out.print(
         f"{summary['sent']:,} requests in {summary['seconds']} s ({summary['auctions_per_s']}/s), "

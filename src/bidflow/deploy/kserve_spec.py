@@ -92,6 +92,7 @@ def inference_service(
         "--http-port", str(HTTP_PORT),
     ]  # fmt: skip
     args += ["--kind", kind] if kind is not None else []
+    args += ["--model-version", model.version]  # /mnt/models says nothing of it; the monitor finds roles by it
     container_env = [{"name": "STORAGE_URI", "value": model.uri}] if storage else []
     container_env.append({"name": "HOME", "value": "/tmp"})
     container_env.extend({"name": key, "value": value} for key, value in sorted((env or {}).items()))

@@ -212,6 +212,7 @@ async def replay(
     *,
     concurrency: int = 8,
     monitor_url: str | None = None,
+    monitor_token: str | None = None,
     on_answer: Callable[[ReplayReport], None] | None = None,
     timeout_s: float = 10.0,
 ) -> ReplayReport:
@@ -222,6 +223,7 @@ async def replay(
         url: e.g. ``http://127.0.0.1:8080/v1/models/bid_filter:predict``.
         concurrency: requests in flight.
         monitor_url: where outcomes of explored auctions go (None: nowhere).
+        monitor_token: the monitor's intake token (``bidflow.monitoring.auth``).
         on_answer: called after every answer (progress display).
         timeout_s: per request.
     """
@@ -236,6 +238,7 @@ async def replay(
     outcomes: list[bytes] = []
     started = time.perf_counter()
     headers = {"content-type": "application/json"}
+    monitor_headers = headers | ({"authorization": f"Bearer {monitor_token}"} if monitor_token else {})
 
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), limits=limits) as client:
@@ -247,7 +250,7 @@ async def replay(
             body = b'{"records":[' + b",".join(outcomes) + b"]}"
             outcomes.clear()
             with contextlib.suppress(httpx.HTTPError):  # best effort, like an exchange's reporting
-                await client.post(monitor_url.rstrip("/") + "/v1/outcomes", content=body, headers=headers)
+                await client.post(monitor_url.rstrip("/") + "/v1/outcomes", content=body, headers=monitor_headers)
 
         async def worker() -> None:
             while (auction := await queue.get()) is not None:
@@ -298,6 +301,7 @@ async def replay_with_progress(
     *,
     concurrency: int = 8,
     monitor_url: str | None = None,
+    monitor_token: str | None = None,
 ) -> ReplayReport:
     """``replay`` with a progress bar on ``console``: answers, decisions/s, recent p99 and failures, live."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -317,4 +321,6 @@ async def replay_with_progress(
                 task, completed=report.sent, live=f"{rate:,.0f}/s  p99 {p99:.1f} ms  failed {report.failed}"
             )
 
-        return await replay(auctions, url, concurrency=concurrency, monitor_url=monitor_url, on_answer=tick)
+        return await replay(
+            auctions, url, concurrency=concurrency, monitor_url=monitor_url, monitor_token=monitor_token, on_answer=tick
+        )

@@ -110,8 +110,9 @@ class RoleStats:
 class PayloadLogger:
     """Batches served payloads to the monitor's ``POST /v1/payloads`` off the request path."""
 
-    def __init__(self, url: str, batch: int, queue: int) -> None:
+    def __init__(self, url: str, batch: int, queue: int, token: str | None = None) -> None:
         self.url = url.rstrip("/") + "/v1/payloads"
+        self.headers = {"content-type": "application/json"} | ({"authorization": f"Bearer {token}"} if token else {})
         self.batch = batch
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue)
         self.dropped = 0
@@ -141,7 +142,7 @@ class PayloadLogger:
                     break
             body = b'{"records":[' + b",".join(records) + b"]}"
             try:
-                response = await client.post(self.url, content=body, headers={"content-type": "application/json"})
+                response = await client.post(self.url, content=body, headers=self.headers)
                 response.raise_for_status()
                 self.sent += len(records)
             except Exception as exc:  # the monitor being down must never reach the request path
@@ -313,11 +314,12 @@ def serve_router(config: Config, config_path: Path | None = None) -> None:
         log.info("restoring the last recorded deployment (%s)", recorded[-1].action)
         backend.restore(recorded[-1].state)
     controller = Controller(backend, journal, registry_mirror(config))
-    payloads = (
-        PayloadLogger(cfg.monitor_url, config.monitor.payload_batch, config.monitor.payload_queue)
-        if cfg.monitor_url
-        else None
-    )
+    payloads = None
+    if cfg.monitor_url:
+        from bidflow.monitoring.auth import monitor_token
+
+        token = monitor_token(config)  # the monitor's intake refuses payloads without it
+        payloads = PayloadLogger(cfg.monitor_url, config.monitor.payload_batch, config.monitor.payload_queue, token)
     app = build_router(RouterState(controller, backend, payloads))
     server = uvicorn.Server(
         uvicorn.Config(app, host=cfg.host, port=cfg.router_port, log_config=None, access_log=False, lifespan="on")

@@ -71,8 +71,10 @@ def serve(config: object, host: str | None, port: int | None, *, watch_only: boo
     assert isinstance(config, Config)
     controller = None if watch_only else controller_for(config, mirror=False)
     router_metrics = controller.metrics if isinstance(controller, RouterClient) else None
+    from bidflow.monitoring.auth import monitor_token
+
     monitor = Monitor(config, controller, router_metrics=router_metrics)
-    app = build_app(monitor)
+    app = build_app(monitor, monitor_token(config))
     host = host or config.monitor.host
     port = port or config.monitor.port
     logging.getLogger(__name__).info(

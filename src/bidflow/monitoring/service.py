@@ -14,6 +14,11 @@ Endpoints:
 
 A body that is not JSON, or a record that cannot be read, is answered 400 or counted as bad; it
 never stops the monitor.
+
+The three ``POST`` routes are the trust boundary (they can roll a canary back): with a token
+(``bidflow.monitoring.auth``) they answer 401 to any sender without it, and a record's role is never
+taken from the record: it is the role the deployment's state gives the version that answered
+(champion or canary), and a record from any other version is counted as bad and dropped.
 """
 
 from __future__ import annotations
@@ -77,18 +82,30 @@ class MonitorMetrics(Collector):
         yield from (p_values, flags, fill, size, recall, counts)
 
 
-def build_app(monitor: Monitor) -> Starlette:
-    """The monitor's ASGI app over ``monitor``."""
+def build_app(monitor: Monitor, token: str | None = None) -> Starlette:
+    """The monitor's ASGI app over ``monitor``; with ``token``, the intake answers only senders holding it."""
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
+
+    from bidflow.monitoring.auth import QUERY_PARAMETER, authorized
 
     registry = CollectorRegistry()
     registry.register(MonitorMetrics(monitor))
     pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
     versions: dict[str, Any] = {"at": 0.0, "roles": {}}
 
+    def refused(request: Request) -> Response | None:
+        if token is None or authorized(
+            request.headers.get("authorization"), request.query_params.get(QUERY_PARAMETER), token
+        ):
+            return None
+        monitor.counts["unauthorized"] = monitor.counts.get("unauthorized", 0) + 1
+        return JSONResponse({"error": "the monitor's intake needs its bearer token"}, 401)
+
     async def records(request: Request) -> list[Any] | Response:
+        if (refusal := refused(request)) is not None:
+            return refusal
         try:
             body = json.loads(await request.body())
         except ValueError:
@@ -102,7 +119,8 @@ def build_app(monitor: Monitor) -> Starlette:
         found = await records(request)
         if isinstance(found, Response):
             return found
-        read = await asyncio.to_thread(monitor.payloads, found)
+        trusted = await asyncio.to_thread(_with_served_roles, found, monitor, versions)
+        read = await asyncio.to_thread(monitor.payloads, trusted)
         return JSONResponse({"received": len(found), "auctions": read})
 
     async def outcomes(request: Request) -> Response:
@@ -113,6 +131,8 @@ def build_app(monitor: Monitor) -> Starlette:
         return JSONResponse({"received": len(found), "matched": matched})
 
     async def cloud_event(request: Request) -> Response:
+        if (refusal := refused(request)) is not None:
+            return refusal
         event_id, kind = request.headers.get("ce-id"), request.headers.get("ce-type", "")
         try:
             body = json.loads(await request.body())
@@ -156,12 +176,15 @@ def build_app(monitor: Monitor) -> Starlette:
     )
 
 
-def _as_record(half: dict[str, Any], monitor: Monitor, versions: dict[str, Any]) -> dict[str, Any] | None:
-    """A logged request/response pair as a payload record; the role from the answering version."""
-    version = _answering_version(half["response"])
-    if version is None:
-        return None
-    if monitor.controller is not None and time.monotonic() - versions["at"] > _STATE_TTL_S:
+def _served_role(version: str, monitor: Monitor, versions: dict[str, Any]) -> tuple[str, str] | None:
+    """(role, version) the deployment's state gives ``version`` (read at most every few seconds).
+
+    None: the deployment serves no such version. Without a controller (``--watch-only``) nothing can
+    be checked and the version counts as the champion's, which can never be rolled back.
+    """
+    if monitor.controller is None:
+        return "champion", version
+    if time.monotonic() - versions["at"] > _STATE_TTL_S:
         state = monitor.controller.status()
         roles: dict[str, tuple[str, str]] = {}
         for role, model in (("champion", state.champion), ("canary", state.canary)):
@@ -169,7 +192,32 @@ def _as_record(half: dict[str, Any], monitor: Monitor, versions: dict[str, Any])
                 roles |= {model.version: (role, model.version), model.uri: (role, model.version)}
         versions["roles"] = roles
         versions["at"] = time.monotonic()
-    role, version = versions["roles"].get(version, ("champion", version))
+    found: tuple[str, str] | None = versions["roles"].get(version)
+    return found
+
+
+def _with_served_roles(records: list[Any], monitor: Monitor, versions: dict[str, Any]) -> list[dict[str, Any]]:
+    """The records with the roles the deployment gives their versions; the others counted as bad and dropped."""
+    kept = []
+    for record in records:
+        version = str(record.get("version")) if isinstance(record, dict) else None
+        served = _served_role(version, monitor, versions) if version else None
+        if served is None:
+            monitor.counts["bad"] += 1
+            continue
+        kept.append(record | {"role": served[0], "version": served[1]})
+    return kept
+
+
+def _as_record(half: dict[str, Any], monitor: Monitor, versions: dict[str, Any]) -> dict[str, Any] | None:
+    """A logged request/response pair as a payload record; the role from the answering version."""
+    version = _answering_version(half["response"])
+    if version is None:
+        return None
+    served = _served_role(version, monitor, versions)
+    if served is None:
+        return None
+    role, version = served
     return {
         "role": role,
         "version": version,

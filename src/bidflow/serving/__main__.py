@@ -16,6 +16,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,6 +74,11 @@ def parser(prog: str = "python -m bidflow.serving") -> argparse.ArgumentParser:
         action="store_true",
         help="requests come straight from clients (Prebid's auction endpoint rules: site/app/dooh, bidders named)",
     )
+    p.add_argument(
+        "--model-version",
+        default=None,
+        help="the version label to report (default: the registry's version, or the URI or folder loaded)",
+    )
     p.add_argument("--load-retry-s", type=float, default=10.0, help="pause between attempts to load the model")
     p.add_argument("--log-level", default="INFO")
     return p
@@ -91,7 +97,7 @@ def build(args: argparse.Namespace, config: Config) -> tuple[ServedModel, Server
 
     served = kind(config, args.kind)
     registered = registered_name(config, served.name)
-    source = ModelSource.parse(registered, args.model)
+    source = replace(ModelSource.parse(registered, args.model), version=args.model_version)
     options = ServeOptions(
         validation=ValidationContext(auction_entry=args.auction_entry),
         feature_timeout_s=args.feature_timeout_ms / 1000,

@@ -41,11 +41,14 @@ class ModelSource:
         name: the registered model name (also the default endpoint name).
         ref: alias (``champion``, ``candidate``) or version number; used when ``uri`` is None.
         uri: ``models:/...`` or ``runs:/...`` (MLflow), or a folder written by ``save_model``.
+        version: the version label the server reports, when the source cannot tell it (a folder the
+            storage initializer filled on KServe); the drift monitor finds the serving role by it.
     """
 
     name: str
     ref: str = "champion"
     uri: str | None = None
+    version: str | None = None
 
     @classmethod
     def parse(cls, name: str, value: str) -> ModelSource:
@@ -109,10 +112,10 @@ def load_trained(config: Config, source: ModelSource) -> tuple[TrainedModel, str
 
     if source.uri is None:
         ref, model = registry.load(config.registry, source.name, source.ref)
-        return model, ref.version
+        return model, source.version or ref.version
     if source.local is not None:
-        return load_model(source.local), str(source.local)
-    return registry.load_uri(config.registry, source.uri), source.uri
+        return load_model(source.local), source.version or str(source.local)
+    return registry.load_uri(config.registry, source.uri), source.version or source.uri
 
 
 def compile_predictor(model: TrainedModel) -> TreePredictor:

@@ -32,12 +32,13 @@ V2 = ModelVersion("bid_filter", "2", "models:/bid_filter/2")
 class RecordingController:
     """Answers status and records rollbacks (the transport is not what these tests are about)."""
 
-    def __init__(self) -> None:
+    def __init__(self, champion: ModelVersion = V1) -> None:
         self.rollbacks: list[tuple[str, tuple[str, ...], dict[str, Any]]] = []
+        self.champion = champion
 
     def status(self) -> DeploymentState:
         canary = None if self.rollbacks else V2
-        return DeploymentState(champion=V1, canary=canary, canary_percent=20 if canary else 0)
+        return DeploymentState(champion=self.champion, canary=canary, canary_percent=20 if canary else 0)
 
     def rollback(self, *, actor: str, reasons: Sequence[str] = (), metrics: Any = None) -> Transition:
         self.rollbacks.append((actor, tuple(reasons), dict(metrics or {})))
@@ -153,9 +154,11 @@ def test_bad_payloads_are_counted_and_skipped(
 def test_the_service_takes_payloads_cloud_events_and_reports(
     tmp_path: Path, payloads: Payloads, reference_detector: DriftDetector
 ) -> None:
-    controller = RecordingController()
-    watch = monitor(tmp_path, reference_detector, controller)
     records, outcomes = split(payloads("none", "champion"))
+    served = records[0]["version"]  # a server loaded from a folder reports the folder: the deployment knows it
+    controller = RecordingController(ModelVersion("bid_filter", "1", served))
+    records = [r | {"version": "1"} for r in records]  # the router names the deployment's version
+    watch = monitor(tmp_path, reference_detector, controller)
     with TestClient(build_app(watch)) as http:
         assert http.post("/v1/payloads", json={"records": records[:50]}).json() == {"received": 50, "auctions": 50}
         assert http.post("/v1/outcomes", json={"records": outcomes[:50]}).status_code == 200
@@ -174,3 +177,30 @@ def test_the_service_takes_payloads_cloud_events_and_reports(
         metrics = http.get("/metrics").text
         assert 'bidflow_drift_p_value{feature="device_type",role="champion"}' in metrics
         assert "bidflow_drift_window_size" in metrics and http.get("/healthz").json() == {"ok": True}
+
+
+def test_the_intake_refuses_senders_without_the_token_and_never_takes_a_role_from_a_record(
+    tmp_path: Path, payloads: Payloads, reference_detector: DriftDetector
+) -> None:
+    records, _ = split(payloads("device_shift", "canary"))
+    controller = RecordingController()
+    watch = monitor(tmp_path, reference_detector, controller)
+    token = "s3cret-token-of-the-deployment"
+    with TestClient(build_app(watch, token)) as http:
+        # The forged-rollback probe: drifted "canary" traffic from someone without the token.
+        for route in ("/v1/payloads", "/v1/outcomes"):
+            for headers in ({}, {"authorization": "Bearer wrong-token-of-the-same-len"}, {"authorization": token}):
+                assert http.post(route, json={"records": records[:10]}, headers=headers).status_code == 401
+        event = {"ce-id": "e1", "ce-type": "org.kubeflow.serving.inference.request"}
+        assert http.post("/", json=records[0]["request"], headers=event).status_code == 401
+        forged = [r | {"role": "canary", "version": "7"} for r in records]  # a version the deployment does not serve
+        sent = http.post("/v1/payloads", json={"records": forged}, headers={"authorization": f"Bearer {token}"})
+        assert sent.status_code == 200 and sent.json()["auctions"] == 0
+        claimed = [r | {"role": "canary", "version": "1"} for r in records[:WINDOW]]  # the champion's version
+        sent = http.post("/v1/payloads", json={"records": claimed}, headers={"authorization": f"Bearer {token}"})
+        assert sent.json()["auctions"] == WINDOW
+        assert http.post(f"/?token={token}", json=records[0]["request"], headers=event).status_code == 202
+    status = watch.status()
+    assert controller.rollbacks == [], "nothing unauthenticated, and no record's own role, moved traffic"
+    assert status["roles"]["canary"]["auctions"] == 0 and status["roles"]["champion"]["auctions"] == WINDOW
+    assert status["counts"]["unauthorized"] == 7 and status["counts"]["bad"] == len(forged)
