@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _PENDING_EVENTS: Final = 10_000
+_MAX_BODY_BYTES: Final = 32 * 1024 * 1024  # a full router batch of large auctions fits many times over
+_MAX_RECORDS: Final = 10_000  # per request; the router sends monitor.payload_batch at a time
 _STATE_TTL_S: Final = 5.0
 
 
@@ -106,14 +108,32 @@ def build_app(monitor: Monitor, token: str | None = None) -> Starlette:
     async def records(request: Request) -> list[Any] | Response:
         if (refusal := refused(request)) is not None:
             return refusal
+        raw = await bounded_body(request)
+        if raw is None:
+            return JSONResponse({"error": f"the body is larger than {_MAX_BODY_BYTES} bytes"}, 413)
         try:
-            body = json.loads(await request.body())
-        except ValueError:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
             return JSONResponse({"error": "the body is not JSON"}, 400)
         found = body.get("records") if isinstance(body, dict) else None
         if not isinstance(found, list):
             return JSONResponse({"error": "the body needs a 'records' list"}, 400)
+        if len(found) > _MAX_RECORDS:
+            return JSONResponse({"error": f"at most {_MAX_RECORDS} records per request"}, 413)
         return found
+
+    async def bounded_body(request: Request) -> bytes | None:
+        """The body, or None once it grows past the limit (read no further: a flood costs no memory)."""
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > _MAX_BODY_BYTES:
+            return None
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > _MAX_BODY_BYTES:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def payloads(request: Request) -> Response:
         found = await records(request)
@@ -134,9 +154,13 @@ def build_app(monitor: Monitor, token: str | None = None) -> Starlette:
         if (refusal := refused(request)) is not None:
             return refusal
         event_id, kind = request.headers.get("ce-id"), request.headers.get("ce-type", "")
+        raw = await bounded_body(request)
+        if raw is None:
+            monitor.counts["bad"] += 1
+            return JSONResponse({"error": f"the event is larger than {_MAX_BODY_BYTES} bytes"}, 413)
         try:
-            body = json.loads(await request.body())
-        except ValueError:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
             monitor.counts["bad"] += 1
             return JSONResponse({"error": "the event body is not JSON"}, 400)
         if not event_id or not kind.endswith(("request", "response")):

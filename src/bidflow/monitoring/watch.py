@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from collections import OrderedDict, deque
@@ -54,6 +55,8 @@ _HISTORY_KEPT: Final = 500
 _WINDOWS_KEPT_WAITING: Final = 3
 _DETECTOR_RETRY_S: Final = 2.0
 _PSI_BINS: Final = 10
+_DETECTORS_KEPT: Final = 4
+_VERSION: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _PSI_FLOOR: Final = 1e-4
 
 
@@ -146,7 +149,7 @@ class Monitor:
         self.state_dir = state_dir or config.canary.state
         self.retrain = retrain or RetrainTrigger(config, self.state_dir)
         self._load = detector_loader or self._load_from_folder
-        self._detectors: dict[str, DriftDetector] = {}
+        self._detectors: OrderedDict[str, DriftDetector] = OrderedDict()
         self.watch = {role: RoleWatch() for role in ROLES}
         self.explored: OrderedDict[str, tuple[str, dict[str, bool]]] = OrderedDict()
         self.unmatched: OrderedDict[str, set[str]] = OrderedDict()
@@ -348,11 +351,17 @@ class Monitor:
     def _detector(self, version: str) -> DriftDetector:
         if version not in self._detectors:
             self._detectors[version] = self._load(version)  # a failed load is not cached: retried next window
+            while len(self._detectors) > _DETECTORS_KEPT:  # champion, canary and a few just replaced
+                self._detectors.popitem(last=False)
+        self._detectors.move_to_end(version)
         return self._detectors[version]
 
     def _load_from_folder(self, version: str) -> DriftDetector:
         from bidflow.monitoring.drift import load_detector
 
+        if not _VERSION.fullmatch(version) or version in {".", ".."}:
+            # A version becomes a folder name below monitor.detector: never a path of its own choosing.
+            raise MonitorError("a model version is not a plain name", got=repr(version)[:80])
         root = self.config.monitor.detector
         folder = root / version if (root / version).is_dir() else root
         if not folder.exists():

@@ -204,3 +204,28 @@ def test_the_intake_refuses_senders_without_the_token_and_never_takes_a_role_fro
     assert controller.rollbacks == [], "nothing unauthenticated, and no record's own role, moved traffic"
     assert status["roles"]["canary"]["auctions"] == 0 and status["roles"]["champion"]["auctions"] == WINDOW
     assert status["counts"]["unauthorized"] == 7 and status["counts"]["bad"] == len(forged)
+
+
+def test_the_intake_is_bounded_and_a_version_never_becomes_a_path_of_its_own(
+    tmp_path: Path, reference_detector: DriftDetector
+) -> None:
+    from bidflow.errors import MonitorError
+    from bidflow.monitoring import service
+
+    watch = monitor(tmp_path, reference_detector, RecordingController())
+    with TestClient(build_app(watch)) as http:
+        huge = b'{"records": [' + b'"x",' * (service._MAX_BODY_BYTES // 4) + b'"x"]}'
+        assert http.post("/v1/payloads", content=huge).status_code == 413
+        many = {"records": [{}] * (service._MAX_RECORDS + 1)}
+        assert http.post("/v1/payloads", json=many).status_code == 413
+        assert http.get("/healthz").status_code == 200
+    folder = Config(monitor=MonitorConfig(detector=tmp_path / "detectors"))
+    loading = Monitor(folder, None)
+    for version in ("/etc", "../outside", "..", "a/b", "x" * 65):
+        with pytest.raises(MonitorError, match="not a plain name"):
+            loading._load_from_folder(version)
+    loaded: list[str] = []
+    counting = Monitor(folder, None, detector_loader=lambda v: loaded.append(v) or reference_detector)
+    for version in [str(v) for v in range(20)] + ["19", "0"]:
+        counting._detector(version)
+    assert len(counting._detectors) <= 4 and loaded.count("0") == 2, "old versions are let go, then reloaded"
