@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -268,8 +269,14 @@ def test_overlays_pass_a_server_side_dry_run(
         if exc.status != 409:
             raise
     rendered = kube.run("kubectl", "kustomize", str(REPO / "k8s" / "overlays" / overlay)).stdout
-    done = kube.run("kubectl", "apply", "--dry-run=server", "-f", "-", input=rendered)
-    assert done.stdout.count("(server dry run)") == 12, done.stdout
+    docs = [doc for doc in yaml.safe_load_all(rendered) if doc]
+    for doc in docs:
+        if doc["kind"] == "PodDisruptionBudget":
+            # 1.20 serves only policy/v1beta1 (same fields); policy/v1 is validated offline at 1.31 in test_chart.py.
+            assert doc["apiVersion"] == "policy/v1"
+            doc["apiVersion"] = "policy/v1beta1"
+    done = kube.run("kubectl", "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs))
+    assert done.stdout.count("(server dry run)") == len(docs) == {"local": 12, "eks": 15}[overlay], done.stdout
     # A dry run stores nothing.
     stored = {account.metadata.name for account in core.list_namespaced_service_account("bidflow").items}
     assert not {name for name in stored if name.startswith("bidflow-")}
@@ -279,14 +286,21 @@ def test_overlays_pass_a_server_side_dry_run(
 
 
 def can(
-    apiserver: ApiServer, user: str, groups: list[str], namespace: str, verb: str, resource: str, group: str
+    apiserver: ApiServer,
+    user: str,
+    groups: list[str],
+    namespace: str,
+    verb: str,
+    resource: str,
+    group: str,
+    name: str | None = None,
 ) -> bool:
     review = client.V1SubjectAccessReview(
         spec=client.V1SubjectAccessReviewSpec(
             user=user,
             groups=groups,
             resource_attributes=client.V1ResourceAttributes(
-                namespace=namespace, verb=verb, resource=resource, group=group
+                namespace=namespace, verb=verb, resource=resource, group=group, name=name
             ),
         )
     )
@@ -302,20 +316,22 @@ def test_the_rollback_controller_can_patch_inference_services_and_nothing_else(
     user = f"system:serviceaccount:{namespace}:bidflow-rollback-controller"
     groups = ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"]
 
-    def allowed(verb: str, resource: str, group: str = "", ns: str = namespace) -> bool:
-        return can(apiserver, user, groups, ns, verb, resource, group)
+    def allowed(verb: str, resource: str, group: str = "", ns: str = namespace, name: str | None = None) -> bool:
+        return can(apiserver, user, groups, ns, verb, resource, group, name)
 
-    for verb in ("get", "list", "watch", "patch"):
-        assert allowed(verb, "inferenceservices", GROUP), verb
-    for verb in ("create", "update", "delete", "deletecollection"):
+    # The bid filter's InferenceService, by name: what the rollback path sends (get, merge patch); nothing else.
+    for verb in ("get", "patch"):
+        assert allowed(verb, "inferenceservices", GROUP, name="bid-filter"), verb
+        assert not allowed(verb, "inferenceservices", GROUP, name="ctr"), verb
+    for verb in ("get", "list", "watch", "patch", "create", "update", "delete", "deletecollection"):
         assert not allowed(verb, "inferenceservices", GROUP), verb
     assert not allowed("get", "secrets")
     assert not allowed("list", "secrets")
     assert not allowed("patch", "deployments", "apps")
-    assert not allowed("patch", "inferenceservices", GROUP, ns="default"), "must stay in its own namespace"
+    assert not allowed("patch", "inferenceservices", GROUP, ns="default", name="bid-filter"), "its own namespace only"
     # The same answer through kubectl's impersonation, as an operator would check it on EKS.
-    assert kube.run("kubectl", "auth", "can-i", "patch", "inferenceservices.serving.kserve.io", "-n", namespace,
-                    f"--as={user}").stdout.strip() == "yes"  # fmt: skip
+    assert kube.run("kubectl", "auth", "can-i", "patch", "inferenceservices.serving.kserve.io/bid-filter",
+                    "-n", namespace, f"--as={user}").stdout.strip() == "yes"  # fmt: skip
     denied = kube.run("kubectl", "auth", "can-i", "get", "secrets", "-n", namespace, f"--as={user}", check=False)
     assert denied.stdout.strip() == "no"
     kube.run("helm", "uninstall", "bidflow", "--namespace", namespace)
@@ -332,25 +348,28 @@ def test_the_monitor_runs_as_an_account_that_may_patch_inference_services_but_no
     user = f"system:serviceaccount:{namespace}:{account}"
     groups = ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"]
 
-    def allowed(verb: str, resource: str, group: str = "", ns: str = namespace, who: str = user) -> bool:
-        return can(apiserver, who, groups, ns, verb, resource, group)
+    def allowed(
+        verb: str, resource: str, group: str = "", ns: str = namespace, who: str = user, name: str | None = None
+    ) -> bool:
+        return can(apiserver, who, groups, ns, verb, resource, group, name)
 
-    # What `bidflow canary` on the kserve backend needs: read the InferenceService, merge-patch its traffic split.
-    assert allowed("get", "inferenceservices", GROUP)
-    assert allowed("patch", "inferenceservices", GROUP)
+    # What the monitor's rollback needs: read the bid filter's InferenceService, merge-patch its traffic split.
+    assert allowed("get", "inferenceservices", GROUP, name="bid-filter")
+    assert allowed("patch", "inferenceservices", GROUP, name="bid-filter")
+    assert not allowed("patch", "inferenceservices", GROUP, name="ctr")
     for verb in ("get", "list", "watch"):
         assert not allowed(verb, "secrets"), f"the monitor must not {verb} secrets"
     assert not allowed("create", "pods")
     assert not allowed("create", "pods/exec")
     assert not allowed("patch", "deployments", "apps")
     assert not allowed("delete", "inferenceservices", GROUP)
-    assert not allowed("patch", "inferenceservices", GROUP, ns="default")
+    assert not allowed("patch", "inferenceservices", GROUP, ns="default", name="bid-filter")
     # The model servers' accounts have no API rights at all (they never get a token either).
     for other in ("bidflow-bid-filter", "bidflow-ctr", "bidflow-feature-server"):
         who = f"system:serviceaccount:{namespace}:{other}"
-        assert not allowed("get", "inferenceservices", GROUP, who=who), other
-    assert kube.run("kubectl", "auth", "can-i", "patch", "inferenceservices.serving.kserve.io", "-n", namespace,
-                    f"--as={user}").stdout.strip() == "yes"  # fmt: skip
+        assert not allowed("get", "inferenceservices", GROUP, who=who, name="bid-filter"), other
+    assert kube.run("kubectl", "auth", "can-i", "patch", "inferenceservices.serving.kserve.io/bid-filter",
+                    "-n", namespace, f"--as={user}").stdout.strip() == "yes"  # fmt: skip
     denied = kube.run("kubectl", "auth", "can-i", "list", "secrets", "-n", namespace, f"--as={user}", check=False)
     assert denied.stdout.strip() == "no"
     kube.run("helm", "uninstall", "bidflow", "--namespace", namespace)

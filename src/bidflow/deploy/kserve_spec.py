@@ -123,6 +123,20 @@ def inference_service(
             "args": args,
             "env": container_env,
             "ports": [{"containerPort": HTTP_PORT, "protocol": "TCP"}],
+            # The chart's probes: ready once the model has loaded; alive while it loads (the server listens first).
+            "readinessProbe": {
+                "httpGet": {"path": f"/v2/models/{endpoint or name}/ready", "port": HTTP_PORT},
+                "periodSeconds": 5,
+                "timeoutSeconds": 3,
+                "failureThreshold": 3,
+            },
+            "livenessProbe": {
+                "httpGet": {"path": "/v2/health/live", "port": HTTP_PORT},
+                "initialDelaySeconds": 30,
+                "periodSeconds": 10,
+                "timeoutSeconds": 5,
+                "failureThreshold": 6,
+            },
             "resources": {kind: dict(values) for kind, values in (resources or DEFAULT_RESOURCES).items()},
             "securityContext": {
                 "allowPrivilegeEscalation": False,

@@ -99,6 +99,16 @@ def test_a_storage_uri_goes_through_kserves_storage_initializer_to_mnt_models() 
     assert container(doc)["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
 
 
+def test_the_server_reports_the_registry_version_and_is_probed_like_the_charts_predictors() -> None:
+    doc = build(kind="ctr", endpoint="ctr_ipinyou")
+    args = parser().parse_args(container(doc)["args"])
+    assert (args.kind, args.model_version) == ("ctr", "7"), "/mnt/models says nothing of the version"
+    ready, live = container(doc)["readinessProbe"], container(doc)["livenessProbe"]
+    assert ready["httpGet"] == {"path": "/v2/models/ctr_ipinyou/ready", "port": 8080}
+    assert live["httpGet"] == {"path": "/v2/health/live", "port": 8080} and live["initialDelaySeconds"] >= 30
+    assert validate_inference_service(doc) == []
+
+
 def test_an_mlflow_uri_is_given_to_the_server_and_not_to_the_storage_initializer() -> None:
     doc = build(ModelVersion("bid_filter", "3", "models:/bid_filter/3"), endpoint="bid-filter-v2")
     assert "STORAGE_URI" not in env(doc)
