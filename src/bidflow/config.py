@@ -148,6 +148,17 @@ class TrainSettings(_Section):
     min_category_count: int = Field(
         default=20, ge=1, description="training rows a category needs to get its own code; rarer ones share 'unseen'"
     )
+    refit: bool = Field(
+        default=False,
+        description="after early stopping picks the number of trees, retrain on training + validation rows with as "
+        "many trees per row (small data; not with per-partner thresholds); valid_* metrics stay the early-stopped "
+        "model's",
+    )
+    category_order: Literal["frequency", "rate"] = Field(
+        default="frequency",
+        description="category codes by training frequency (label-free) or by smoothed label rate, training rows "
+        "coded out of fold",
+    )
 
 
 class _PerKind:

@@ -195,3 +195,60 @@ spec:
         emptyDir:
           sizeLimit: 256Mi
 {{- end -}}
+
+{{/* The Secret that holds the monitor's intake token: monitor.token.existingSecret, else `<fullname>-monitor-token`
+(created by this chart). */}}
+{{- define "bidflow.monitorTokenSecret" -}}
+{{- .Values.monitor.token.existingSecret | default (printf "%s-monitor-token" (include "bidflow.fullname" .)) -}}
+{{- end -}}
+
+{{/*
+The monitor's intake token, the same string wherever one render asks for it (the Secret and the bid filter's
+logger URL): the first call resolves it and keeps it in .Values.monitor.token for the later ones.
+- generated (no existingSecret): the value of the release's existing Secret when the cluster has one (`lookup`), so
+  `helm upgrade` keeps it; otherwise (first install, and every `helm template`, which has no cluster) randAlphaNum 48.
+- existingSecret: monitor.token.value when given (renders without a cluster: `helm template`, GitOps), else the
+  Secret's key read with `lookup` at install/upgrade; neither: fail, since the logger URL cannot be rendered.
+*/}}
+{{- define "bidflow.monitorToken" -}}
+{{- $t := .Values.monitor.token -}}
+{{- if not (hasKey $t "resolved") -}}
+{{- $name := include "bidflow.monitorTokenSecret" . -}}
+{{- $found := "" -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace $name -}}
+{{- if and $existing (hasKey ($existing.data | default dict) $t.secretKey) -}}
+{{- $found = index $existing.data $t.secretKey | b64dec -}}
+{{- end -}}
+{{- $token := "" -}}
+{{- if $t.existingSecret -}}
+{{- $token = $t.value | default $found -}}
+{{- if not $token -}}
+{{- fail (printf "monitor.token.existingSecret=%s: the bid filter's payload logger URL must carry the token, and the Secret (key %s) cannot be read here (helm template, a client-side dry run, or the Secret is missing): create the Secret before `helm install`, or pass the same token as monitor.token.value" $name $t.secretKey) -}}
+{{- end -}}
+{{- else -}}
+{{- if $t.value -}}
+{{- fail "monitor.token.value is only for monitor.token.existingSecret (the logger URL's copy of a Secret made outside the chart); without existingSecret the chart generates the token and keeps it across upgrades" -}}
+{{- end -}}
+{{- $token = $found | default (randAlphaNum 48) -}}
+{{- end -}}
+{{- if lt (len $token) 16 -}}
+{{- fail (printf "the monitor's intake token (Secret %s, key %s) is shorter than 16 characters: the monitor refuses it" $name $t.secretKey) -}}
+{{- end -}}
+{{- $_ := set $t "resolved" $token -}}
+{{- end -}}
+{{- $t.resolved -}}
+{{- end -}}
+
+{{/* The bid filter's payload-logger URL: the monitor's Service with the intake token as `?token=` (KServe's agent
+cannot add an Authorization header). This URL is a secret: it is in the InferenceService's spec. */}}
+{{- define "bidflow.monitorLoggerUrl" -}}
+{{- printf "%s?token=%s" (include "bidflow.monitorUrl" .) (include "bidflow.monitorToken" . | urlquery) -}}
+{{- end -}}
+
+{{/* A NetworkPolicy peer selecting one component's pods (predictor pods carry these labels through
+spec.predictor.labels): call with (dict "ctx" $ "component" "bid-filter"). */}}
+{{- define "bidflow.podPeer" -}}
+- podSelector:
+    matchLabels:
+      {{- include "bidflow.selectorLabels" . | nindent 6 }}
+{{- end -}}

@@ -24,7 +24,7 @@ within 6e-7; ``tests/unit/serving/test_predictor.py`` keeps checking the kernel.
 * Small samples of sparse, high-cardinality columns (the CTR samples) may instead order codes by
   each value's smoothed label rate (``CategoryEncoder.fit(..., rates_of=labels)``), so that one
   threshold on a code groups values of similar rate. Codes computed that way from a row's own
-  label leak it into the row's features (measured on the iPinYou validation hour: AUC 0.47, below
+  label leak it into the row's features (measured on the iPinYou validation hour: AUC 0.45-0.49, below
   chance), so training rows are coded **out of fold** (``out_of_fold_codes``): each fold's rows by
   an order computed from the other folds' labels; only later rows (validation, hold-out, serving)
   use the order of all training rows, which is the one stored with the model. The stored format is

@@ -91,7 +91,15 @@ def train_step(
     settings = config.train.for_kind(kind)
     frame, spec = inputs.with_features(rows, config, kind, feature_source or settings.feature_source)
     policy = config.evaluate.for_kind(kind) if kind_of(config, kind).thresholded else None
-    model = train.fit(frame, spec, settings, time_column=inputs.TIME, policy=policy)
+    model = train.fit(
+        frame,
+        spec,
+        settings,
+        time_column=inputs.TIME,
+        policy=policy,
+        refit=settings.refit,
+        category_order=settings.category_order,
+    )
 
     valid = frame[latest_hours(frame[inputs.TIME], settings.validation_hours)]
     y, p = valid[spec.label].to_numpy(np.float64), model.predict(valid)

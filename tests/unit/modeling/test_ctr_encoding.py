@@ -8,14 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bidflow.config import Config, TrainSettings
+from bidflow.config import Config, TrainSettings, load_config
 from bidflow.modeling import ctr, inputs, train
 from bidflow.modeling.dataset import feature_matrix, latest_hours
 
 # The shipped settings, cut short and single-threaded (the test machine is shared).
-SETTINGS = TrainSettings.model_validate(
-    ctr.TRAIN_SETTINGS | {"n_estimators": 60, "early_stopping_rounds": 10, "learning_rate": 0.3, "nthread": 1}
-)
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _shipped() -> TrainSettings:
+    shipped = load_config(REPO / "bidflow.yaml", environ={}).train.for_kind("ctr")
+    return shipped.model_copy(
+        update={"n_estimators": 60, "early_stopping_rounds": 10, "learning_rate": 0.3, "nthread": 1}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +34,8 @@ def rows(shared_data: Path) -> pd.DataFrame:
 def _train(rows: pd.DataFrame) -> tuple[train.TrainedModel, pd.DataFrame]:
     """What ``bidflow train -m ctr`` does with the rows: hold out the latest hour, fit on the rest."""
     history, _ = inputs.split_holdout(rows, 1)
-    return train.fit(history, ctr.ipinyou_spec(), SETTINGS, refit=ctr.REFIT), history
+    settings = _shipped()
+    return train.fit(history, ctr.ipinyou_spec(), settings, refit=settings.refit), history
 
 
 def _tamper_holdout(rows: pd.DataFrame) -> pd.DataFrame:
@@ -72,8 +78,8 @@ def test_vocabularies_use_no_labels_but_do_follow_the_training_rows(rows: pd.Dat
 
 def test_refit_learns_from_the_validation_hour_and_keeps_honest_validation_metrics(rows: pd.DataFrame) -> None:
     model, history = _train(rows)
-    validation = latest_hours(history[ctr.TIME], SETTINGS.validation_hours)
-    early = train.train_model(history[~validation], history[validation], ctr.ipinyou_spec(), SETTINGS)
+    validation = latest_hours(history[ctr.TIME], _shipped().validation_hours)
+    early = train.train_model(history[~validation], history[validation], ctr.ipinyou_spec(), _shipped())
 
     assert model.info["validated_trees"] == early.best_iteration
     expected_trees = round(early.best_iteration * len(history) / int((~validation).sum()))
@@ -84,7 +90,7 @@ def test_refit_learns_from_the_validation_hour_and_keeps_honest_validation_metri
     for column in ctr.IPINYOU_CATEGORICAL:
         before = history.loc[~validation, column].value_counts()
         counts = history[column].value_counts()
-        risen = {v for v, n in counts.items() if n >= SETTINGS.min_category_count > before.get(v, 0)}
+        risen = {v for v, n in counts.items() if n >= _shipped().min_category_count > before.get(v, 0)}
         assert risen <= set(model.encoder.vocabularies[column])
         assert not risen & set(early.encoder.vocabularies[column])
         promoted += len(risen)
@@ -97,7 +103,7 @@ def test_refit_refuses_a_bid_filter_policy(rows: pd.DataFrame) -> None:
 
     history, _ = inputs.split_holdout(rows, 1)
     with pytest.raises(ModelError, match="refitted"):
-        train.fit(history, ctr.ipinyou_spec(), SETTINGS, policy=EvaluateConfig(), refit=True)
+        train.fit(history, ctr.ipinyou_spec(), _shipped(), policy=EvaluateConfig(), refit=True)
 
 
 def test_criteo_reader_keeps_counts_numeric_and_hashes_as_text(shared_data: Path) -> None:
