@@ -104,10 +104,10 @@ def train_step(
     valid = frame[latest_hours(frame[inputs.TIME], settings.validation_hours)]
     y, p = valid[spec.label].to_numpy(np.float64), model.predict(valid)
     # A refitted model has learned from these rows: its curves on them are in-sample, and say so.
-    curve = "validation (in-sample: refitted on it)" if settings.refit else "validation"
+    label = "validation (in-sample: refitted on it)" if settings.refit else "validation"
     figures = {
-        "roc_validation": plots.roc_figure({curve: (y, p)}),
-        "calibration_validation": plots.calibration_figure({curve: (y, p)}, config.evaluate.calibration_bins),
+        "roc_validation": plots.roc_figure({label: (y, p)}),
+        "calibration_validation": plots.calibration_figure({label: (y, p)}, config.evaluate.calibration_bins),
     }
     partner = kind_of(config, kind).partner_column
     if model.policy is not None and partner is not None:
