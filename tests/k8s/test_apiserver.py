@@ -7,6 +7,7 @@ traffic splitting. Those stay validated on paper; see helm/bidflow/README.md.
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,10 +178,13 @@ def test_helm_install_upgrade_rollback(crd_installed: float, kube: Tools, apiser
     )
     isvc = get_isvc(apiserver, namespace, "bid-filter")
     assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
+    # Its URL carries the monitor's generated intake token (tests/k8s/test_chart_token.py).
+    token = base64.b64decode(client.CoreV1Api(apiserver.client).read_namespaced_secret(
+        "bidflow-monitor-token", namespace).data["token"]).decode()  # fmt: skip
     # The payload logger survived the server's structural schema (an unknown field would have been pruned).
     assert isvc["spec"]["predictor"]["logger"] == {
         "mode": "all",
-        "url": f"http://bidflow-monitor.{namespace}.svc.cluster.local:8090/",
+        "url": f"http://bidflow-monitor.{namespace}.svc.cluster.local:8090/?token={token}",
     }
     assert get_isvc(apiserver, namespace, "ctr")["spec"]["predictor"]["containers"][0]["args"][0] == "--kind=ctr"
     apps = client.AppsV1Api(apiserver.client)
@@ -276,7 +280,7 @@ def test_overlays_pass_a_server_side_dry_run(
             assert doc["apiVersion"] == "policy/v1"
             doc["apiVersion"] = "policy/v1beta1"
     done = kube.run("kubectl", "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs))
-    assert done.stdout.count("(server dry run)") == len(docs) == {"local": 12, "eks": 15}[overlay], done.stdout
+    assert done.stdout.count("(server dry run)") == len(docs) == {"local": 14, "eks": 17}[overlay], done.stdout
     # A dry run stores nothing.
     stored = {account.metadata.name for account in core.list_namespaced_service_account("bidflow").items}
     assert not {name for name in stored if name.startswith("bidflow-")}

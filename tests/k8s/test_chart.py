@@ -29,9 +29,10 @@ CHART = REPO / "helm" / "bidflow"
 EKS_VERSION = "1.31"
 VALUES_FILES = [None, "values-local.yaml", "values-eks.yaml"]
 OVERLAYS = ["local", "eks"]
-# Objects per overlay: 12 (4 ServiceAccounts, Role, RoleBinding, 2 InferenceServices, 2 Deployments, 2 Services) plus
-# a PodDisruptionBudget per workload with two or more pods (local: none; eks: feature server, bid filter, CTR).
-OVERLAY_OBJECTS = {"local": 12, "eks": 15}
+# Objects per overlay: 14 (4 ServiceAccounts, Role, RoleBinding, 2 InferenceServices, 2 Deployments, 2 Services,
+# 2 NetworkPolicies) plus a PodDisruptionBudget per workload with two or more pods (local: none; eks: feature server,
+# bid filter, CTR). No Secret: k8s/ takes the monitor's token from an existing Secret (TEMPLATE_ARGS of the script).
+OVERLAY_OBJECTS = {"local": 14, "eks": 17}
 
 
 def load_render_script() -> ModuleType:
@@ -102,7 +103,8 @@ def test_helm_lint_strict(tools: Tools, values: str | None) -> None:
 def test_every_rendered_object_is_valid_at_the_eks_version(tools: Tools, values: str | None) -> None:
     docs, _ = template(tools, *values_args(values))
     kinds = sorted({doc["kind"] for doc in docs})
-    expected = ["Deployment", "InferenceService", "Role", "RoleBinding", "Service", "ServiceAccount"]
+    expected = ["Deployment", "InferenceService", "NetworkPolicy", "Role", "RoleBinding", "Secret", "Service"]
+    expected.append("ServiceAccount")
     if values != "values-local.yaml":  # one replica of everything there: no disruption budget
         expected = sorted([*expected, "PodDisruptionBudget"])
     assert kinds == expected
@@ -131,7 +133,9 @@ def test_pods_are_locked_down(tools: Tools, values: str | None) -> None:
             assert context["allowPrivilegeEscalation"] is False
             assert set(container["resources"]) == {"requests", "limits"}
             assert {"cpu", "memory"} <= set(container["resources"]["limits"])
-    assert not [doc for doc in docs if doc["kind"] in ("Secret", "ClusterRole", "ClusterRoleBinding")]
+    assert not [doc for doc in docs if doc["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    # The one Secret: the monitor's generated intake token.
+    assert [doc["metadata"]["name"] for doc in docs if doc["kind"] == "Secret"] == ["bidflow-monitor-token"]
 
 
 def test_the_rollback_controller_role_is_least_privilege(tools: Tools) -> None:
@@ -284,7 +288,9 @@ def test_each_overlay_builds_exactly_what_helm_renders_for_its_values_file(tools
         doc["metadata"].setdefault("namespace", "bidflow")
         return f"{doc['kind']}/{doc['metadata']['name']}", doc
 
-    helm_docs, _ = template(tools, *values_args(f"values-{overlay}.yaml"))
+    # k8s/ is rendered with the script's extra arguments (the monitor's token from an existing Secret).
+    extra = list(load_render_script().TEMPLATE_ARGS)
+    helm_docs, _ = template(tools, *extra, *values_args(f"values-{overlay}.yaml"))
     assert dict(map(normalise, kustomize(tools, overlay))) == dict(map(normalise, helm_docs))
 
 

@@ -96,6 +96,8 @@ def test_the_monitor_deployment(tools: Tools, values: str | None) -> None:
         "BIDFLOW__CANARY__NAMESPACE": "bidflow",
         "BIDFLOW__CANARY__INFERENCE_SERVICE": "bid-filter",
         "BIDFLOW__MONITOR__DETECTOR": "/mnt/detector",
+        # The intake token, mounted from its Secret (tests/k8s/test_chart_token.py).
+        "BIDFLOW__MONITOR__TOKEN_FILE": "/var/run/secrets/bidflow/monitor-token/token",
     }
     (detector,) = [m for m in monitor["volumeMounts"] if m["name"] == "detector"]
     assert detector["mountPath"] == "/mnt/detector"
@@ -113,7 +115,9 @@ def test_the_monitor_follows_the_release_namespace_and_the_bid_filter_name(tools
     assert env_of(monitor)["BIDFLOW__CANARY__NAMESPACE"] == "ads"
     assert env_of(monitor)["BIDFLOW__CANARY__INFERENCE_SERVICE"] == "filter-eu"
     logger = one(docs, KIND, "filter-eu")["spec"]["predictor"]["logger"]
-    assert logger == {"mode": "all", "url": "http://shop-bidflow-monitor.ads.svc.cluster.local:8090/"}
+    assert logger["mode"] == "all"
+    assert logger["url"].startswith("http://shop-bidflow-monitor.ads.svc.cluster.local:8090/?token=")
+    assert one(docs, "Secret", "shop-bidflow-monitor-token")
 
 
 def test_the_monitor_service_is_the_payload_loggers_target(tools: Tools) -> None:
@@ -126,11 +130,13 @@ def test_the_monitor_service_is_the_payload_loggers_target(tools: Tools) -> None
     assert service["spec"]["selector"].items() <= pod_labels.items()
     predictor = one(docs, KIND, "bid-filter")["spec"]["predictor"]
     # <service>.<namespace>.svc.cluster.local:<service port>/ : the Service above, in the release namespace.
-    assert predictor["logger"] == {"mode": "all", "url": "http://bidflow-monitor.bidflow.svc.cluster.local:8090/"}
+    # (with the intake token as ?token=, since KServe's agent cannot add a header).
+    assert predictor["logger"]["mode"] == "all"
+    assert predictor["logger"]["url"].startswith("http://bidflow-monitor.bidflow.svc.cluster.local:8090/?token=")
     assert validate_inference_service(one(docs, KIND, "bid-filter")) == []
 
     docs, _ = template(tools, "--set", "monitor.service.port=9000")
-    assert one(docs, KIND, "bid-filter")["spec"]["predictor"]["logger"]["url"].endswith(":9000/")
+    assert ":9000/?token=" in one(docs, KIND, "bid-filter")["spec"]["predictor"]["logger"]["url"]
     assert one(docs, "Service", "bidflow-monitor")["spec"]["ports"][0]["port"] == 9000
 
 

@@ -207,7 +207,7 @@ def test_the_rendered_role_is_enough_for_the_monitors_rollback_and_nothing_besid
     assert unchanged["spec"]["predictor"]["containers"][0]["image"] == IMAGE
 
 
-# --- the monitor's pods: no MLflow secret -------------------------------------------------------------------------
+# --- the monitor's pods: no MLflow secret, only the intake token ---------------------------------------------
 
 
 def secrets_in(pod: dict[str, Any]) -> list[str]:
@@ -221,10 +221,13 @@ def secrets_in(pod: dict[str, Any]) -> list[str]:
 
 
 @pytest.mark.parametrize("values", VALUES_FILES, ids=lambda v: v or "values.yaml")
-def test_the_monitor_gets_no_secret(tools: Tools, values: str | None) -> None:
+def test_the_monitor_gets_no_secret_but_its_intake_token(tools: Tools, values: str | None) -> None:
     docs, _ = template(tools, *values_args(values))
     pod = one(docs, "Deployment", "bidflow-monitor")["spec"]["template"]["spec"]
-    assert secrets_in(pod) == []
+    assert secrets_in(pod) == ["volume intake-token"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == "bidflow-monitor-token"
+    assert volume["secret"]["items"] == [{"key": "token", "path": "token"}]  # that one key, nothing else
     env = {e["name"] for c in pod["containers"] for e in c.get("env", [])}
     assert not {name for name in env if name.startswith(("BIDFLOW__REGISTRY__", "MLFLOW_"))}
 
