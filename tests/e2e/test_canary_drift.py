@@ -36,6 +36,7 @@ from bidflow.deploy.replay import read_auctions, replay
 from bidflow.deploy.steps import deploy_step, fit_detector, monitor_python
 from bidflow.modeling import registry
 from bidflow.modeling.steps import drift_reference_step, train_step
+from bidflow.monitoring.auth import monitor_token
 from tests.conftest import REPO, free_port, running_router
 
 pytestmark = pytest.mark.e2e
@@ -142,7 +143,15 @@ def test_drift_rolls_the_canary_back_and_a_clean_canary_is_promoted(setup: tuple
         assert deploy_step(config, "1", actor="test").role == "champion"
         assert deploy_step(config, "2", percent=20, actor="test").role == "canary"
 
-        drifted = asyncio.run(replay(traffic(root, "device_shift"), predict, concurrency=8, monitor_url=monitor))
+        drifted = asyncio.run(
+            replay(
+                traffic(root, "device_shift"),
+                predict,
+                concurrency=8,
+                monitor_url=monitor,
+                monitor_token=monitor_token(config),
+            )
+        )
         assert drifted.failed == 0, drifted.failures  # no client saw the rollback
         wait_for(lambda: client.status().canary is None)
 
@@ -168,7 +177,11 @@ def test_drift_rolls_the_canary_back_and_a_clean_canary_is_promoted(setup: tuple
 
         # A clean canary: the analysis promotes it.
         assert deploy_step(config, "3", percent=50, actor="test").role == "canary"
-        clean = asyncio.run(replay(traffic(root, "none"), predict, concurrency=8, monitor_url=monitor))
+        clean = asyncio.run(
+            replay(
+                traffic(root, "none"), predict, concurrency=8, monitor_url=monitor, monitor_token=monitor_token(config)
+            )
+        )
         assert clean.failed == 0, clean.failures
         wait_for(lambda: httpx.get(f"{monitor}/status", timeout=5).json()["roles"]["canary"]["explored_bids"] >= 10)
         command = [sys.executable, "-m", "bidflow.cli", "--config", str(config_file), "canary", "analyse", "--apply"]

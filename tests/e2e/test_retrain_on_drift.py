@@ -36,6 +36,7 @@ from bidflow.deploy.replay import read_auctions, replay
 from bidflow.deploy.steps import deploy_step, fit_detector
 from bidflow.modeling import registry
 from bidflow.modeling.steps import drift_reference_step, train_step
+from bidflow.monitoring.auth import monitor_token
 from tests.conftest import REPO, free_port, running_router
 from tests.e2e.test_canary_drift import monitor, wait_for
 
@@ -120,7 +121,15 @@ def test_champion_drift_starts_one_retraining_run_that_ends_gated(setup: tuple[P
         predict = f"{url}/v1/models/bid_filter:predict"
         assert deploy_step(config, "1", actor="test").role == "champion"
 
-        answered = asyncio.run(replay(drifted_hour(config_file.parent), predict, concurrency=8, monitor_url=monitor))
+        answered = asyncio.run(
+            replay(
+                drifted_hour(config_file.parent),
+                predict,
+                concurrency=8,
+                monitor_url=monitor,
+                monitor_token=monitor_token(config),
+            )
+        )
         assert answered.failed == 0, answered.failures
         status = httpx.get(f"{monitor}/status", timeout=5).json()
         assert status["counts"]["alerts"] >= 2, status["counts"]  # window after window of the champion's drift
@@ -158,7 +167,15 @@ def test_champion_drift_starts_one_retraining_run_that_ends_gated(setup: tuple[P
 
         # The same drift again, after the run: the cool-down holds, whatever the run's outcome.
         asked = len(requests)
-        again = asyncio.run(replay(drifted_hour(config_file.parent), predict, concurrency=8, monitor_url=monitor))
+        again = asyncio.run(
+            replay(
+                drifted_hour(config_file.parent),
+                predict,
+                concurrency=8,
+                monitor_url=monitor,
+                monitor_token=monitor_token(config),
+            )
+        )
         assert again.failed == 0, again.failures
         later = jsonl(state / "retrain_requests.jsonl")[asked:]
         assert later and {r["decision"] for r in later} == {"cooldown"} and {r["run"] for r in later} == {run}
