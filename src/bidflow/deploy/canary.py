@@ -158,9 +158,10 @@ def _registered(model: ModelVersion) -> bool:
 class RouterClient:
     """The local backend's controller, reached over the router's admin API (``bidflow canary serve``)."""
 
-    def __init__(self, url: str, timeout_s: float = 300.0) -> None:
+    def __init__(self, url: str, timeout_s: float = 300.0, token: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
+        self.headers = {"content-type": "application/json"} | ({"authorization": f"Bearer {token}"} if token else {})
 
     def status(self) -> DeploymentState:
         from bidflow.deploy.journal import state_from_dict
@@ -189,9 +190,7 @@ class RouterClient:
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"content-type": "application/json"}
-        )
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=self.headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 return json.loads(response.read())
@@ -229,7 +228,9 @@ def controller_for(config: Config, *, mirror: bool = True, image: str | None = N
     """
     cfg = config.canary
     if cfg.backend == "local":
-        return RouterClient(f"http://{cfg.host}:{cfg.router_port}")
+        from bidflow.monitoring.auth import monitor_token
+
+        return RouterClient(f"http://{cfg.host}:{cfg.router_port}", token=monitor_token(config))
     from bidflow.deploy.kserve import InferenceServiceLog, KServeBackend
 
     backend = KServeBackend.from_config(cfg, image=image or default_image())

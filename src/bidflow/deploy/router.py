@@ -32,6 +32,7 @@ from bidflow.deploy.backend import ModelVersion, Role
 from bidflow.deploy.split import route
 from bidflow.errors import BidflowError, ConflictError
 from bidflow.kinds import registered_name
+from bidflow.monitoring.auth import authorized
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -158,6 +159,7 @@ class RouterState:
     controller: Controller
     backend: ProcessBackend
     payloads: PayloadLogger | None
+    token: str | None = None  # what a transition request must carry (bidflow.monitoring.auth); None: no check
     stats: dict[Role, RoleStats] = field(default_factory=lambda: {"champion": RoleStats(), "canary": RoleStats()})
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -234,6 +236,8 @@ def build_router(state: RouterState) -> Starlette:
 
     def transition(act: Callable[[dict[str, Any]], Any]) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> Response:
+            if state.token is not None and not authorized(request.headers.get("authorization"), None, state.token):
+                return JSONResponse({"error": "moving traffic needs the deployment's bearer token"}, 401)
             try:
                 body = await request.json()
             except ValueError:
@@ -320,7 +324,10 @@ def serve_router(config: Config, config_path: Path | None = None) -> None:
 
         token = monitor_token(config)  # the monitor's intake refuses payloads without it
         payloads = PayloadLogger(cfg.monitor_url, config.monitor.payload_batch, config.monitor.payload_queue, token)
-    app = build_router(RouterState(controller, backend, payloads))
+    from bidflow.monitoring.auth import monitor_token
+
+    # The same token as the monitor's intake: only the deployment's own processes (the CLI, the monitor) hold it.
+    app = build_router(RouterState(controller, backend, payloads, monitor_token(config)))
     server = uvicorn.Server(
         uvicorn.Config(app, host=cfg.host, port=cfg.router_port, log_config=None, access_log=False, lifespan="on")
     )

@@ -24,7 +24,9 @@ from bidflow.deploy.backend import ModelVersion
 from bidflow.deploy.canary import RouterClient
 from bidflow.deploy.replay import Auction, read_auctions, replay
 from bidflow.deploy.split import route
+from bidflow.errors import DeploymentError
 from bidflow.modeling.train import TrainedModel, save_model
+from bidflow.monitoring.auth import monitor_token
 from tests.conftest import free_port, running_router, small_config
 
 pytestmark = pytest.mark.integration
@@ -62,9 +64,9 @@ def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class Router:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str) -> None:
         self.url = url
-        self.client = RouterClient(url)
+        self.client = RouterClient(url, token=token)
 
     def predict_url(self) -> str:
         return f"{self.url}/v1/models/bid_filter:predict"
@@ -74,7 +76,7 @@ class Router:
 def router(config_file: Path) -> Iterator[Router]:
     """``bidflow canary serve`` as a process (a fresh one per test; the state folder persists)."""
     with running_router(config_file) as url:
-        yield Router(url)
+        yield Router(url, monitor_token(load_config(config_file, environ={})))
 
 
 def _replay_while(router: Router, auctions: list[Auction], action: object, after: int) -> object:
@@ -98,6 +100,9 @@ def test_canary_split_and_rollback_without_a_failed_request(
     router: Router, models: list[ModelVersion], auctions: list[Auction]
 ) -> None:
     client = router.client
+    for anonymous in (RouterClient(router.url), RouterClient(router.url, token="not-the-deployments-token")):
+        with pytest.raises(DeploymentError, match="bearer token"):
+            anonymous.deploy(models[0], 20, actor="anyone")  # nothing unauthenticated moves traffic
     first = client.deploy(models[0], 20, actor="test")
     assert first.state is not None and first.state.champion == models[0] and first.state.canary is None
 
