@@ -132,3 +132,42 @@ def running_router(config_file: Path, timeout_s: float = 180.0) -> Iterator[str]
     finally:
         process.terminate()
         process.wait(timeout=60)
+
+
+@contextlib.contextmanager
+def running_monitor(config_file: Path, timeout_s: float = 120.0) -> Iterator[str]:
+    """The drift monitor in its own environment with ``config_file``; yields its URL, stops it after."""
+    import httpx
+
+    from bidflow.config import load_config
+    from bidflow.deploy.steps import monitor_python
+
+    config = load_config(config_file, environ={})
+    url = f"http://127.0.0.1:{config.monitor.port}"
+    log_path = config_file.parent / "monitor.log"
+    command = [str(monitor_python()), "-m", "bidflow.monitoring", "--config", str(config_file), "serve"]
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert process.poll() is None, log_path.read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "monitor did not start"
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float = 60.0) -> None:
+    """Poll ``condition`` until it is true; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.25)

@@ -18,7 +18,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,11 +32,11 @@ from bidflow.data.ingest import ingest
 from bidflow.data.simulate import simulate
 from bidflow.deploy.canary import RouterClient
 from bidflow.deploy.replay import read_auctions, replay
-from bidflow.deploy.steps import deploy_step, fit_detector, monitor_python
+from bidflow.deploy.steps import deploy_step, fit_detector
 from bidflow.modeling import registry
 from bidflow.modeling.steps import drift_reference_step, train_step
 from bidflow.monitoring.auth import monitor_token
-from tests.conftest import REPO, free_port, running_router
+from tests.conftest import REPO, free_port, running_monitor, running_router, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -104,34 +103,8 @@ def traffic(root: Path, scenario: str) -> list[Any]:
 
 @pytest.fixture(scope="module")
 def monitor(setup: tuple[Path, Config]) -> Iterator[str]:
-    config_file, config = setup
-    url = f"http://127.0.0.1:{config.monitor.port}"
-    log_path = config_file.parent / "monitor.log"
-    command = [str(monitor_python()), "-m", "bidflow.monitoring", "--config", str(config_file), "serve"]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, log_path.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "monitor did not start"
-            time.sleep(0.3)
+    with running_monitor(setup[0]) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def wait_for(condition: Any, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.25)
 
 
 def test_drift_rolls_the_canary_back_and_a_clean_canary_is_promoted(setup: tuple[Path, Config], monitor: str) -> None:

@@ -13,7 +13,6 @@ canary serve`` (router + model servers) and ``python -m bidflow.monitoring serve
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,11 +25,11 @@ import yaml
 from bidflow.config import Config, load_config
 from bidflow.deploy.canary import RouterClient
 from bidflow.deploy.replay import read_instances, replay, select_rows
-from bidflow.deploy.steps import deploy_step, fit_detector, monitor_python
+from bidflow.deploy.steps import deploy_step, fit_detector
 from bidflow.kinds import kind
 from bidflow.modeling import registry
 from bidflow.modeling.steps import train_step
-from tests.conftest import REPO, SHARED_DATA, free_port, running_router
+from tests.conftest import SHARED_DATA, free_port, running_monitor, running_router, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -84,34 +83,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Config]:
 
 @pytest.fixture(scope="module")
 def monitor(setup: tuple[Path, Config]) -> Iterator[str]:
-    config_file, config = setup
-    url = f"http://127.0.0.1:{config.monitor.port}"
-    log_path = config_file.parent / "monitor.log"
-    command = [str(monitor_python()), "-m", "bidflow.monitoring", "--config", str(config_file), "serve"]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, log_path.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "monitor did not start"
-            time.sleep(0.3)
+    with running_monitor(setup[0]) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def wait_for(condition: Any, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.25)
 
 
 def test_a_drifted_ctr_canary_is_rolled_back_by_the_monitor(setup: tuple[Path, Config], monitor: str) -> None:

@@ -37,8 +37,8 @@ from bidflow.deploy.steps import deploy_step, fit_detector
 from bidflow.modeling import registry
 from bidflow.modeling.steps import drift_reference_step, train_step
 from bidflow.monitoring.auth import monitor_token
-from tests.conftest import REPO, free_port, running_router
-from tests.e2e.test_canary_drift import monitor, wait_for
+from tests.conftest import REPO, free_port, running_router, wait_for
+from tests.e2e.test_canary_drift import monitor
 
 __all__ = ["monitor"]  # the monitor process (python -m bidflow.monitoring serve), on this module's setup
 
