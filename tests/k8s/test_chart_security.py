@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
 
 from bidflow.deploy.backend import ModelVersion
 from bidflow.deploy.crd import GROUP, KIND, PLURAL, VERSION
@@ -30,6 +29,9 @@ from bidflow.deploy.kserve_api import InferenceServiceClient
 from bidflow.deploy.validation import validate_inference_service
 from bidflow.errors import DeploymentError
 from tests.k8s.cluster import ApiServer, Tools
+from tests.k8s.test_kserve_backend import crd_served
+
+__all__ = ["crd_served"]  # the fixture, shared with the KServe backend's tests
 from tests.k8s.test_chart import CHART, VALUES_FILES, one, schema_problems, template, values_args
 
 # helm from the npm registry, and (for the RBAC tests) the kube-apiserver build: not unit tests.
@@ -38,7 +40,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 ROLLBACK_SA = "bidflow-rollback-controller"
 IMAGE = "bidflow/serving:0.1.0"
 DIGEST = "sha256:" + "0123456789abcdef" * 4
-CRD_SERVED_WITHIN_S = 15.0
 
 
 def version(n: int) -> ModelVersion:
@@ -74,26 +75,6 @@ def test_the_role_follows_the_bid_filter_name(tools: Tools) -> None:
 
 
 # --- the Role on a real kube-apiserver ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def crd_served(apiserver: ApiServer, crd_file: Path) -> None:
-    extensions = client.ApiextensionsV1Api(apiserver.client)
-    try:
-        extensions.create_custom_resource_definition(json.loads(crd_file.read_text(encoding="utf-8")))
-    except ApiException as exc:
-        if exc.status != 409:  # already there from another module
-            raise
-    api = client.CustomObjectsApi(apiserver.client)
-    started = time.monotonic()
-    while True:
-        try:
-            api.list_cluster_custom_object(GROUP, VERSION, PLURAL)
-            return
-        except ApiException as exc:
-            if time.monotonic() - started > CRD_SERVED_WITHIN_S:
-                pytest.fail(f"the InferenceService CRD is not served {CRD_SERVED_WITHIN_S}s after its creation: {exc}")
-        time.sleep(0.25)
 
 
 @pytest.fixture

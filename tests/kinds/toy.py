@@ -81,7 +81,6 @@ KIND: Final = Kind(
     default_source=default_source,
     served_model="bidflow.serving.tabular:TabularModel",
     bias_slices=("colour",),
-    drift_features=("colour", "size"),
     drift=instance_drift(categorical=("colour",), numeric=("size",)),
     replay="instances",
 )

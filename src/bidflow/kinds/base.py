@@ -180,15 +180,13 @@ class Kind:
         pipeline: ``module:function`` of its ``@dsl.pipeline``; None: it has none (CLI steps only).
         pipeline_source: the pipeline's data parameter (``raw_logs``: generated or given auction
             logs; any other name: the kind's ``default_source`` path).
-        thresholded: scores become call/skip decisions per partner (per-partner thresholds from
-            ``evaluate.target_bid_recall`` and the calls-saved economics); otherwise a plain score.
         bias_slices: the columns its bias gate slices by (None: ``fairness.slices``).
-        drift_features: the request features the drift monitor watches for it (empty: none).
         drift: how the drift monitor maps its served traffic and its held-out rows onto monitored
             columns (None: it is not watched, and no drift reference is written for it).
         replay: how its traffic is replayed through the router (``openrtb``: auction logs;
             ``instances``: its rows as KServe v1 instances; None: not replayable).
-        partner_column: the column naming the demand partner of a row (thresholded kinds).
+        partner_column: the column naming the demand partner of a row; set, the kind is
+            ``thresholded``.
     """
 
     name: str
@@ -203,9 +201,19 @@ class Kind:
     served_model: str
     pipeline: str | None = None
     pipeline_source: str = "raw_logs"
-    thresholded: bool = False
     bias_slices: tuple[str, ...] | None = None
-    drift_features: tuple[str, ...] = ()
     drift: DriftShape | None = None
     replay: str | None = None
     partner_column: str | None = None
+
+    @property
+    def thresholded(self) -> bool:
+        """Scores become call/skip decisions per partner: per-partner thresholds from
+        ``evaluate.target_bid_recall``, the calls-saved economics and online labels from explored auctions.
+        """
+        return self.partner_column is not None
+
+    @property
+    def drift_features(self) -> tuple[str, ...]:
+        """The columns the drift monitor watches for the kind, besides its score (empty: none)."""
+        return () if self.drift is None else (*self.drift.categorical, *self.drift.numeric)

@@ -76,7 +76,6 @@ KIND: Final = Kind(
     pipeline="bidflow.pipelines.ctr:ctr_pipeline",
     pipeline_source="impressions",
     bias_slices=("region", "adexchange", "slotvisibility"),  # the sample has no partner or device columns
-    drift_features=(*DRIFT_CATEGORICAL, *DRIFT_NUMERIC),
     drift=instance_drift(DRIFT_CATEGORICAL, DRIFT_NUMERIC),
     replay="instances",
 )

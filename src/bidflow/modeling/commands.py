@@ -180,11 +180,11 @@ def promote(
 ) -> None:
     """Point the 'champion' alias at the candidate (or a version) once its gates have passed."""
     from bidflow.errors import GateFailed
+    from bidflow.kinds import registered_name
     from bidflow.modeling import registry
-    from bidflow.modeling.inputs import model_name
 
     config = _config(ctx)
-    name = model_name(config, _kind(config, model))
+    name = registered_name(config, _kind(config, model))
     target = registry.resolve(config.registry, name, version or registry.CANDIDATE)
     missing = [g for g in ("evaluation", "fairness") if target.tags.get(f"gate.{g}") != "passed"]
     if missing and not force:
@@ -199,11 +199,11 @@ def promote(
 
 def models(ctx: typer.Context, model: ModelOption = DEFAULT_KIND) -> None:
     """List the registered versions with their aliases and gate verdicts."""
+    from bidflow.kinds import registered_name
     from bidflow.modeling import registry
-    from bidflow.modeling.inputs import model_name
 
     config = _config(ctx)
-    name = model_name(config, _kind(config, model))
+    name = registered_name(config, _kind(config, model))
     found = registry.versions(config.registry, name)
     if not found:
         out.print(f"no versions of '{name}' at {config.registry.tracking_uri}")

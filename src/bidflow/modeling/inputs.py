@@ -22,7 +22,6 @@ import pandas as pd
 
 from bidflow.errors import BidflowError, ConfigError, ModelError
 from bidflow.kinds import kind as kind_of
-from bidflow.kinds import registered_name
 from bidflow.modeling.dataset import FeatureSpec, latest_hours
 
 if TYPE_CHECKING:
@@ -32,11 +31,6 @@ FeatureSource = Literal["feast", "request"]
 
 TIME: Final = "ts"
 _FEAST_TIMESTAMP: Final = "event_timestamp"
-
-
-def model_name(config: Config, kind: str) -> str:
-    """The registered model name of ``kind`` (``registry.models`` may rename it)."""
-    return registered_name(config, kind)
 
 
 def source_of(config: Config, kind: str, source: Path | None = None) -> Path:

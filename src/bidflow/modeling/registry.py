@@ -134,7 +134,7 @@ def log_training(
     Args:
         cfg: the ``registry`` configuration section.
         model: the trained model.
-        model_name: registered model name (``bidflow.modeling.inputs.model_name`` of a kind).
+        model_name: registered model name (``bidflow.kinds.registered_name`` of a kind).
         data: the training data's version.
         example: a few raw rows (the model's feature columns) for the input example.
         figures: plots to store as PNG artifacts under ``plots/``.

@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from bidflow.errors import GateFailed, ModelError
 from bidflow.kinds import kind as kind_of
+from bidflow.kinds import registered_name
 from bidflow.modeling import inputs, registry
 from bidflow.modeling.inputs import FeatureSource
 
@@ -126,7 +127,7 @@ def train_step(
     run_id, ref = registry.log_training(
         config.registry,
         model,
-        model_name=inputs.model_name(config, kind),
+        model_name=registered_name(config, kind),
         data=version,
         example=frame[list(spec.names)].head(5),
         figures=figures,
@@ -168,7 +169,7 @@ def evaluate_step(
     from bidflow.modeling import plots
     from bidflow.modeling.report import evaluation_html, write_html, write_json
 
-    name = inputs.model_name(config, kind)
+    name = registered_name(config, kind)
     cand_ref, champ_ref, report = evaluation_of(
         config, kind, source=source, since=since, until=until, candidate=candidate, champion=champion
     )
@@ -227,7 +228,7 @@ def fairness_step(
     """
     from bidflow.modeling.report import fairness_html, write_html, write_json
 
-    name = inputs.model_name(config, kind)
+    name = registered_name(config, kind)
     cand_ref, bias = bias_of(config, kind, source=source, since=since, until=until, candidate=candidate, slices=slices)
     report = bias.report
     figures = _failing_calibration(bias.frame, bias.y, bias.scores, report)
@@ -264,7 +265,7 @@ def evaluation_of(
     """
     from bidflow.modeling.evaluate import evaluate
 
-    name = inputs.model_name(config, kind)
+    name = registered_name(config, kind)
     cand_ref, cand = registry.load(config.registry, name, candidate)
     champ_ref, champ = _champion(config, name, champion)
     frame = _window(config, kind, source, since, until, [cand.spec.feature_service, *_services(champ)])
@@ -304,7 +305,7 @@ def bias_of(
     from bidflow.modeling.dataset import labels
     from bidflow.modeling.fairness import fairness_report
 
-    name = inputs.model_name(config, kind)
+    name = registered_name(config, kind)
     cand_ref, cand = registry.load(config.registry, name, candidate)
     frame = _window(config, kind, source, since, until, [cand.spec.feature_service])
     y, scores = labels(frame, cand.spec), cand.predict(frame)
@@ -342,7 +343,7 @@ def register_step(
     Raises:
         GateFailed: a gate has not run or has not passed (nothing is registered).
     """
-    name = inputs.model_name(config, kind)
+    name = registered_name(config, kind)
     run = registry.resolve(config.registry, name, registry.run_uri(run_id))
     missing = [g for g in gates if run.tags.get(f"gate.{g}") != "passed"]
     if missing:
@@ -464,7 +465,7 @@ def drift_reference_step(
             f"kind '{kind}' has no drift shape, so it has no drift reference",
             hint="give the kind a `drift` (bidflow.kinds.base.DriftShape) to have it watched",
         )
-    name = inputs.model_name(config, kind)
+    name = registered_name(config, kind)
     ref, trained = registry.load(config.registry, name, model)
     frame = _window(config, kind, source, None, None, [trained.spec.feature_service])
     reference = shape.reference(frame.assign(**{SCORE: trained.predict(frame)}))

@@ -92,8 +92,8 @@ def run_local(name: str, arguments: dict[str, Any], config: Config, workdir: Pat
     """
     from kfp import local
 
+    from bidflow.kinds import registered_name
     from bidflow.modeling import registry
-    from bidflow.modeling.inputs import model_name
 
     workdir.mkdir(parents=True, exist_ok=True)
     spec = compile_pipeline(name, workdir / f"{name}.yaml", config=config)
@@ -118,7 +118,7 @@ def run_local(name: str, arguments: dict[str, Any], config: Config, workdir: Pat
             raise LocalRunError(f"pipeline '{name}' failed", got=plain[:500], hint="read the task's log above") from exc
     out = task.outputs
     run_id = str(out["model"].metadata["run_id"])
-    found = [v for v in registry.versions(config.registry, model_name(config, name)) if v.run_id == run_id]
+    found = [v for v in registry.versions(config.registry, registered_name(config, name)) if v.run_id == run_id]
     return LocalRun(
         pipeline=name,
         outputs=workdir / "outputs",

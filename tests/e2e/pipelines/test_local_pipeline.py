@@ -206,15 +206,18 @@ def test_a_failing_data_gate_fails_the_run_before_training(tmp_path: Path, raw_l
     assert "train-model" not in task_dirs(tmp_path) and not (tmp_path / "mlflow.db").exists()
 
 
-def test_ctr_pipeline_registers_its_candidate(tmp_path: Path, pip_shim: Path, shared_data: Path) -> None:
+def test_ctr_pipeline_registers_and_deploys_its_candidate(tmp_path: Path, pip_shim: Path, shared_data: Path) -> None:
     sample = shared_data / "ipinyou_2997_sample" / "train.csv.gz"  # read in place, never copied
-    settings = {"features": {"ctr_source": str(sample)}}
-    result = run_pipeline(tmp_path, None, pip_shim, settings, "--pipeline", "ctr")
+    settings = {"features": {"ctr_source": str(sample)}, "canary": {"kind": "ctr"}}  # a deployment serving CTR
+    result = run_pipeline(tmp_path, None, pip_shim, settings, "--pipeline", "ctr", router=True)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "registered ctr_ipinyou v1 as 'candidate'" in result.stdout
     (version,) = versions(tmp_path, "ctr_ipinyou")
     assert version.tags["gate.evaluation"] == version.tags["gate.fairness"] == "passed"
     assert {"build-ctr-features", "materialize-features", "register-model"} <= task_dirs(tmp_path)
+    assert "deployed version 1 as champion" in result.stdout
+    assert set(version.aliases) == {"candidate", "champion"}
+    assert {"deploy-canary", "fit-drift-detector"} <= task_dirs(tmp_path)
 
 
 def test_the_shim_sees_the_install_kfp_local_does_for_a_default_component(tmp_path: Path, pip_shim: Path) -> None:
