@@ -407,6 +407,21 @@ class MonitorConfig(_Section):
     )
 
 
+class ExplainConfig(_Section):
+    """Explanations (TreeSHAP contributions): online, in the reports and in the monitor's rollback reasons."""
+
+    top: int = Field(default=8, ge=0, description="contributions shown per decision (0: every feature)")
+    max_rows: int = Field(
+        default=20_000, ge=100, description="held-out rows explained for a report (a seeded sample beyond this)"
+    )
+    plot_features: int = Field(default=15, ge=1, description="features in a summary plot, most important first")
+    slices: int = Field(default=5, ge=1, description="bias report: worst slices whose scores are explained")
+    drift_features: int = Field(default=3, ge=1, description="features a rollback or alert reason names")
+    drift_requests: int = Field(
+        default=64, ge=1, le=1_000, description="monitor: recent requests per role kept to explain a drifted window"
+    )
+
+
 class Config(_Section):
     """All of bidflow's settings."""
 
@@ -422,6 +437,7 @@ class Config(_Section):
     registry: RegistryConfig = RegistryConfig()
     canary: CanaryConfig = CanaryConfig()
     monitor: MonitorConfig = MonitorConfig()
+    explain: ExplainConfig = ExplainConfig()
     kinds: dict[str, str] = Field(
         default_factory=dict,
         description="model kinds beyond the built-in ones: name -> 'module:attribute' of a bidflow.kinds.Kind",
