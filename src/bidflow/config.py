@@ -402,6 +402,11 @@ class MonitorConfig(_Section):
         "a local run generates simulated logs) or ['--param', 'canary_percent=10']",
     )
     retrain_host: str | None = Field(default=None, description="submit: the Kubeflow Pipelines API endpoint")
+    explain_urls: dict[Literal["champion", "canary"], str] = Field(
+        default_factory=dict,
+        description="base URL of the model server of each role, asked to explain a drifted window "
+        "(KServe: the revisions' tag URLs); unset: the local router, which pins explain requests to a role",
+    )
     retrain_timeout_minutes: float = Field(
         default=180.0, gt=0.0, description="a run still going after this long is stopped and recorded as failed"
     )

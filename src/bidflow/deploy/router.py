@@ -13,6 +13,10 @@ Admin API (used by ``bidflow canary ...`` and the monitor, on the same loopback 
 ``GET /admin/state``, ``GET /admin/transitions``, ``GET /admin/metrics``,
 ``POST /admin/deploy | /admin/promote | /admin/rollback`` (JSON: ``actor``, ``reasons``,
 ``metrics``; deploy also ``model`` and ``percent``).
+
+Explain requests (``POST /v1/models/<name>:explain``) are not split: they go to the champion, or to
+the role their ``x-bidflow-role`` header names (the drift monitor explains a drifted canary's
+traffic on the canary's own server). They are not scoring: no statistics, nothing sent to the monitor.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+ROLE_HEADER: Final = "x-bidflow-role"  # an explain request names the role whose model explains it
 _HOP_HEADERS: Final = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "host"})
 _LATENCY_SAMPLES: Final = 50_000
 _FLUSH_S: Final = 0.5
@@ -185,6 +190,13 @@ def build_router(state: RouterState) -> Starlette:
         path = request.url.path
         scoring = request.method == "POST" and (path.endswith(":predict") or path.endswith("/infer"))
         role: Role = route(request_id(path, body), routes.percent) if scoring and routes.canary else "champion"
+        if request.method == "POST" and path.endswith(":explain"):
+            asked = request.headers.get(ROLE_HEADER, "champion")
+            if asked not in ("champion", "canary"):
+                return JSONResponse({"error": f"'{ROLE_HEADER}' names a role: champion or canary", "got": asked}, 400)
+            if asked == "canary" and routes.canary is None:
+                return JSONResponse({"error": "no canary is deployed to explain"}, 409)
+            role = "canary" if asked == "canary" else "champion"
         server: Server = routes.canary if role == "canary" and routes.canary is not None else routes.champion
         stats = state.stats[role]
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}

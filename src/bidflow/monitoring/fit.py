@@ -17,19 +17,32 @@ from typing import Final
 import pandas as pd
 
 from bidflow.errors import MonitorError
+from bidflow.monitoring.attribution import (
+    REFERENCE_FILE,
+    ReferenceContributions,
+    write_reference_contributions,
+)
 from bidflow.monitoring.drift import BID_FILTER, Backend, Columns, DriftDetector, fit_detector, save_detector
 
 COLUMNS_KEY: Final = b"bidflow.drift.columns"
+# The model's mean contributions over the held-out rows: they travel inside the reference file (a
+# pipeline artifact) and are written beside the detector, for the monitor's attribution of a drifted window.
+CONTRIBUTIONS_KEY: Final = b"bidflow.drift.contributions"
 
 
-def write_reference(frame: pd.DataFrame, path: Path, columns: Columns) -> None:
-    """Write the monitored ``columns`` (and ``score``) of ``frame`` to ``path``, the columns named in its metadata."""
+def write_reference(
+    frame: pd.DataFrame, path: Path, columns: Columns, contributions: ReferenceContributions | None = None
+) -> None:
+    """Write the monitored ``columns`` (and ``score``) of ``frame`` to ``path``, the columns named in its metadata
+    (and the model's reference ``contributions``, when given)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(frame[list(columns.all)].reset_index(drop=True), preserve_index=False)
     described = {"categorical": list(columns.categorical), "numeric": list(columns.numeric)}
     metadata = dict(table.schema.metadata or {}) | {COLUMNS_KEY: json.dumps(described).encode()}
+    if contributions is not None:
+        metadata[CONTRIBUTIONS_KEY] = json.dumps(contributions.to_json()).encode()
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table.replace_schema_metadata(metadata), path)
 
@@ -78,4 +91,21 @@ def fit_from_reference(reference: Path, out: Path, p_value: float, backend: Back
     frame, columns = read_reference(reference)
     detector = fit_detector(frame, p_value, backend=backend, columns=columns)
     save_detector(detector, Path(out))
+    contributions = reference_contributions(Path(reference))
+    if contributions is not None:
+        write_reference_contributions(contributions, Path(out) / REFERENCE_FILE)
     return detector
+
+
+def reference_contributions(reference: Path) -> ReferenceContributions | None:
+    """The model's reference contributions a reference file carries (None: written without them)."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.read_schema(reference).metadata or {}
+    if CONTRIBUTIONS_KEY not in metadata:
+        return None
+    try:
+        return ReferenceContributions.from_json(json.loads(metadata[CONTRIBUTIONS_KEY]))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise MonitorError("a drift reference's contributions are not readable", where=reference,
+                           got=repr(exc)[:200]) from exc  # fmt: skip

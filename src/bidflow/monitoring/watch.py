@@ -81,10 +81,12 @@ class RoleWatch:
     scores: deque[float] = field(default_factory=lambda: deque(maxlen=_SCORES_KEPT))
     recall: Recall = field(default_factory=Recall)
     auctions: int = 0
+    requests: deque[dict[str, Any]] = field(default_factory=deque)  # the latest v1 bodies, to explain a window
 
     def reset(self, version: str | None) -> None:
         self.version = version
         self.rows.clear()
+        self.requests.clear()
         self.scores.clear()
         self.recall = Recall()
         self.auctions = 0
@@ -100,6 +102,7 @@ class WindowResult:
     report: dict[str, Any]
     action: str | None = None  # "rollback" | "alert" | None
     detected_at: float = 0.0  # when the test finished, before any action (``at``: after it)
+    attribution: dict[str, Any] | None = None  # the features that moved the scores (``bidflow.monitoring.attribution``)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -109,6 +112,7 @@ class WindowResult:
             "detected_at": self.detected_at,
             "report": self.report,
             "action": self.action,
+            "attribution": self.attribution,
         }
 
 
@@ -150,7 +154,8 @@ class Monitor:
         self.retrain = retrain or RetrainTrigger(config, self.state_dir)
         self._load = detector_loader or self._load_from_folder
         self._detectors: OrderedDict[str, DriftDetector] = OrderedDict()
-        self.watch = {role: RoleWatch() for role in ROLES}
+        kept = config.explain.drift_requests
+        self.watch = {role: RoleWatch(requests=deque(maxlen=kept)) for role in ROLES}
         self.explored: OrderedDict[str, tuple[str, dict[str, bool]]] = OrderedDict()
         self.unmatched: OrderedDict[str, set[str]] = OrderedDict()
         self.history: deque[WindowResult] = deque(maxlen=_HISTORY_KEPT)
@@ -228,6 +233,9 @@ class Monitor:
         ts_ms = int(float(record.get("ts") or time.time()) * 1000)
         # Mapped whole before anything is kept: a call that cannot be read adds nothing to the window.
         rows = self.shape.served(record["request"], record["response"], ts_ms)
+        request = record["request"]
+        if rows and isinstance(request, dict) and isinstance(request.get("instances"), list):
+            watch.requests.append(request)  # v1 bodies only: the explain route speaks v1
         for row in rows:
             watch.rows.append(row.values)
             if row.score is not None:
@@ -274,50 +282,69 @@ class Monitor:
             log.error("drift check skipped for %s v%s: %s", role, version, exc.render())
             return
         detected_at = time.time()
-        action = self._act(role, version, report)
-        result = WindowResult(role, version, time.time(), report.to_dict(), action, detected_at)
+        action, attribution = self._act(role, version, report)
+        result = WindowResult(role, version, time.time(), report.to_dict(), action, detected_at, attribution)
         self.history.append(result)
         for listener in self.listeners:
             listener(result)
 
-    def _act(self, role: str, version: str, report: DriftReport) -> str | None:
+    def _act(self, role: str, version: str, report: DriftReport) -> tuple[str | None, dict[str, Any] | None]:
+        """Roll a drifted canary back or raise a champion alert; (the action, the window's attribution)."""
         if role == "champion":
-            if report.drift:
-                self._alert(version, report)
-                return "alert"
-            return None
+            if not report.drift:
+                return None, None
+            attribution = self._attribution(role, version)
+            self._alert(version, report, attribution)
+            return "alert", attribution
         window = self.window_metrics(report.drifted)
         verdict = analyse(window, self.config.canary, labelled=self._labelled)
         if verdict.outcome != "rollback":
-            return None
+            return None, None
         if self.controller is None:
             log.warning("canary v%s should be rolled back (%s); no controller", version, "; ".join(verdict.reasons))
-            return None
+            return None, None
+        # Before the rollback: afterwards the canary's server may be gone (the local backend retires it).
+        attribution = self._attribution(role, version)
         try:
             transition = self.controller.rollback(
                 actor="monitor",
-                reasons=verdict.reasons,
-                metrics={"window": window.to_dict(), "drift": report.to_dict()},
+                reasons=[*verdict.reasons, *_attribution_reason(attribution)],
+                metrics={"window": window.to_dict(), "drift": report.to_dict(), "attribution": attribution},
             )
         except BidflowError as exc:
             self.errors.append(f"rollback failed: {exc.render()}"[:300])
             log.error("rollback of canary v%s failed: %s", version, exc.render())
-            return None
+            return None, attribution
         self.counts["rollbacks"] += 1
         self.transitions.append(transition.to_dict())
         with self._lock:
             self.watch["canary"].reset(None)
         log.warning("canary v%s rolled back: %s", version, "; ".join(verdict.reasons))
-        return "rollback"
+        return "rollback", attribution
 
-    def _alert(self, version: str, report: DriftReport) -> None:
+    def _alert(self, version: str, report: DriftReport, attribution: dict[str, Any]) -> None:
         self.counts["alerts"] += 1
-        reason = f"drift in the champion's traffic (v{version}): {', '.join(report.drifted)}"
+        drifted = f"drift in the champion's traffic (v{version}): {', '.join(report.drifted)}"
+        reason = "; ".join([drifted, *_attribution_reason(attribution)])
         try:
-            self.retrain.request(version=version, reason=reason, drift=report.to_dict())
+            self.retrain.request(version=version, reason=reason, drift=report.to_dict() | {"attribution": attribution})
         except OSError as exc:  # the state folder is not writable: the alert stands, the window goes on
             self.errors.append(f"retraining request not recorded: {exc!r}"[:300])
             log.error("%s: retraining request not recorded: %s", reason, exc)
+
+    def _attribution(self, role: str, version: str) -> dict[str, Any]:
+        """Which features' contributions moved in ``role``'s recent traffic (or why that is not known)."""
+        from bidflow.monitoring.attribution import REFERENCE_FILE, attribute, read_reference_contributions
+
+        with self._lock:
+            requests = list(self.watch[role].requests)
+        try:
+            reference = read_reference_contributions(self._version_folder(version) / REFERENCE_FILE)
+            return attribute(self.config, role, version, requests, reference)
+        except MonitorError as exc:
+            self.errors.append(f"no attribution for {role} v{version}: {exc.render()}"[:300])
+            log.warning("no attribution for %s v%s: %s", role, version, exc.render())
+            return {"role": role, "version": version, "error": exc.render()[:300]}
 
     def window_metrics(self, drifted: Iterable[str] = ()) -> WindowMetrics:
         """Champion vs canary now: router figures (when known), online recall, score PSI, drift."""
@@ -359,11 +386,7 @@ class Monitor:
     def _load_from_folder(self, version: str) -> DriftDetector:
         from bidflow.monitoring.drift import load_detector
 
-        if not _VERSION.fullmatch(version) or version in {".", ".."}:
-            # A version becomes a folder name below monitor.detector: never a path of its own choosing.
-            raise MonitorError("a model version is not a plain name", got=repr(version)[:80])
-        root = self.config.monitor.detector
-        folder = root / version if (root / version).is_dir() else root
+        folder = self._version_folder(version)
         if not folder.exists():
             raise MonitorError(
                 f"no fitted drift detector for model version {version}",
@@ -371,6 +394,14 @@ class Monitor:
                 hint="fit one at training time: `python -m bidflow.monitoring fit` in the monitor environment",
             )
         return load_detector(folder)
+
+    def _version_folder(self, version: str) -> Path:
+        """A version's detector and reference contributions: in ``<detector>/<version>/``, else ``<detector>/``."""
+        if not _VERSION.fullmatch(version) or version in {".", ".."}:
+            # A version becomes a folder name below monitor.detector: never a path of its own choosing.
+            raise MonitorError("a model version is not a plain name", got=repr(version)[:80])
+        root = self.config.monitor.detector
+        return root / version if (root / version).is_dir() else root
 
     # -- status --
 
@@ -401,6 +432,14 @@ class Monitor:
                 "counts": dict(self.counts) | retrain["counts"],
                 "errors": list(self.errors),
             }
+
+
+def _attribution_reason(attribution: Mapping[str, Any]) -> list[str]:
+    """The attribution as a reason line (none when there is none)."""
+    from bidflow.modeling.explain import describe_shift
+
+    moved = attribution.get("features")
+    return [f"contributions shifted most: {describe_shift(moved)}"] if moved else []
 
 
 def _shape(config: Config) -> DriftShape:

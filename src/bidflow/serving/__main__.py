@@ -103,6 +103,7 @@ def build(args: argparse.Namespace, config: Config) -> tuple[ServedModel, Server
         feature_timeout_s=args.feature_timeout_ms / 1000,
         breaker_cooldown_s=args.breaker_cooldown_s,
         feature_cache_s=args.feature_cache_s,
+        explain_top=config.explain.top,
     )
     name = args.name or registered
     model: ServedModel = load_object(served.served_model, where=f"the served model of kind '{served.name}'")(

@@ -82,6 +82,7 @@ class ServeOptions:
         feature_timeout_s: longest wait on the online store (Redis) before failing open.
         breaker_cooldown_s: how long the store is left alone after a failure.
         feature_cache_s: how long the store's answers are reused (0: ask it for every auction).
+        explain_top: contributions per row on the ``:explain`` route (0: all; ``bidflow.serving.explanations``).
     """
 
     validation: ValidationContext = field(default_factory=ValidationContext)
@@ -90,6 +91,7 @@ class ServeOptions:
     feature_timeout_s: float = DEFAULT_TIMEOUT_S
     breaker_cooldown_s: float = DEFAULT_COOLDOWN_S
     feature_cache_s: float = DEFAULT_CACHE_S
+    explain_top: int = 8
 
 
 @dataclass(frozen=True)
@@ -207,8 +209,14 @@ class ServedModel(Model):  # type: ignore[misc]  # kserve ships no type informat
         might be coroutines or take other arguments: an ``inspect`` check per stage, a label dict
         and three histogram lookups, wall-clock reads rounded for a log line that is off here:
         10-15 µs of an auction's CPU in-process.
-        A stage that raises is not observed. Explain requests go to KServe's version.
+        A stage that raises is not observed.
+
+        Explain requests (``bidflow.serving.explanations``) take the same preprocess, then the kind's
+        ``explain``, whose answer is the response: they are timed apart (``bidflow_serving_explain_seconds``)
+        and never reach the predict stages or their histograms.
         """
+        if verb is InferenceVerb.EXPLAIN:
+            return self.explain(self.preprocess(body, headers), headers), {}
         if verb is not InferenceVerb.PREDICT:
             return await super().__call__(body, headers, verb)  # type: ignore[no-any-return]
         pre, scored, post = self._stage_timers
@@ -252,6 +260,9 @@ class ServedModel(Model):  # type: ignore[misc]  # kserve ships no type informat
     def _load(self) -> Loaded:
         model, version = load_trained(self.config, self.source)
         self._check(model)
+        # XGBoost computes only explanations here (scores come from the compiled predictor): one thread,
+        # so that an explain request never takes the cores the predict path runs on.
+        model.booster.set_param({"nthread": 1})
         predictor = compile_predictor(model)
         service = model.spec.feature_service
         online = open_reader(self.config, service, self.options, self.reader_layout) if service else None
@@ -260,6 +271,12 @@ class ServedModel(Model):  # type: ignore[misc]  # kserve ships no type informat
             self.name, self._partners(model), version=version, source=self.source.describe(), predictor=PREDICTOR_NAME
         )
         return Loaded(model, version, self.source.describe(), predictor, online, counts, mapping)
+
+    def explain(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """The ``:explain`` answer for a preprocessed request (overridden per kind)."""
+        from kserve.errors import InvalidInput
+
+        raise InvalidInput(f"model {self.name} has no explanations")
 
     def _check(self, model: TrainedModel) -> None:
         """Refuse a model this server cannot serve (overridden per kind)."""

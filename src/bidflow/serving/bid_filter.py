@@ -52,6 +52,7 @@ from bidflow.serving.base import Loaded, ModelSource, ServedModel, ServeOptions
 from bidflow.serving.bid_filter_features import LAYOUT as BID_FILTER_LAYOUT
 from bidflow.serving.bodies import bytes_tensor, json_body, parameter, ts_ms, type_name, unique_inputs
 from bidflow.serving.errors import RequestError
+from bidflow.serving.explanations import explain_rows, top_of
 from bidflow.serving.metrics import serving_metrics
 from bidflow.serving.online import GuardedReader, Lookup
 
@@ -201,36 +202,81 @@ class BidFilterModel(ServedModel):
 
     def _decide(self, state: Loaded, auction: Auction) -> Decision:
         policy: Policy = state.mapping
-        assembler = policy.assembler
         req, partners = auction.request, auction.partners
-        features = request_features(req, auction.ts_ms)
         explored = is_exploration(req.id, policy.exploration_share)
         thresholds = np.fromiter(
             map(policy.thresholds.get, partners, repeat(policy.default_threshold)),
             dtype=np.float64,
             count=len(partners),
         )
-        lookup = Lookup(None)
-        if assembler.uses_online and state.online is not None:
-            lookup = state.online.bid_filter(
-                partners, features.publisher_id, features.country, features.format, features.device_type,
-                auction.ts_ms / 1000.0,
-            )  # fmt: skip
-        if lookup.fail_reason is not None:
-            serving_metrics().fail_open.labels(self.name, lookup.fail_reason).inc()
+        x, fail_reason = self._matrix(state, auction)
+        if x is None:
+            serving_metrics().fail_open.labels(self.name, fail_reason).inc()
             calls = np.ones(len(partners), dtype=bool)
             state.counts.record(partners, calls.tolist(), explored, True)
-            return Decision(req.id, partners, None, thresholds, calls, explored, lookup.fail_reason)
-        if lookup.values is None:  # a model without online features
-            x = assembler.matrix(features, partners, None)
-        else:  # the partners' rows, shaped by the assembler (``_prepare``)
-            x = assembler.complete(lookup.values, features)
+            return Decision(req.id, partners, None, thresholds, calls, explored, fail_reason)
         scores = state.predictor.predict(x)
         calls = scores >= thresholds
         if explored:
             calls[:] = True
         state.counts.record(partners, calls.tolist(), explored, False)
         return Decision(req.id, partners, scores, thresholds, calls, explored, None)
+
+    def _matrix(self, state: Loaded, auction: Auction) -> tuple[npt.NDArray[np.float32] | None, str | None]:
+        """The auction's matrix (one row per partner), or None and why the online store gave no features."""
+        assembler = state.mapping.assembler
+        features = request_features(auction.request, auction.ts_ms)
+        lookup = Lookup(None)
+        if assembler.uses_online and state.online is not None:
+            lookup = state.online.bid_filter(
+                auction.partners, features.publisher_id, features.country, features.format, features.device_type,
+                auction.ts_ms / 1000.0,
+            )  # fmt: skip
+        if lookup.fail_reason is not None:
+            return None, lookup.fail_reason
+        if lookup.values is None:  # a model without online features
+            return assembler.matrix(features, auction.partners, None), None
+        return assembler.complete(lookup.values, features), None  # the partners' rows, shaped in ``_prepare``
+
+    # -- explanations --
+
+    def explain(self, batch: Batch, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """Per auction and partner: the decision predict would make, and the contributions behind its score.
+
+        The decision is computed as predict computes it, but not counted (explaining is not serving).
+        An auction whose online features cannot be read is answered as predict answers it (every
+        partner called, no score) with nothing to explain.
+        """
+        state = self._loaded()
+        top = top_of(headers, self.options.explain_top)
+        policy: Policy = state.mapping
+        answers = []
+        rows = 0
+        for auction in batch.auctions:
+            req, partners = auction.request, auction.partners
+            explored = is_exploration(req.id, policy.exploration_share)
+            thresholds = [policy.thresholds.get(p, policy.default_threshold) for p in partners]
+            x, fail_reason = self._matrix(state, auction)
+            answer: dict[str, Any] = {"id": req.id, "model_version": state.version, "explored": explored,
+                                      "fail_open": fail_reason is not None}  # fmt: skip
+            if x is None:
+                answer["fail_open_reason"] = fail_reason
+                answer["partners"] = [
+                    {"partner": p, "score": None, "threshold": t, "decision": CALL, "contributions": []}
+                    for p, t in zip(partners, thresholds, strict=True)
+                ]
+            else:
+                x = x.copy()  # the assembler's rows may be reused by the next request
+                explained = explain_rows(state.model, x, state.predictor.predict(x), top)
+                answer["partners"] = [
+                    {"partner": p, "threshold": t,
+                     "decision": CALL if explored or e["score"] >= t else SKIP, **e}
+                    for p, t, e in zip(partners, thresholds, explained, strict=True)
+                ]  # fmt: skip
+                rows += len(partners)
+            answers.append(answer)
+        serving_metrics().explained.labels(self.name).inc(rows)
+        return {"explanations": answers}
 
     # -- request mapping --
 

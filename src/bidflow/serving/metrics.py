@@ -10,6 +10,8 @@ metric                                             type       labels
 ``bidflow_serving_exploration_share``              gauge      model (explored / auctions since start)
 ``bidflow_serving_fail_open_total``                counter    model, reason
 ``bidflow_serving_model_info``                     gauge = 1  model, version, source, predictor
+``bidflow_serving_explain_seconds``                histogram  model (the ``:explain`` route, apart from scoring)
+``bidflow_serving_explained_total``                counter    model (rows explained: partner calls, instances)
 =================================================  =========  ======================================
 
 Shares over a window come from the counters (``rate(..{decision="skip"}) / rate(..)``); the
@@ -107,6 +109,16 @@ class ServingMetrics(Collector):
             ["model", "protocol"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
+        )
+        self.explain_latency = Histogram(
+            "bidflow_serving_explain_seconds",
+            "Time from receiving an explain request to the start of its response.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.explained = Counter(
+            "bidflow_serving_explained", "Rows explained (partner calls, instances).", ["model"], registry=registry
         )
         self.fail_open = Counter(
             "bidflow_serving_fail_open",

@@ -101,7 +101,8 @@ class ServerOptions:
 class RequestTimer:
     """ASGI middleware: observe the latency of scoring requests in ``bidflow_serving_request_seconds``.
 
-    Only the predict/infer paths of the served models are timed, each with a buffered histogram
+    Only the predict/infer paths of the served models are timed (and their explain paths, in a
+    histogram of their own), each with a buffered histogram
     child (``BufferedHistogram``): one dict lookup, two clock reads and a list append per request.
     """
 
@@ -112,6 +113,7 @@ class RequestTimer:
         for name in models:
             self._timed[f"/v1/models/{name}:predict"] = BufferedHistogram(metrics.latency.labels(name, "v1"))
             self._timed[f"/v2/models/{name}/infer"] = BufferedHistogram(metrics.latency.labels(name, "v2"))
+            self._timed[f"/v1/models/{name}:explain"] = BufferedHistogram(metrics.explain_latency.labels(name))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         histogram = self._timed.get(scope.get("path", "")) if scope["type"] == "http" else None

@@ -39,6 +39,7 @@ from bidflow.serving.assemble import RowAssembler
 from bidflow.serving.base import Loaded, ServedModel
 from bidflow.serving.bodies import check_shape, json_body, parameter, ts_ms, unique_inputs
 from bidflow.serving.errors import RequestError
+from bidflow.serving.explanations import explain_rows, top_of
 from bidflow.serving.metrics import serving_metrics
 
 if TYPE_CHECKING:
@@ -114,6 +115,29 @@ class TabularModel(ServedModel):
 
     def predict(self, batch: Rows, headers: dict[str, str] | None = None) -> Scored:
         """Scores for the rows: one online read, one predict call."""
+        x, failed = self._matrix(batch)
+        if failed is not None:
+            serving_metrics().fail_open.labels(self.name, failed).inc()
+        return Scored(batch, batch.state.predictor.predict(x), failed)
+
+    def explain(self, batch: Rows, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """Per row: the score predict would give, and the contributions behind it (v1 JSON only).
+
+        Rows whose online features cannot be read are explained as predict scores them, with the
+        service's defaults, and the answer says ``fail_open: true``.
+        """
+        state = batch.state
+        x, failed = self._matrix(batch)
+        explained = explain_rows(state.model, x, state.predictor.predict(x), top_of(headers, self.options.explain_top))
+        serving_metrics().explained.labels(self.name).inc(len(explained))
+        body: dict[str, Any] = {"explanations": explained, "model_version": state.version}
+        body["fail_open"] = failed is not None
+        if failed is not None:
+            body["fail_open_reason"] = failed
+        return body
+
+    def _matrix(self, batch: Rows) -> tuple[npt.NDArray[np.float32], str | None]:
+        """The rows' matrix, and why the online features were replaced by the service's defaults (if they were)."""
         state = batch.state
         assembler, keys = state.mapping
         online = None
@@ -123,12 +147,10 @@ class TabularModel(ServedModel):
             lookup = state.online.rows(entities, batch.ts_ms / 1000.0)
             if lookup.fail_reason is not None:
                 failed = lookup.fail_reason
-                serving_metrics().fail_open.labels(self.name, failed).inc()
                 online = np.tile(state.online.reader.defaults, (len(batch.rows), 1))
             else:
                 online = lookup.values
-        scores = state.predictor.predict(assembler.matrix(batch.rows, online))
-        return Scored(batch, scores, failed)
+        return assembler.matrix(batch.rows, online), failed
 
     def postprocess(
         self, result: Scored, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
