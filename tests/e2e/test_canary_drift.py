@@ -101,6 +101,23 @@ def traffic(root: Path, scenario: str) -> list[Any]:
     return list(read_auctions(sorted(out.rglob("*.jsonl.gz"))))
 
 
+def explains_each_role(url: str, auction: Any) -> None:
+    """The explain route through the router, pinned to each role's model-server process."""
+    route = f"{url}/v1/models/bid_filter:explain"
+    for role, version in (("champion", "1"), ("canary", "2")):
+        headers = {"x-bidflow-role": role, "x-bidflow-explain-top": "0"}
+        response = httpx.post(route, content=auction.body, headers=headers, timeout=30)
+        assert response.status_code == 200, response.text
+        assert response.headers["x-bidflow-role"] == role and response.headers["x-bidflow-model-version"] == version
+        (explained,) = response.json()["explanations"]
+        assert explained["model_version"].rsplit("/", 1)[-1] == version  # models:/bid_filter/N
+        for partner in explained["partners"]:
+            total = sum(c["contribution"] for c in partner["contributions"])
+            assert abs(partner["base_value"] + total - partner["margin"]) <= 1e-4
+    refused = httpx.post(route, content=auction.body, headers={"x-bidflow-role": "nobody"}, timeout=30)
+    assert refused.status_code == 400
+
+
 @pytest.fixture(scope="module")
 def monitor(setup: tuple[Path, Config]) -> Iterator[str]:
     with running_monitor(setup[0]) as url:
@@ -115,6 +132,7 @@ def test_drift_rolls_the_canary_back_and_a_clean_canary_is_promoted(setup: tuple
         predict = f"{url}/v1/models/bid_filter:predict"
         assert deploy_step(config, "1", actor="test").role == "champion"
         assert deploy_step(config, "2", percent=20, actor="test").role == "canary"
+        explains_each_role(url, traffic(root, "none")[0])
 
         drifted = asyncio.run(
             replay(
@@ -133,6 +151,11 @@ def test_drift_rolls_the_canary_back_and_a_clean_canary_is_promoted(setup: tuple
         assert rollback.model is not None and rollback.model.version == "2"
         assert "drift in the canary's traffic" in rollback.reasons[0] and "device_type" in rollback.reasons[0]
         assert rollback.metrics["drift"]["drift"] is True
+        # Which features moved the canary's scores, from the canary's own server, before it was retired.
+        attribution = rollback.metrics["attribution"]
+        assert attribution["role"] == "canary" and attribution["version"] == "2", attribution
+        assert attribution["rows"] > 0 and len(attribution["features"]) == config.explain.drift_features
+        assert any(r.startswith("contributions shifted most: ") for r in rollback.reasons)
         assert client.status().champion.version == "1"  # type: ignore[union-attr]
         assert drifted.roles["canary"] > 0 and drifted.roles["champion"] > drifted.roles["canary"]
 

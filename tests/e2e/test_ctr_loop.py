@@ -101,6 +101,13 @@ def test_a_drifted_ctr_canary_is_rolled_back_by_the_monitor(setup: tuple[Path, C
         rows = select_rows(ctr.load_rows(config, SAMPLE, None, None), [f"region={DRIFTED_REGION}"])
         batches = list(read_instances(rows, ctr.spec((), None).names, per_request=PER_REQUEST, limit=500))
         predict = f"{url}/v1/models/{registry_name(config)}:predict"
+        explained = httpx.post(predict.replace(":predict", ":explain"), content=batches[0].body,
+                               headers={"x-bidflow-role": "canary", "x-bidflow-explain-top": "0"}, timeout=30)  # fmt: skip
+        assert explained.status_code == 200, explained.text
+        assert explained.headers["x-bidflow-model-version"] == "2"
+        for row in explained.json()["explanations"]:  # the canary's server process: every row adds up
+            total = sum(c["contribution"] for c in row["contributions"]) + row["base_value"]
+            assert abs(total - row["margin"]) <= 1e-4
         started = time.monotonic()
         drifted = _replay(batches, predict, monitor)
         assert drifted.failed == 0, drifted.failures  # no client saw the rollback
@@ -114,6 +121,9 @@ def test_a_drifted_ctr_canary_is_rolled_back_by_the_monitor(setup: tuple[Path, C
         assert rollback.model is not None and rollback.model.version == "2"
         assert "drift in the canary's traffic" in rollback.reasons[0] and "region" in rollback.reasons[0]
         assert rollback.metrics["drift"]["drift"] is True
+        attribution = rollback.metrics["attribution"]
+        assert attribution["version"] == "2" and attribution["rows"] > 0 and attribution["features"], attribution
+        assert any(r.startswith("contributions shifted most: ") for r in rollback.reasons)
         assert client.status().champion.version == "1"  # type: ignore[union-attr]
         assert drifted.roles["canary"] > 0 and drifted.roles["champion"] > 0
 

@@ -81,6 +81,27 @@ def _served_versions(url: str, n: int) -> Counter[str]:
     return served
 
 
+def _explained_by_each_role(url: str) -> None:
+    """``:explain`` of the kind's (generic tabular) server processes, through the router, per role."""
+    body = {"instances": [{"colour": "red", "size": 7.5}, {"colour": "purple"}]}
+    for role in ("champion", "canary"):
+        response = httpx.post(
+            f"{url}/v1/models/toy_model:explain", json=body, headers={"x-bidflow-role": role}, timeout=30
+        )
+        assert response.status_code == 200, response.text
+        assert response.headers["x-bidflow-role"] == role
+        red, purple = response.json()["explanations"]
+        assert red["score"] > purple["score"]
+        for row in (red, purple):
+            assert {c["feature"] for c in row["contributions"]} == {"colour", "size"}
+            total = sum(c["contribution"] for c in row["contributions"]) + row["base_value"]
+            assert abs(total - row["margin"]) <= 1e-4
+        assert {c["feature"]: c["value"] for c in purple["contributions"]} == {"colour": "unseen", "size": None}
+        assert {c["feature"]: c["value"] for c in red["contributions"]} == {"colour": "red", "size": 7.5}
+    refused = httpx.post(f"{url}/v1/models/toy_model:explain", json={"instances": [{"shape": "round"}]}, timeout=30)
+    assert refused.status_code == 400 and refused.json()["field"] == "$.instances[0].shape"
+
+
 def test_a_kind_defined_only_in_the_tests_goes_through_the_whole_loop(config_file: Path) -> None:
     listed = _bidflow(config_file, "kinds").stdout
     assert "toy" in listed and "bid_filter" in listed and "ctr" in listed
@@ -101,6 +122,7 @@ def test_a_kind_defined_only_in_the_tests_goes_through_the_whole_loop(config_fil
         _bidflow(config_file, "fairness", "--kind", "toy")
         _bidflow(config_file, "canary", "deploy", "--version", "candidate", "--percent", "50")
         assert set(_served_versions(url, 60)) == {"1", "2"}
+        _explained_by_each_role(url)
 
         _bidflow(config_file, "canary", "rollback", "--reason", "test")
         state = json.loads(_bidflow(config_file, "canary", "status", "--json").stdout)["state"]
