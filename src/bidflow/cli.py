@@ -22,6 +22,7 @@ from bidflow.features.commands import features_cli
 from bidflow.modeling.commands import register_modeling_commands
 from bidflow.pipelines.commands import register_pipeline_commands
 from bidflow.serving.commands import register_serving_commands
+from bidflow.serving.explain_commands import register_explain_command
 
 cli = typer.Typer(
     name="bidflow",
@@ -35,6 +36,7 @@ cli.add_typer(openrtb_cli, name="openrtb")
 cli.add_typer(features_cli, name="features")
 register_modeling_commands(cli)
 register_serving_commands(cli)
+register_explain_command(cli)
 register_pipeline_commands(cli)
 register_canary_commands(cli)
 

@@ -101,8 +101,9 @@ def test_a_drifted_ctr_canary_is_rolled_back_by_the_monitor(setup: tuple[Path, C
         rows = select_rows(ctr.load_rows(config, SAMPLE, None, None), [f"region={DRIFTED_REGION}"])
         batches = list(read_instances(rows, ctr.spec((), None).names, per_request=PER_REQUEST, limit=500))
         predict = f"{url}/v1/models/{registry_name(config)}:predict"
-        explained = httpx.post(predict.replace(":predict", ":explain"), content=batches[0].body,
-                               headers={"x-bidflow-role": "canary", "x-bidflow-explain-top": "0"}, timeout=30)  # fmt: skip
+        every_contribution = {"x-bidflow-role": "canary", "x-bidflow-explain-top": "0"}
+        explain = predict.replace(":predict", ":explain")
+        explained = httpx.post(explain, content=batches[0].body, headers=every_contribution, timeout=30)
         assert explained.status_code == 200, explained.text
         assert explained.headers["x-bidflow-model-version"] == "2"
         for row in explained.json()["explanations"]:  # the canary's server process: every row adds up
