@@ -83,21 +83,22 @@ def _served_versions(url: str, n: int) -> Counter[str]:
 
 def _explained_by_each_role(url: str) -> None:
     """``:explain`` of the kind's (generic tabular) server processes, through the router, per role."""
-    body = {"instances": [{"colour": "red", "size": 7.5}, {"colour": "purple"}]}
+    body = {"instances": [{"colour": "red", "size": 7.5}, {"colour": "purple", "size": 1.0}, {"colour": "red"}]}
     for role in ("champion", "canary"):
         response = httpx.post(
             f"{url}/v1/models/toy_model:explain", json=body, headers={"x-bidflow-role": role}, timeout=30
         )
         assert response.status_code == 200, response.text
         assert response.headers["x-bidflow-role"] == role
-        red, purple = response.json()["explanations"]
-        assert red["score"] > purple["score"]
-        for row in (red, purple):
+        red, purple, no_size = response.json()["explanations"]
+        assert red["score"] > purple["score"]  # red and large buys more than an unseen colour and small
+        for row in (red, purple, no_size):
             assert {c["feature"] for c in row["contributions"]} == {"colour", "size"}
             total = sum(c["contribution"] for c in row["contributions"]) + row["base_value"]
             assert abs(total - row["margin"]) <= 1e-4
-        assert {c["feature"]: c["value"] for c in purple["contributions"]} == {"colour": "unseen", "size": None}
+        assert {c["feature"]: c["value"] for c in purple["contributions"]} == {"colour": "unseen", "size": 1.0}
         assert {c["feature"]: c["value"] for c in red["contributions"]} == {"colour": "red", "size": 7.5}
+        assert {c["feature"]: c["value"] for c in no_size["contributions"]} == {"colour": "red", "size": None}
     refused = httpx.post(f"{url}/v1/models/toy_model:explain", json={"instances": [{"shape": "round"}]}, timeout=30)
     assert refused.status_code == 400 and refused.json()["field"] == "$.instances[0].shape"
 
