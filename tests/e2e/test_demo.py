@@ -64,7 +64,26 @@ def test_the_demo_trains_deploys_detects_drift_and_rolls_back(demo: tuple[Path, 
     report = (root / "reports" / "report.html").read_text()
     for section in SECTIONS:
         assert f"<h2>{section}</h2>" in report, section
-    assert report.count("data:image/png;base64,") >= 9
+    assert report.count("data:image/png;base64,") >= 10
+    explanations = _section(report, "explanations")
+    assert "Mean |SHAP| per feature" in explanations and explanations.count("<figure>") == 1
+    assert "candidate: bid_filter v2" in explanations and "champion: bid_filter v1" in explanations
+    drift = _section(report, "drift")
+    # The monitor records with the rollback the features whose contributions moved most (or why it could not).
+    attribution = transitions[-1]["metrics"].get("attribution") or {}
+    assert "Rollback of v2: features whose contributions shifted most" in drift
+    if attribution.get("features"):
+        for moved in attribution["features"]:
+            assert f'<td class="l">{moved["feature"]}</td>' in drift
+        assert any(r.startswith("contributions shifted most: ") for r in transitions[-1]["reasons"])
+    else:
+        assert "No attribution was recorded" in drift or "No attribution could be made" in drift
+
+
+def _section(report: str, anchor: str) -> str:
+    found = re.search(rf'<section id="{anchor}">(.*?)</section>', report, re.S)
+    assert found is not None, anchor
+    return found.group(1)
 
 
 def test_the_report_renders_in_a_browser_without_script_errors(demo: tuple[Path, str]) -> None:
@@ -80,5 +99,5 @@ def test_the_report_renders_in_a_browser_without_script_errors(demo: tuple[Path,
     assert body is not None, dom[:500]
     attributes = dict(re.findall(r'([\w-]+)="([^"]*)"', body.group(1)))
     assert attributes.get("data-errors") == "", attributes
-    assert int(attributes["data-plots"]) >= 9
+    assert int(attributes["data-plots"]) >= 10
     assert attributes["data-plots-rendered"] == attributes["data-plots"]  # every plot decoded and laid out

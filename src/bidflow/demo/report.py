@@ -1,8 +1,9 @@
 """The demo's one-page report: self-contained HTML (plots embedded as PNG), readable offline.
 
-Sections: data validation, feature importance, ROC and calibration, bid-filter economics with the
-per-partner thresholds, bias-gate slices, the canary's traffic share over time, drift p-values per
-feature over time with the rollback marked, serving latency.
+Sections: data validation, feature importance, explanations (the canary's mean |SHAP| per feature
+and summary plot), ROC and calibration, bid-filter economics with the per-partner thresholds,
+bias-gate slices, the canary's traffic share over time, drift p-values per feature over time with
+the rollback marked and the features whose contributions shifted most, serving latency.
 
 The page carries one small script: it records script errors and, once loaded, how many plots
 decoded (``data-plots``, ``data-plots-rendered``, ``data-errors`` on ``<body>``), so a headless
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from bidflow.kinds import registered_name
+from bidflow.modeling import explain_report
 from bidflow.modeling.plots import calibration_figure, economics_figure, png, roc_figure
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from bidflow.config import Config
     from bidflow.data.validate import ValidationReport
     from bidflow.demo.run import DemoOutcome
+    from bidflow.modeling.evaluate import EvaluationReport
 
 REPORT_NAME: Final = "report.html"
 _TOP_FEATURES: Final = 15
@@ -54,6 +57,7 @@ document.body.setAttribute('data-errors',errors.join(' | '));});})();
 SECTIONS: Final = (
     "Data validation",
     "Feature importance",
+    "Explanations",
     "ROC and calibration",
     "Bid-filter economics",
     "Bias gate",
@@ -91,6 +95,7 @@ def write_demo_report(outcome: DemoOutcome, config: Config) -> Path:
             ),
         )
     )
+    parts.append(_section("Explanations", _explanations(evaluation, config.explain.plot_features)))
     curves = {f"canary {outcome.canary.label}": (evaluation.y, evaluation.candidate.scores)}
     if evaluation.champion is not None:
         curves[f"champion {outcome.champion.label}"] = (evaluation.y, evaluation.champion.scores)
@@ -169,6 +174,23 @@ def _validation(reference: ValidationReport | None, flood: ValidationReport | No
             f"<details{' open' if failed else ''}><summary>every check</summary>{table}</details>"
         )
     return "".join(parts)
+
+
+def _explanations(evaluation: EvaluationReport, plot_features: int) -> str:
+    explained = [m.explanation for m in (evaluation.candidate, evaluation.champion) if m and m.explanation]
+    if not explained:
+        return "<p>The evaluation explained no model.</p>"
+    canary = explained[0]
+    return (
+        f"<p>{escape(explain_report.mean_abs_note(explained, evaluation.rows))} "
+        f"The {plot_features} most important features are shown.</p>"
+        + _figure(
+            canary.figure(plot_features),
+            "The canary's TreeSHAP contributions per row (log-odds), coloured by the feature's value "
+            "(blue low, red high; categories by code): which way each feature pushes the score.",
+        )
+        + _table(*explain_report.mean_abs_table(explained, limit=plot_features))
+    )
 
 
 def _fairness(report: Any) -> str:
@@ -270,7 +292,32 @@ def _drift(outcome: DemoOutcome) -> str:
         f"Bonferroni-corrected threshold {f'{threshold:.2g}' if threshold is not None else '?'}.</p>"
         + _figure(figure, "p-value of each feature's test per window; below the dotted line is drift.")
         + _table(["traffic", "model", "window closed", "auctions", "drifted features", "action"], rows)
+        + rollback_attribution(outcome.transitions)
     )
+
+
+def rollback_attribution(transitions: Sequence[Mapping[str, Any]]) -> str:
+    """Under each automatic rollback, the features whose contributions shifted most (the monitor records them)."""
+    parts = []
+    for t in transitions:
+        if t.get("action") != "rollback":
+            continue
+        version = t.get("model", {}).get("version", "?")
+        attribution = (t.get("metrics") or {}).get("attribution")
+        title = f"Rollback of v{version}: features whose contributions shifted most"
+        if not isinstance(attribution, Mapping):
+            parts.append(f"<h3>{escape(title)}</h3><p>No attribution was recorded with this rollback.</p>")
+            continue
+        if not attribution.get("features"):  # the monitor could not explain the window, and says why
+            why = str(attribution.get("error") or "no feature was compared")
+            parts.append(f"<h3>{escape(title)}</h3><p>No attribution could be made: {escape(why)}</p>")
+            continue
+        parts.append(
+            f'<h3 class="attribution">{escape(title)}</h3>'
+            f"<p>{escape(explain_report.shift_caption(attribution))}. {escape(explain_report.SHIFT_NOTE)}</p>"
+            + _table(*explain_report.shift_table(attribution))
+        )
+    return "".join(parts)
 
 
 def _latency(outcome: DemoOutcome) -> str:

@@ -14,11 +14,14 @@ The gate passes when the candidate is not worse than the champion beyond the con
 and its realized bid recall is not short of the target by more than allowed. Without a champion the
 comparisons are skipped with a note (the first model has nothing to be compared with); the
 candidate's own recall check still applies.
+
+Given the ``explain`` settings, each model's TreeSHAP contributions on (a sample of) the same rows
+are reported beside its metrics (``bidflow.modeling.explain_window``); they never enter the gate.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,10 +31,11 @@ import pandas as pd
 from bidflow.errors import ModelError
 from bidflow.modeling.dataset import labels, window_bounds
 from bidflow.modeling.economics import Economics, FilterPolicy, economics_curve, policy_economics
+from bidflow.modeling.explain_window import ModelExplanation, explain_model
 from bidflow.modeling.metrics import classification_metrics
 
 if TYPE_CHECKING:
-    from bidflow.config import EvaluateSettings
+    from bidflow.config import EvaluateSettings, ExplainConfig
     from bidflow.modeling.train import TrainedModel
 
 BID_COLUMNS = ("auction_id", "partner", "price")
@@ -48,6 +52,7 @@ class ModelEvaluation:
     at_target: Economics | None = None
     curve: list[tuple[float, Economics]] = field(default_factory=list)
     scores: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0), repr=False)
+    explanation: ModelExplanation | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -117,6 +122,17 @@ class EvaluationReport:
             "candidate": self.candidate.to_json(),
             "champion": self.champion.to_json() if self.champion else None,
             "gate": self.gate.to_json(),
+            "explanations": self._explanations(),
+        }
+
+    def _explanations(self) -> dict[str, Any] | None:
+        """Mean |SHAP| per model, or None when the evaluation explained nothing."""
+        if self.candidate.explanation is None:
+            return None
+        champion = self.champion.explanation if self.champion is not None else None
+        return {
+            "candidate": self.candidate.explanation.to_json(),
+            "champion": champion.to_json() if champion is not None else None,
         }
 
 
@@ -237,6 +253,7 @@ def evaluate(
     candidate_ref: str = "candidate",
     champion_ref: str = "champion",
     time_column: str = "ts",
+    explain: ExplainConfig | None = None,
 ) -> EvaluationReport:
     """Score candidate and champion on ``frame`` (the held-out window) and apply the gate.
 
@@ -248,13 +265,12 @@ def evaluate(
         candidate_ref: how the report names the candidate (e.g. "bid_filter v4").
         champion_ref: how the report names the champion.
         time_column: the rows' timestamps (for the window shown in the report).
+        explain: the ``explain`` section: also explain both models on the rows (None: no explanations).
     """
     if len(frame) == 0:
         raise ModelError("evaluation window has no rows")
     y = labels(frame, candidate.spec)
-    cand = evaluate_scores(
-        frame, y, candidate.predict(frame), candidate.policy, cfg, role="candidate", ref=candidate_ref
-    )
+    cand = _scored(frame, y, candidate, cfg, explain, role="candidate", ref=candidate_ref)
     champ = None
     if champion is not None:
         if champion.spec.label != candidate.spec.label:
@@ -263,9 +279,7 @@ def evaluate(
                 expected=candidate.spec.label,
                 got=champion.spec.label,
             )
-        champ = evaluate_scores(
-            frame, y, champion.predict(frame), champion.policy, cfg, role="champion", ref=champion_ref
-        )
+        champ = _scored(frame, y, champion, cfg, explain, role="champion", ref=champion_ref)
     window = window_bounds(frame[time_column]) if time_column in frame.columns else ("?", "?")
     return EvaluationReport(
         window=window,
@@ -277,3 +291,21 @@ def evaluate(
         gate=gate(cand, champ, cfg),
         y=y,
     )
+
+
+def _scored(
+    frame: pd.DataFrame,
+    y: npt.NDArray[np.float32],
+    model: TrainedModel,
+    cfg: EvaluateSettings,
+    explain: ExplainConfig | None,
+    *,
+    role: str,
+    ref: str,
+) -> ModelEvaluation:
+    """``evaluate_scores`` of ``model`` on ``frame``, with its explanation when ``explain`` is given."""
+    x = model.matrix(frame)  # encoded once for the scores and the explanation
+    evaluation = evaluate_scores(frame, y, model.predict_matrix(x), model.policy, cfg, role=role, ref=ref)
+    if explain is None:
+        return evaluation
+    return replace(evaluation, explanation=explain_model(model, x, explain, role=role, ref=ref))

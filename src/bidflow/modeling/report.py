@@ -14,12 +14,14 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bidflow.modeling import explain_report
 from bidflow.modeling.plots import png
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from bidflow.modeling.evaluate import EvaluationReport, ModelEvaluation
+    from bidflow.modeling.explain_window import SliceExplanations
     from bidflow.modeling.fairness import FairnessReport
 
 _STYLE = """
@@ -62,12 +64,24 @@ def evaluation_html(report: EvaluationReport, figures: Mapping[str, Figure]) -> 
     ]
     if report.candidate.realized is not None:
         parts += ["<h2>Bid-filter economics</h2>", _economics_table(models)]
+    explained = [m.explanation for m in models if m.explanation is not None]
+    if explained:
+        parts += [
+            "<h2>Explanations</h2>",
+            f"<p>{escape(explain_report.mean_abs_note(explained, report.rows))}</p>",
+            _table(*explain_report.mean_abs_table(explained)),
+        ]
     parts += ["<h2>Plots</h2>", _images(figures)]
     return _page(f"Evaluation {report.candidate.ref}", parts)
 
 
-def fairness_html(report: FairnessReport, title: str, figures: Mapping[str, Figure] | None = None) -> str:
-    """The bias-gate report as one HTML page, failing slices first."""
+def fairness_html(
+    report: FairnessReport,
+    title: str,
+    figures: Mapping[str, Figure] | None = None,
+    explanations: SliceExplanations | None = None,
+) -> str:
+    """The bias-gate report as one HTML page, failing slices first, then what sets slices apart."""
     failing = report.failing
     parts = [
         f"<h1>Bias gate: {escape(title)} {_verdict(report.passed)}</h1>",
@@ -110,6 +124,8 @@ def fairness_html(report: FairnessReport, title: str, figures: Mapping[str, Figu
         "gated",
     ]
     parts += ["<h2>Slices</h2>", _table(header, rows, failing=[bool(s.failures) for s in ordered])]
+    if explanations is not None:
+        parts.append(_slice_explanations(explanations))
     if figures:
         parts += ["<h2>Plots</h2>", _images(figures)]
     return _page(f"Bias gate {title}", parts)
@@ -120,6 +136,18 @@ def write_html(text: str, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def _slice_explanations(explained: SliceExplanations) -> str:
+    parts = ["<h2>What sets the slices apart</h2>", f"<p>{escape(explain_report.slice_note(explained))}</p>"]
+    for attribution in explained.slices:
+        parts += [
+            f"<h3>{escape(explain_report.slice_caption(attribution))}</h3>",
+            _table(*explain_report.slice_table(attribution)),
+        ]
+    if not explained.slices:
+        parts.append("<p>No slice to explain.</p>")
+    return "".join(parts)
 
 
 def _economics_table(models: Sequence[ModelEvaluation]) -> str:

@@ -26,8 +26,10 @@ if TYPE_CHECKING:
 
     from bidflow.config import Config
     from bidflow.modeling.evaluate import EvaluationReport
+    from bidflow.modeling.explain_window import SliceExplanations
     from bidflow.modeling.fairness import FairnessReport
     from bidflow.modeling.train import TrainedModel
+    from bidflow.monitoring.attribution import ReferenceContributions
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,9 @@ def evaluate_step(
         if report.champion is not None and report.champion.curve:
             econ["champion"] = report.champion.curve
         figures["economics"] = plots.economics_figure(econ, config.evaluate.target_bid_recall)
+    for evaluated in (report.candidate, report.champion):
+        if evaluated is not None and evaluated.explanation is not None:
+            figures[f"shap_{evaluated.role}"] = evaluated.explanation.figure(config.explain.plot_features)
     out = report_dir or config.paths.reports / f"evaluation-{kind}"
     payload = report.to_json() | {"model": name, "candidate_version": cand_ref.version}
     json_path = write_json(payload, out / "evaluation.json")
@@ -233,9 +238,14 @@ def fairness_step(
     report = bias.report
     figures = _failing_calibration(bias.frame, bias.y, bias.scores, report)
     out = report_dir or config.paths.reports / f"fairness-{kind}"
-    payload = report.to_json() | {"model": name, "candidate_version": cand_ref.version}
+    payload = report.to_json() | {
+        "model": name,
+        "candidate_version": cand_ref.version,
+        "explanations": bias.explanations.to_json(),
+    }
     json_path = write_json(payload, out / "fairness.json")
-    html_path = write_html(fairness_html(report, cand_ref.label, figures), out / "fairness.html")
+    html = fairness_html(report, cand_ref.label, figures, bias.explanations)
+    html_path = write_html(html, out / "fairness.html")
     verdict = "passed" if report.passed else "failed"
     metrics = {f"fairness_{k}": v for k, v in report.overall.items()} | {"fairness_failing_slices": len(report.failing)}
     _log_gate(config, cand_ref, "fairness", verdict, metrics, [json_path, html_path])
@@ -261,7 +271,7 @@ def evaluation_of(
     """The champion/challenger comparison alone: nothing written, nothing logged (``evaluate_step`` does both).
 
     Returns the candidate's and the champion's references (None: no champion) and the report,
-    which carries the labels and both models' scores for plots.
+    which carries the labels, both models' scores for plots and their explanations (``explain``).
     """
     from bidflow.modeling.evaluate import evaluate
 
@@ -277,18 +287,20 @@ def evaluation_of(
         candidate_ref=cand_ref.label,
         champion_ref=champ_ref.label if champ_ref else "none",
         time_column=inputs.TIME,
+        explain=config.explain,
     )
     return cand_ref, champ_ref, report
 
 
 @dataclass(frozen=True)
 class BiasCheck:
-    """What the bias gate judged: the rows, labels and scores it saw, and its report."""
+    """What the bias gate judged: the rows, labels and scores it saw, its report, and what sets slices apart."""
 
     frame: pd.DataFrame
     y: npt.NDArray[Any]
     scores: npt.NDArray[np.float64]
     report: FairnessReport
+    explanations: SliceExplanations
 
 
 def bias_of(
@@ -301,8 +313,13 @@ def bias_of(
     candidate: str = registry.CANDIDATE,
     slices: tuple[str, ...] | None = None,
 ) -> tuple[registry.ModelRef, BiasCheck]:
-    """The bias check per slice alone: nothing written, nothing logged (``fairness_step`` does both)."""
+    """The bias check per slice alone: nothing written, nothing logged (``fairness_step`` does both).
+
+    Its failing slices (when none fails, ``explain.slices`` worst ones) are explained by the
+    contributions that set them apart from all rows (``bidflow.modeling.explain_window``).
+    """
     from bidflow.modeling.dataset import labels
+    from bidflow.modeling.explain_window import explain_slices
     from bidflow.modeling.fairness import fairness_report
 
     name = registered_name(config, kind)
@@ -317,7 +334,8 @@ def bias_of(
     fairness = config.fairness.for_kind(kind)
     cfg = fairness if slices is None else fairness.model_copy(update={"slices": slices})
     report = fairness_report(frame, y, scores, called, cfg, calibration_bins=config.evaluate.calibration_bins)
-    return cand_ref, BiasCheck(frame, np.asarray(y), np.asarray(scores), report)
+    explained = explain_slices(cand, frame, report, config.explain)
+    return cand_ref, BiasCheck(frame, np.asarray(y), np.asarray(scores), report, explained)
 
 
 def register_step(
@@ -474,5 +492,17 @@ def drift_reference_step(
     if len(reference) > config.monitor.reference_rows:
         reference = reference.sample(config.monitor.reference_rows, random_state=0)
     path = out or config.canary.state / "reference" / f"{ref.version or 'run'}.parquet"
-    write_reference(reference, path, Columns.of(shape))
+    write_reference(reference, path, Columns.of(shape), _reference_contributions(trained, frame, config))
     return ref, path, len(reference)
+
+
+def _reference_contributions(model: TrainedModel, frame: pd.DataFrame, config: Config) -> ReferenceContributions:
+    """The model's mean contribution per feature over (a sample of) the held-out rows, for drift attribution."""
+    from bidflow.modeling.explain import contributions, sample_rows
+    from bidflow.monitoring.attribution import ReferenceContributions
+
+    rows = sample_rows(len(frame), config.explain.max_rows)
+    found = contributions(model, model.matrix(frame.iloc[rows]))
+    means = found.means()
+    named = {feature: float(mean) for feature, mean in zip(found.features, means, strict=True)}
+    return ReferenceContributions(len(rows), found.base, named)

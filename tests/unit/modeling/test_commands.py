@@ -57,7 +57,9 @@ def test_train_evaluate_fairness_promote(config_file: Path, tmp_path: Path) -> N
     report = json.loads((tmp_path / "reports" / "evaluation-bid_filter" / "evaluation.json").read_text())
     assert report["gate"]["passed"] and report["candidate"]["realized"]["calls_saved_share"] > 0
     html = (tmp_path / "reports" / "evaluation-bid_filter" / "evaluation.html").read_text()
-    assert html.count("data:image/png;base64,") == 3  # ROC, calibration, economics: self-contained
+    # ROC, calibration, economics and the candidate's SHAP summary: self-contained
+    assert html.count("data:image/png;base64,") == 4 and 'alt="shap_candidate"' in html
+    assert list(report["explanations"]["candidate"]["mean_abs"]) and report["explanations"]["champion"] is None
     assert "bias gate passed" in invoke("fairness")
     assert "first champion" in invoke("promote")
     listing = invoke("models")
@@ -71,6 +73,8 @@ def test_train_evaluate_fairness_promote(config_file: Path, tmp_path: Path) -> N
     compared = json.loads((tmp_path / "reports" / "evaluation-bid_filter" / "evaluation.json").read_text())
     assert compared["champion"]["ref"] == "bid_filter v1"
     assert {c["name"] for c in compared["gate"]["checks"]} >= {"auc", "calls_saved_at_target"}
+    both = compared["explanations"]
+    assert both["champion"]["ref"] == "bid_filter v1" and both["champion"]["rows"] == both["candidate"]["rows"]
 
 
 def test_evaluate_without_a_model_is_a_registry_error(config_file: Path, registry_cfg: RegistryConfig) -> None:

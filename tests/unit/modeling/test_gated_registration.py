@@ -6,6 +6,7 @@ This is the order the Kubeflow pipelines use (``train_step(register=False)`` -> 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,11 @@ def test_a_run_is_judged_unregistered_and_registered_only_after_both_gates(confi
     evaluated, report = evaluate_step(config, "bid_filter", candidate=candidate, champion=None, enforce=False)
     assert evaluated.passed and evaluated.candidate.label == f"{MODEL} run {run_id[:8]} (not registered)"
     assert report.candidate.ref == evaluated.candidate.label
+    explained = json.loads(evaluated.json_path.read_text())["explanations"]
+    assert explained["candidate"]["rows"] == report.rows and explained["champion"] is None
+    assert set(explained["candidate"]["mean_abs"]) == set(report.candidate.explanation.found.features)  # type: ignore[union-attr]
+    html = evaluated.html_path.read_text()
+    assert "<h2>Explanations</h2>" in html and 'alt="shap_candidate"' in html
     with pytest.raises(GateFailed, match="has not passed its gates") as failed:
         register_step(config, "bid_filter", run_id)  # the bias gate has not run yet
     assert "gate.fairness=not run" in str(failed.value)
@@ -70,6 +76,13 @@ def test_a_failed_gate_registers_nothing(config: Config) -> None:
     strict = config.model_copy(update={"fairness": STRICT})
     outcome, report = fairness_step(strict, "bid_filter", candidate=registry.run_uri(run_id), enforce=False)
     assert not outcome.passed and report.failing and outcome.html_path.is_file()
+    explained = json.loads(outcome.json_path.read_text())["explanations"]
+    assert [s["slice"] for s in explained["slices"]] == [s.name for s in report.failing]
+    assert all(s["failing"] for s in explained["slices"])
+    first = explained["slices"][0]
+    total = sum(f["difference"] for f in first["features"]) + first["other_features"]["difference"]
+    assert total == pytest.approx(first["margin_difference"], abs=1e-9)  # TreeSHAP is additive
+    assert "What sets the slices apart" in outcome.html_path.read_text()
     with pytest.raises(GateFailed, match=r"gate\.fairness=failed"):
         register_step(config, "bid_filter", run_id, gates=("fairness",))
     with pytest.raises(GateFailed, match="bias gate"):  # the CLI's behaviour is unchanged
