@@ -20,6 +20,7 @@ BENCHMARKS = [
     "ctr",
     "pipeline",
     "serving",
+    "explain",
     "monitor",
 ]
 README = Path(__file__).with_name("README.md")

@@ -108,8 +108,12 @@ class Contributions:
         return float(np.max(np.abs(self.values.sum(axis=1) + self.base - margin)))
 
 
-def contributions(model: TrainedModel, x: FloatMatrix) -> Contributions:
+def contributions(model: TrainedModel, x: FloatMatrix, *, nthread: int | None = None) -> Contributions:
     """TreeSHAP contributions of ``model`` for the encoded rows ``x`` (``TrainedModel.matrix``).
+
+    ``nthread``: threads XGBoost builds its matrix with (None: every core). A model server passes 1:
+    the booster's own ``nthread`` does not reach the matrix, and OpenMP threads spinning on a core
+    that serves requests cost several times the work itself.
 
     Raises:
         ModelError: ``x`` is not the model's width.
@@ -119,7 +123,7 @@ def contributions(model: TrainedModel, x: FloatMatrix) -> Contributions:
     names = model.spec.names
     if x.ndim != 2 or x.shape[1] != len(names):
         raise ModelError("rows to explain are not the model's width", expected=str(len(names)), got=str(x.shape))
-    dmatrix = xgb.DMatrix(x, feature_names=list(names), missing=np.nan)
+    dmatrix = xgb.DMatrix(x, feature_names=list(names), missing=np.nan, nthread=nthread)
     raw = np.asarray(model.booster.predict(dmatrix, pred_contribs=True), dtype=np.float64)
     values, bias = raw[:, :-1], raw[:, -1]
     base = float(bias[0]) if len(bias) else _base_margin(model)

@@ -8,9 +8,11 @@ serve, ``_prepare`` builds the request -> matrix mapping kept in ``Loaded``, and
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -216,7 +218,8 @@ class ServedModel(Model):  # type: ignore[misc]  # kserve ships no type informat
         and never reach the predict stages or their histograms.
         """
         if verb is InferenceVerb.EXPLAIN:
-            return self.explain(self.preprocess(body, headers), headers), {}
+            work = self.explain_plan(self.preprocess(body, headers), headers)
+            return await asyncio.to_thread(work), {}
         if verb is not InferenceVerb.PREDICT:
             return await super().__call__(body, headers, verb)  # type: ignore[no-any-return]
         pre, scored, post = self._stage_timers
@@ -273,7 +276,12 @@ class ServedModel(Model):  # type: ignore[misc]  # kserve ships no type informat
         return Loaded(model, version, self.source.describe(), predictor, online, counts, mapping)
 
     def explain(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
-        """The ``:explain`` answer for a preprocessed request (overridden per kind)."""
+        """The ``:explain`` answer for a preprocessed request, computed here and now."""
+        return self.explain_plan(payload, headers)()
+
+    def explain_plan(self, payload: Any, headers: dict[str, str] | None = None) -> Callable[[], dict[str, Any]]:
+        """Read what the explanation needs (here, on the caller's thread); the returned call computes it
+        and may run on another thread (overridden per kind)."""
         from kserve.errors import InvalidInput
 
         raise InvalidInput(f"model {self.name} has no explanations")

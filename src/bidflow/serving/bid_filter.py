@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import TYPE_CHECKING, Any, Final
@@ -240,7 +240,7 @@ class BidFilterModel(ServedModel):
 
     # -- explanations --
 
-    def explain(self, batch: Batch, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    def explain_plan(self, batch: Batch, headers: dict[str, str] | None = None) -> Callable[[], dict[str, Any]]:
         """Per auction and partner: the decision predict would make, and the contributions behind its score.
 
         The decision is computed as predict computes it, but not counted (explaining is not serving).
@@ -250,8 +250,8 @@ class BidFilterModel(ServedModel):
         state = self._loaded()
         top = top_of(headers, self.options.explain_top)
         policy: Policy = state.mapping
-        answers = []
-        rows = 0
+        # Per auction: its answer so far, partners, thresholds, and (matrix, scores) when it has features.
+        read: list[tuple[dict[str, Any], tuple[str, ...], list[float], tuple[Any, Any] | None]] = []
         for auction in batch.auctions:
             req, partners = auction.request, auction.partners
             explored = is_exploration(req.id, policy.exploration_share)
@@ -265,18 +265,27 @@ class BidFilterModel(ServedModel):
                     {"partner": p, "score": None, "threshold": t, "decision": CALL, "contributions": []}
                     for p, t in zip(partners, thresholds, strict=True)
                 ]
+                read.append((answer, partners, thresholds, None))
             else:
                 x = x.copy()  # the assembler's rows may be reused by the next request
-                explained = explain_rows(state.model, x, state.predictor.predict(x), top)
+                read.append((answer, partners, thresholds, (x, state.predictor.predict(x))))
+
+        def work() -> dict[str, Any]:
+            rows = 0
+            for answer, partners, thresholds, scored in read:
+                if scored is None:
+                    continue
+                explained = explain_rows(state.model, scored[0], scored[1], top)
                 answer["partners"] = [
                     {"partner": p, "threshold": t,
-                     "decision": CALL if explored or e["score"] >= t else SKIP, **e}
+                     "decision": CALL if answer["explored"] or e["score"] >= t else SKIP, **e}
                     for p, t, e in zip(partners, thresholds, explained, strict=True)
                 ]  # fmt: skip
                 rows += len(partners)
-            answers.append(answer)
-        serving_metrics().explained.labels(self.name).inc(rows)
-        return {"explanations": answers}
+            serving_metrics().explained.labels(self.name).inc(rows)
+            return {"explanations": [answer for answer, *_ in read]}
+
+        return work
 
     # -- request mapping --
 

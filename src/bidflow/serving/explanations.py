@@ -9,8 +9,11 @@ call and KServe offers none for it, so a v2 client explains through the v1 route
 The number of contributions per row is ``explain.top`` of the configuration; a client may ask for
 another with the ``x-bidflow-explain-top`` header (0: every feature, as the drift monitor does).
 Explaining costs a TreeSHAP pass through XGBoost, far more than a prediction through the compiled
-predictor: it never runs on the predict route, it is timed apart
-(``bidflow_serving_explain_seconds``), and it is not counted as a decision.
+predictor (bench/README.md, the explain rows): it never runs on the predict route, it is timed apart
+(``bidflow_serving_explain_seconds``), and it is not counted as a decision. A server builds the
+request's matrix on its event loop (the online reader and the assemblers are not shared across
+threads) and leaves the TreeSHAP pass, which XGBoost runs in C without the GIL, to a worker thread
+(``ServedModel.explain_plan``), so predict requests keep being answered meanwhile.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ def explain_rows(
     """Per row of ``x``: its score (as predict gives it), base value, margin and top contributions."""
     from bidflow.modeling.explain import contributions, top_contributions
 
-    found = contributions(model, x)
+    found = contributions(model, x, nthread=1)
     features = found.features
     return [
         {

@@ -26,7 +26,7 @@ service's defaults (what training used for entities without history) and the res
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -120,21 +120,27 @@ class TabularModel(ServedModel):
             serving_metrics().fail_open.labels(self.name, failed).inc()
         return Scored(batch, batch.state.predictor.predict(x), failed)
 
-    def explain(self, batch: Rows, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    def explain_plan(self, batch: Rows, headers: dict[str, str] | None = None) -> Callable[[], dict[str, Any]]:
         """Per row: the score predict would give, and the contributions behind it (v1 JSON only).
 
         Rows whose online features cannot be read are explained as predict scores them, with the
         service's defaults, and the answer says ``fail_open: true``.
         """
         state = batch.state
+        top = top_of(headers, self.options.explain_top)
         x, failed = self._matrix(batch)
-        explained = explain_rows(state.model, x, state.predictor.predict(x), top_of(headers, self.options.explain_top))
-        serving_metrics().explained.labels(self.name).inc(len(explained))
-        body: dict[str, Any] = {"explanations": explained, "model_version": state.version}
-        body["fail_open"] = failed is not None
-        if failed is not None:
-            body["fail_open_reason"] = failed
-        return body
+        scores = state.predictor.predict(x)
+
+        def work() -> dict[str, Any]:
+            explained = explain_rows(state.model, x, scores, top)
+            serving_metrics().explained.labels(self.name).inc(len(explained))
+            body: dict[str, Any] = {"explanations": explained, "model_version": state.version}
+            body["fail_open"] = failed is not None
+            if failed is not None:
+                body["fail_open_reason"] = failed
+            return body
+
+        return work
 
     def _matrix(self, batch: Rows) -> tuple[npt.NDArray[np.float32], str | None]:
         """The rows' matrix, and why the online features were replaced by the service's defaults (if they were)."""
