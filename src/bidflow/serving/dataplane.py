@@ -44,7 +44,14 @@ class RawV1DataPlane(DataPlane):  # type: ignore[misc]  # kserve ships no type i
             and _SPECVERSION not in body
         ):
             return body, {}
-        decoded: tuple[Any, dict[str, Any]] = super().decode(body, headers, protocol_version, model_name)
+        try:
+            decoded: tuple[Any, dict[str, Any]] = super().decode(body, headers, protocol_version, model_name)
+        except (InvalidInput, RequestError):
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # e.g. a binary CloudEvent with no data
+            raise RequestError(
+                "the CloudEvent cannot be read", field="$", got=f"{type(exc).__name__}: {exc}"[:200]
+            ) from exc
         return decoded
 
     def decode_inference_request(self, body: Any, headers: dict[str, Any], model_name: str) -> Any:
