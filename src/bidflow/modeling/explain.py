@@ -1,8 +1,8 @@
 """Why a model scored a row as it did: exact TreeSHAP contributions, named in the user's terms.
 
-XGBoost computes the contributions itself (``Booster.predict(..., pred_contribs=True)``, and pair
-interactions with ``pred_interactions=True``): per row one value per feature plus a bias, in the
-model's margin (log-odds), and they add up to the margin exactly (TreeSHAP is exact for trees).
+XGBoost computes the contributions itself (``Booster.predict(..., pred_contribs=True)``): per row
+one value per feature plus a bias, in the model's margin (log-odds), and they add up to the margin
+exactly (TreeSHAP is exact for trees).
 The ``shap`` package would compute the same numbers; its plots do not earn a dependency that pins
 numpy and numba ranges of its own, so the summary plot here is drawn with matplotlib like every other
 report figure.
@@ -141,21 +141,6 @@ def margins(model: TrainedModel, x: FloatMatrix) -> npt.NDArray[np.float64]:
 
     dmatrix = xgb.DMatrix(x, feature_names=list(model.spec.names), missing=np.nan)
     return np.asarray(model.booster.predict(dmatrix, output_margin=True), dtype=np.float64)
-
-
-def interactions(model: TrainedModel, x: FloatMatrix, top: int = 10) -> list[tuple[str, str, float]]:
-    """The feature pairs with the largest mean |SHAP interaction| over ``x`` (off the diagonal), largest first."""
-    import xgboost as xgb
-
-    names = model.spec.names
-    dmatrix = xgb.DMatrix(x, feature_names=list(names), missing=np.nan)
-    raw = np.abs(np.asarray(model.booster.predict(dmatrix, pred_interactions=True), dtype=np.float64))
-    strength = raw[:, :-1, :-1].mean(axis=0)
-    pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
-    # The matrix is symmetric and splits each pair's effect over (i, j) and (j, i).
-    ranked = sorted(pairs, key=lambda p: -(strength[p] + strength[p[::-1]]))[:top]
-    labels = [feature_label(n, model.spec) for n in names]
-    return [(labels[i], labels[j], float(strength[i, j] + strength[j, i])) for i, j in ranked]
 
 
 def decoded(model: TrainedModel, column: int, value: float) -> str | float | None:

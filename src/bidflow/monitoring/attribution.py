@@ -18,8 +18,8 @@ is no attribution.
 from __future__ import annotations
 
 import json
-import logging
 import math
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -33,8 +33,6 @@ from bidflow.errors import MonitorError
 
 if TYPE_CHECKING:
     from bidflow.config import Config
-
-log = logging.getLogger(__name__)
 
 REFERENCE_FILE: Final = "contributions.json"  # beside a version's fitted detector
 ROLE_HEADER: Final = "x-bidflow-role"  # the local router's (bidflow.deploy.router.ROLE_HEADER)
@@ -99,13 +97,22 @@ def current_means(
 ) -> tuple[int, dict[str, float]]:
     """Explain ``requests`` (v1 bodies the role served) on its server: (rows explained, mean contribution per feature).
 
+    ``timeout_s`` bounds the whole window, not each call: when it runs out after some calls, the
+    rows explained so far stand for the window.
+
     Raises:
         MonitorError: the server cannot be reached, refuses, or answers something that is not an explanation.
     """
     instances = [instance for body in requests for instance in body.get("instances", ())]
     totals: dict[str, float] = {}
     rows = 0
+    deadline = time.monotonic() + timeout_s  # for the whole window: a rollback waits on it
     for start in range(0, len(instances), _CHUNK):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            if rows:
+                break  # what was explained in time stands for the window
+            raise MonitorError("the model server did not explain the drifted window in time", where=base_url)
         body = json.dumps({"instances": instances[start : start + _CHUNK]}).encode()
         request = urllib.request.Request(
             f"{base_url}/v1/models/{model_name}:explain",
@@ -114,7 +121,7 @@ def current_means(
             headers={"content-type": "application/json", ROLE_HEADER: role, TOP_HEADER: "0"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            with urllib.request.urlopen(request, timeout=left) as response:
                 answer = json.loads(response.read())
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise MonitorError("the model server did not explain the drifted window", where=base_url,

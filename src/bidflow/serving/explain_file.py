@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int], None]  # bytes of the file read since the last call
 
-# How long an online-store read may take before the row fails open. A server's default (20 ms)
+# How long an online-store read may take before the row fails open. A server's short default
 # guards an auction's latency; a command reading a file has no auction waiting on it.
 DEFAULT_FEATURE_TIMEOUT_MS: Final = 1_000.0
 _GZIP_MAGIC: Final = b"\x1f\x8b"
