@@ -427,6 +427,49 @@ class ExplainConfig(_Section):
     )
 
 
+class BidderConfig(_Section):
+    """The bidder kind: a campaign's landscape and bidding policies, replayed on logged auctions.
+
+    The default data are the public RLB experiments' iPinYou files (research use only), read in place.
+    """
+
+    campaign: str = Field(default="2997", min_length=1, description="the campaign the bidder bids for")
+    data: Path = Field(
+        default=Path("../shared/data/ipinyou_auction_outcomes"),
+        description="folder with info_<campaign>.json or train_info/<campaign>.train-info.txt, the held-out "
+        "test_theta_<campaign>.csv.gz and validation_by_campaign/<campaign>.csv.gz",
+    )
+    tuning_seeds: int = Field(
+        default=3, ge=1, le=20, description="natural-rate thinnings of the click-enriched tuning log averaged over"
+    )
+    episode: int = Field(default=1_000, ge=10, description="auctions per budget episode (T)")
+    levels: tuple[float, ...] = Field(
+        default=(1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2),
+        min_length=1,
+        description="budget levels c0 (share of the training cost per auction) fitted and gated",
+    )
+    served_level: float = Field(default=1 / 32, gt=0.0, le=1.0, description="the budget level the server bids at")
+    policy: Literal["constant", "linear", "ortb", "planned"] = Field(
+        default="planned", description="the policy served and gated (planned: budget-aware value function)"
+    )
+    value_bins: int = Field(default=32, ge=1, le=256, description="pCTR quantile bins the planned policy may use")
+    max_bid: int = Field(default=300, ge=1, description="highest bid, in the log's price unit (fen CPM)")
+    budget_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Redis holding the shared budget state of the served bidder"
+    )
+    reservation_ttl_s: float = Field(
+        default=30.0, gt=0.0, description="a bid's reserved budget returns when no win or loss notice came by then"
+    )
+
+    @model_validator(mode="after")
+    def _served_level_is_fitted(self) -> BidderConfig:
+        if not all(0.0 < level <= 1.0 for level in self.levels):
+            raise ValueError("bidder.levels must lie in (0, 1]")
+        if self.served_level not in self.levels:
+            raise ValueError(f"bidder.served_level {self.served_level} is not one of bidder.levels {self.levels}")
+        return self
+
+
 class Config(_Section):
     """All of bidflow's settings."""
 
@@ -443,6 +486,7 @@ class Config(_Section):
     canary: CanaryConfig = CanaryConfig()
     monitor: MonitorConfig = MonitorConfig()
     explain: ExplainConfig = ExplainConfig()
+    bidder: BidderConfig = BidderConfig()
     kinds: dict[str, str] = Field(
         default_factory=dict,
         description="model kinds beyond the built-in ones: name -> 'module:attribute' of a bidflow.kinds.Kind",

@@ -124,3 +124,7 @@ class ConflictError(DeploymentError):
 
 class MonitorError(BidflowError):
     """The drift monitor cannot fit, load or run its detectors."""
+
+
+class BiddingError(BidflowError):
+    """A bidder cannot be fitted, loaded or asked for a bid (unknown campaign, a policy that does not fit)."""
