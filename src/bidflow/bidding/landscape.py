@@ -97,9 +97,9 @@ def from_prices(prices: npt.ArrayLike, max_price: int, *, laplace: float = 1.0) 
     return from_counts(np.bincount(p, minlength=max_price + 1), laplace=laplace)
 
 
-def from_censored(bids: npt.ArrayLike, prices: npt.ArrayLike, max_price: int) -> Landscape:
-    """The Kaplan-Meier landscape of a bidder's own log: ``prices[i]`` is seen where ``bids[i] >= prices[i]``
-    (won); a lost auction only tells that the price exceeded its bid (right-censored at the bid).
+def from_censored(bids: npt.ArrayLike, won: npt.ArrayLike, prices: npt.ArrayLike, max_price: int) -> Landscape:
+    """The Kaplan-Meier landscape of a bidder's own log: ``prices[i]`` is seen where ``won[i]``; a lost
+    auction only tells that the price exceeded its bid (right-censored at the bid; its price is ignored).
 
     Prices are whole units and a loss means price >= bid + 1, so a lost bid is censored at ``bid + 0.5``
     (between the last price it could have beaten and the first it could not). Probability mass the
@@ -112,10 +112,10 @@ def from_censored(bids: npt.ArrayLike, prices: npt.ArrayLike, max_price: int) ->
 
     b = np.asarray(bids, dtype=np.float64)
     p = np.asarray(prices, dtype=np.float64)
-    won = b >= p
-    if not won.any():
+    seen = np.asarray(won, dtype=bool)
+    if not seen.any():
         raise BiddingError("no won auction in the log: the landscape cannot be estimated")
-    data = CensoredData(uncensored=p[won], right=b[~won] + 0.5)
+    data = CensoredData(uncensored=p[seen], right=b[~seen] + 0.5)
     cdf = ecdf(data).cdf
     grid = np.arange(max_price + 1, dtype=np.float64)
     at = np.clip(cdf.evaluate(grid), 0.0, 1.0)
