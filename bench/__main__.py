@@ -22,6 +22,7 @@ BENCHMARKS = [
     "serving",
     "explain",
     "monitor",
+    "bidder",
 ]
 README = Path(__file__).with_name("README.md")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"

@@ -113,5 +113,6 @@ def _policy(name: PolicyName, params: dict[str, Any], bidder: Bidder, level: flo
             thetas=np.asarray(params["values"], dtype=np.float64),
             weights=np.asarray(params["weights"], dtype=np.float64),
             normalize=bool(params["normalize"]),
+            trust=float(params.get("trust", 1.0)),
         )
     raise BiddingError("unknown policy in a fitted bidder", got=name, expected="constant, linear, ortb, planned")

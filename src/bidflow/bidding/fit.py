@@ -4,7 +4,7 @@ its parameters chosen by replaying a tuning log (never the held-out auctions the
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from bidflow.bidding.policies import (
 from bidflow.bidding.value import theta_bins
 
 POLICIES: tuple[PolicyName, ...] = ("constant", "linear", "ortb", "planned")
+TRUST: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # pCTR trust levels the planned policy is tuned over
 
 Progress = Callable[[str], None]
 
@@ -131,14 +132,21 @@ def _fit_level(
     )
     fitted["ortb"], curves["ortb"] = best_of(log_grid(1e-7, 1e-2, 80), lambda v: OrtbPolicy(**common, c=c, lam=v), logs)
 
-    def planned(variant: tuple[str, bool]) -> Policy:
-        kind, normalize = variant
-        values = spread if kind == "distribution" else (np.array([campaign.ctr]), np.ones(1))
-        return PlannedPolicy(**common, pdf=land.pdf, thetas=values[0], weights=values[1], normalize=normalize)
+    average = PlannedPolicy(
+        **common, pdf=land.pdf, thetas=np.array([campaign.ctr]), weights=np.ones(1), normalize=False
+    )
+    spread_out = PlannedPolicy(**common, pdf=land.pdf, thetas=spread[0], weights=spread[1], normalize=False)
+
+    def planned(variant: tuple[str, bool, float]) -> Policy:
+        kind, normalize, trust = variant
+        # variants of one spread share its value function (replace keeps the computed table)
+        return replace(average if kind == "average" else spread_out, normalize=normalize, trust=trust)
 
     # RLB plans with the average CTR alone; the distribution is the recursion without that shortcut;
-    # normalising guards against a CTR model whose scale moved. The tuning log picks.
-    variants = [(kind, norm) for kind in ("average", "distribution") for norm in (False, True)]
+    # normalising guards against a CTR model whose scale moved; trust below 1 shrinks a pCTR that
+    # ranks auctions less well than it claims (0: SS-MDP). The tuning log picks.
+    variants = [("average", norm, trust) for norm in (False, True) for trust in TRUST]
+    variants += [("distribution", norm, 1.0) for norm in (False, True)]
     fitted["planned"], curves["planned"] = best_of(variants, planned, logs)
     return fitted, curves
 
@@ -146,5 +154,5 @@ def _fit_level(
 def _describe(policy: Policy) -> str:
     params = policy.params()
     if policy.name == "planned":
-        return f"({len(params['values'])} values, normalize={params['normalize']})"
+        return f"({len(params['values'])} values, normalize={params['normalize']}, trust={params['trust']})"
     return "(" + ", ".join(f"{k}={v:.4g}" for k, v in params.items() if isinstance(v, int | float)) + ")"

@@ -135,6 +135,10 @@ class PlannedPolicy:
             scale drifted from the training period's does not over- or under-bid (the mean is of the
             pCTRs the policy was asked about: inputs only, no labels).
         average_ctr: the training period's CTR (what a normalised pCTR averages to).
+        trust: how far the auction's value follows its pCTR: value = average CTR x (pCTR / average CTR)
+            ^ trust. 1 bids on the pCTR as it is (RLB); 0 ignores it and plans on the budget and the
+            landscape alone (SS-MDP); in between shrinks a CTR model that ranks better than it
+            measures. The tuning log chooses.
     """
 
     episode: int
@@ -145,6 +149,7 @@ class PlannedPolicy:
     weights: npt.NDArray[np.float64]
     normalize: bool
     average_ctr: float
+    trust: float = 1.0
     name: PolicyName = "planned"
     _table: list[npt.NDArray[np.float32]] = field(default_factory=list, repr=False, compare=False)
 
@@ -158,7 +163,13 @@ class PlannedPolicy:
         return self._table[0]
 
     def value(self, pctr: float, mean_pctr: float | None) -> float:
-        return relative(pctr, mean_pctr, self.average_ctr) if self.normalize else pctr
+        theta = relative(pctr, mean_pctr, self.average_ctr) if self.normalize else pctr
+        return float(self._trusted(np.array([theta]))[0])
+
+    def _trusted(self, theta: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        if self.trust == 1.0:
+            return theta
+        return self.average_ctr * np.power(np.maximum(theta, 0.0) / self.average_ctr, self.trust)
 
     def bid(self, pctr: float, left: int, budget: int, mean_pctr: float | None = None) -> int:
         return int(optimal_bid(self.differences, left, max(budget, 0), self.value(pctr, mean_pctr), self.max_bid))
@@ -166,7 +177,7 @@ class PlannedPolicy:
     def replay(self, auctions: Auctions) -> Outcome:
         theta = auctions.pctr * self.average_ctr / running_mean(auctions.pctr) if self.normalize else auctions.pctr
         return replay_planned(
-            self.differences, theta, auctions.price, auctions.click,
+            self.differences, self._trusted(theta), auctions.price, auctions.click,
             episode=self.episode, budget=self.budget, max_bid=self.max_bid,
         )  # fmt: skip
 
@@ -176,6 +187,7 @@ class PlannedPolicy:
             "weights": [float(w) for w in self.weights],
             "normalize": self.normalize,
             "average_ctr": self.average_ctr,
+            "trust": self.trust,
         }
 
 
