@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_LINK_MODE := copy
 
-.PHONY: help setup monitor-setup browser demo test test-unit lint bench pipelines dvc-repro clean
+.PHONY: help setup monitor-setup browser prometheus demo test test-unit lint bench pipelines observability dvc-repro clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,12 +46,15 @@ monitor-setup: $(MONITOR_VENV)/.installed ## create .venv-monitor (drift monitor
 demo: setup monitor-setup ## run the whole loop on generated data and write the report
 	$(BIN)/bidflow demo
 
-test: setup monitor-setup browser ## run the whole test suite (unit, integration, e2e), then the monitor's in .venv-monitor
+test: setup monitor-setup browser prometheus ## run the whole test suite (unit, integration, e2e), then the monitor's in .venv-monitor
 	$(BIN)/python -m pytest
 	$(MONITOR_BIN)/python -m pytest tests/monitor --confcutdir=tests/monitor -p no:cacheprovider
 
 browser: ## Debian's chromium for the headless check of the demo report (installs only when missing)
 	@scripts/install-browser.sh || echo "make: chromium could not be installed (needs root); the report check will fail"
+
+prometheus: ## Debian's prometheus and promtool for the rule and alert tests (installs only when missing)
+	@scripts/install-prometheus.sh || echo "make: prometheus could not be installed (needs root); the rule and alert tests will fail"
 
 test-unit: setup ## unit tests only: no services, no network
 	$(BIN)/python -m pytest -m "not integration and not e2e"
@@ -66,6 +69,9 @@ bench: setup ## run the benchmarks and rewrite the table in bench/README.md
 
 pipelines: setup ## compile the Kubeflow pipelines to IR YAML under pipelines/ (the golden files tests compare)
 	$(BIN)/bidflow pipeline compile --out pipelines
+
+observability: setup ## generate the Prometheus rules and Grafana dashboards (ops/prometheus/, helm/bidflow/files/; golden files the tests compare)
+	$(BIN)/bidflow ops render
 
 dvc-repro: setup ## reproduce the DVC stages (simulate -> ingest -> validate)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro  # the stages call the bidflow CLI

@@ -9,6 +9,9 @@ Served payloads (request and response bodies, which model answered) are queued f
 monitor and sent in batches by a background task: the request path never waits on the monitor,
 and when the queue is full new payloads are dropped and counted, never the request.
 
+``GET /metrics`` is the router's own Prometheus metrics (``bidflow.deploy.router_metrics``), not
+the champion's: each model server is scraped on its own port.
+
 Admin API (used by ``bidflow canary ...`` and the monitor, on the same loopback address):
 ``GET /admin/state``, ``GET /admin/transitions``, ``GET /admin/metrics``,
 ``POST /admin/deploy | /admin/promote | /admin/rollback`` (JSON: ``actor``, ``reasons``,
@@ -167,17 +170,26 @@ class RouterState:
     token: str | None = None  # what a transition request must carry (bidflow.monitoring.auth); None: no check
     stats: dict[Role, RoleStats] = field(default_factory=lambda: {"champion": RoleStats(), "canary": RoleStats()})
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Requests and errors of the stretches before the last transition (the metrics' counters never go back).
+    served: dict[Role, list[int]] = field(default_factory=lambda: {"champion": [0, 0], "canary": [0, 0]})
+    transitions: dict[str, int] = field(default_factory=dict)  # per action, since the router started
 
     def reset_stats(self) -> None:
+        for role, stats in self.stats.items():
+            self.served[role][0] += stats.requests
+            self.served[role][1] += stats.errors
         self.stats = {"champion": RoleStats(), "canary": RoleStats()}
 
 
 def build_router(state: RouterState) -> Starlette:
     """The router's ASGI app over ``state`` (in-process tests use it directly)."""
     import httpx
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
+
+    from bidflow.deploy.router_metrics import RouterMetrics
 
     client = httpx.AsyncClient(timeout=httpx.Timeout(30.0), limits=httpx.Limits(max_keepalive_connections=64))
     background: list[asyncio.Task[None]] = []
@@ -225,6 +237,12 @@ def build_router(state: RouterState) -> Starlette:
         out_headers["x-bidflow-model-version"] = server.model.version
         return Response(upstream.content, upstream.status_code, out_headers)
 
+    registry = CollectorRegistry()
+    registry.register(RouterMetrics(state))
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     async def admin_state(_: Request) -> Response:
         return JSONResponse(state.backend.status().to_dict())
 
@@ -266,6 +284,7 @@ def build_router(state: RouterState) -> Starlette:
                 except (KeyError, TypeError, ValueError) as exc:
                     return JSONResponse({"error": f"bad admin request: {exc!r}"}, 400)
                 state.reset_stats()
+                state.transitions[done.action] = state.transitions.get(done.action, 0) + 1
             return JSONResponse(done.to_dict())
 
         return handler
@@ -305,6 +324,7 @@ def build_router(state: RouterState) -> Starlette:
         Route("/admin/deploy", transition(deploy), methods=["POST"]),
         Route("/admin/promote", transition(lambda b: state.controller.promote(**why(b))), methods=["POST"]),
         Route("/admin/rollback", transition(lambda b: state.controller.rollback(**why(b))), methods=["POST"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/{path:path}", proxy, methods=["GET", "POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -7,6 +7,7 @@ raised                                                   status  body
 KServe's ``InvalidInput`` (body is not JSON, v1)         400     error, field ``$``
 FastAPI ``RequestValidationError`` (v2 body schema)      400     error, field from its location
 KServe's ``ModelNotReady`` (not loaded, or failed to)    503     error, reason (why it is not ready)
+``Unavailable`` (a store the answer needs is down)       503     error, reason (what failed)
 KServe's ``ModelNotFound``                               404     error (KServe's own handler)
 Starlette's ``HTTPException`` (unknown path, method)     4xx     error (its detail)
 any other exception (a bug)                              500     error (logged with its traceback)
@@ -14,6 +15,9 @@ any other exception (a bug)                              500     error (logged w
 
 The online feature store never appears here: when it is down or slow the bid filter *fails open*
 (calls every partner) and counts it (``bidflow.serving.online``), so a store outage is never a 5xx.
+
+Every answer of 500 or more is counted here, in ``bidflow_serving_server_errors_total{status}`` (the
+alerts' 5xx share), and nowhere on the success path.
 
 ``field`` is a JSON path into the posted body. A bid request inside a v2 ``BYTES`` tensor is a JSON
 document within a string; its paths are appended to the tensor element's path as if it were
@@ -30,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from bidflow.errors import BidflowError, OpenRTBError
+from bidflow.serving.metrics import serving_metrics
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
@@ -59,6 +64,14 @@ class BodyTooLarge(RequestError):
     """The body exceeds the server's limit (read no further than the limit)."""
 
 
+class Unavailable(BidflowError):
+    """A store the answer depends on is down or slow (HTTP 503): the client may retry the same request.
+
+    Only for requests that cannot be answered safely without it (the bidder's notices); scoring
+    requests degrade instead (fail open, or a bid of 0) and never raise it.
+    """
+
+
 def error_response(exc: BaseException, not_ready_reason: Callable[[str], str | None]) -> tuple[int, dict[str, Any]]:
     """The status and JSON body for ``exc`` (the one mapping; see the module docstring).
 
@@ -77,6 +90,8 @@ def error_response(exc: BaseException, not_ready_reason: Callable[[str], str | N
         if exc.got is not None:
             body["got"] = exc.got
         return HTTPStatus.BAD_REQUEST, body
+    if isinstance(exc, Unavailable):
+        return HTTPStatus.SERVICE_UNAVAILABLE, {"error": exc.what, "reason": exc.got or "unavailable"}
     if isinstance(exc, InvalidInput):
         return HTTPStatus.BAD_REQUEST, {"error": f"request body is not valid: {exc.reason}", "field": "$"}
     if isinstance(exc, RequestValidationError):
@@ -98,6 +113,8 @@ def error_json(exc: BaseException, not_ready_reason: Callable[[str], str | None]
     from starlette.responses import Response
 
     status, body = error_response(exc, not_ready_reason)
+    if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+        serving_metrics().server_errors.labels(str(int(status))).inc()
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
@@ -113,6 +130,7 @@ def install_error_handlers(app: FastAPI, not_ready_reason: Callable[[str], str |
 
     for kind in (
         RequestError,
+        Unavailable,
         InvalidInput,
         RequestValidationError,
         ModelNotReady,

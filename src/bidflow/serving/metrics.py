@@ -10,6 +10,8 @@ metric                                             type       labels
 ``bidflow_serving_exploration_share``              gauge      model (explored / auctions since start)
 ``bidflow_serving_fail_open_total``                counter    model, reason
 ``bidflow_serving_model_info``                     gauge = 1  model, version, source, predictor
+``bidflow_serving_model_ready``                    gauge      model (1 loaded and serving, 0 not: answering 503)
+``bidflow_serving_server_errors_total``            counter    status (responses >= 500 the error mapping gave)
 ``bidflow_serving_explain_seconds``                histogram  model (the ``:explain`` route, apart from scoring)
 ``bidflow_serving_explained_total``                counter    model (rows explained: partner calls, instances)
 =================================================  =========  ======================================
@@ -132,6 +134,23 @@ class ServingMetrics(Collector):
             ["model", "version", "source", "predictor"],
             registry=registry,
             multiprocess_mode="livemax",
+        )
+        # 0 as soon as a server has the model but cannot serve it (still loading, or loading failed), so an
+        # alert needs no traffic to notice; with several workers the smallest value: 0 while any worker is not ready.
+        self.model_ready = Gauge(
+            "bidflow_serving_model_ready",
+            "1 while the model is loaded and serving, 0 while it answers 503 (loading, or failed to load).",
+            ["model"],
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+        # Counted where the one status mapping (``bidflow.serving.errors``) builds a 5xx answer, never on the
+        # success path; the request histogram's ``_count`` is the denominator of the 5xx share.
+        self.server_errors = Counter(
+            "bidflow_serving_server_errors",
+            "Responses with a 5xx status (model not ready, a bug).",
+            ["status"],
+            registry=registry,
         )
         if not multiprocess:
             registry.register(self)
