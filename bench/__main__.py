@@ -20,6 +20,7 @@ BENCHMARKS = [
     "ctr",
     "pipeline",
     "serving",
+    "bidder_serving",
     "explain",
     "monitor",
     "bidder",

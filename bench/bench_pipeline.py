@@ -61,10 +61,7 @@ def run() -> list[Result]:
             started = time.perf_counter()
             result = run_local("bid_filter", arguments, config, root / "kfp")
             seconds = time.perf_counter() - started
-    verdicts = ", ".join(
-        f"{gate} {'passed' if passed else 'failed'}"
-        for gate, passed in (("evaluation", result.evaluation_passed), ("bias", result.bias_passed))
-    )
+    verdicts = ", ".join(f"{gate} {'passed' if passed else 'failed'}" for gate, passed in result.gates.items())
     registered = f"registered v{result.registered.version}" if result.registered else "not registered"
     detail = (
         f"{generated.auctions:,} auctions ({generated.calls:,} partner calls) over {config.simulate.hours} h, "

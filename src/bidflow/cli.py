@@ -15,18 +15,20 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from bidflow.bidding.commands import register_bidder_commands
 from bidflow.config import Config, load_config, override
 from bidflow.deploy.commands import register_canary_commands
 from bidflow.errors import BidflowError
 from bidflow.features.commands import features_cli
 from bidflow.modeling.commands import register_modeling_commands
+from bidflow.observability.commands import register_ops_commands
 from bidflow.pipelines.commands import register_pipeline_commands
 from bidflow.serving.commands import register_serving_commands
 from bidflow.serving.explain_commands import register_explain_command
 
 cli = typer.Typer(
     name="bidflow",
-    help="MLOps for ad-tech: OpenRTB auction logs to bid-filter and CTR models.",
+    help="MLOps for ad-tech: OpenRTB auction logs to bid-filter and CTR models, and a budget-aware bidder.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -39,6 +41,8 @@ register_serving_commands(cli)
 register_explain_command(cli)
 register_pipeline_commands(cli)
 register_canary_commands(cli)
+register_bidder_commands(cli)
+register_ops_commands(cli)
 
 out = Console()
 err = Console(stderr=True)
@@ -224,12 +228,13 @@ def kinds(ctx: typer.Context) -> None:
     from bidflow.kinds import kind, kind_names, registered_name
 
     config = _config(ctx)
-    table = Table("kind", "registered model", "feature service", "label", "pipeline", "what it predicts")
+    table = Table("kind", "registered model", "feature service", "label", "pipeline", "trained by", "what it predicts")
     for name in kind_names(config):
         found = kind(config, name)
         pipeline = "yes" if found.pipeline else "-"
         service = found.feature_service or "-"
-        table.add_row(name, registered_name(config, name), service, found.label, pipeline, found.summary)
+        loop = "train/evaluate/fairness" if found.tabular else f"bidflow {found.commands}"
+        table.add_row(name, registered_name(config, name), service, found.label, pipeline, loop, found.summary)
     out.print(table)
 
 

@@ -439,9 +439,6 @@ class BidderConfig(_Section):
         description="folder with info_<campaign>.json or train_info/<campaign>.train-info.txt, the held-out "
         "test_theta_<campaign>.csv.gz and validation_by_campaign/<campaign>.csv.gz",
     )
-    tuning_seeds: int = Field(
-        default=3, ge=1, le=20, description="natural-rate thinnings of the click-enriched tuning log averaged over"
-    )
     episode: int = Field(default=1_000, ge=10, description="auctions per budget episode (T)")
     levels: tuple[float, ...] = Field(
         default=(1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2),
@@ -458,7 +455,32 @@ class BidderConfig(_Section):
         default="redis://127.0.0.1:6379/0", description="Redis holding the shared budget state of the served bidder"
     )
     reservation_ttl_s: float = Field(
-        default=30.0, gt=0.0, description="a bid's reserved budget returns when no win or loss notice came by then"
+        default=30.0,
+        gt=0.0,
+        description="a bid with no win or loss notice by then counts as spent at the full bid (lost notices "
+        "never cause overspend)",
+    )
+    budget_timeout_s: float = Field(
+        default=0.02, gt=0.0, le=5.0, description="longest wait on the budget store (Redis); past it the bid is 0"
+    )
+    state_max_age_s: float = Field(
+        default=0.005,
+        ge=0.0,
+        le=1.0,
+        description="a replica bids from the budget state its last reservation returned while younger than this, "
+        "instead of reading Redis again (0: read for every bid); the reservation's check keeps the budget safe",
+    )
+    max_auctions: int | None = Field(
+        default=None,
+        ge=100,
+        description="read at most this many auctions (the head, in logged order) of each log: quick checks and "
+        "tests; None reads them whole",
+    )
+    gate_spend_tolerance: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="replay gate: None compares candidate and baseline at equal budget (the level's); a number "
+        "also caps the candidate's cost at the baseline's x (1 + tolerance) (bidflow.bidding.gate)",
     )
 
     @model_validator(mode="after")

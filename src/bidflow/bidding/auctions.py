@@ -155,29 +155,14 @@ def read_auctions(path: Path) -> Auctions:
     )
 
 
-def natural_rate(auctions: Auctions, ctr: float, seed: int = 0) -> Auctions:
-    """A click-enriched log thinned to a natural click rate: clicked rows are kept at random so that
-    clicks make up ``ctr`` of the rows, the order of the rest unchanged.
-
-    The RLB authors' validation sets keep every click and a sample of the rest; a policy tuned on them
-    as they are would see ten times the clicks per unit of budget that the market gives.
-    """
-    clicked = auctions.click == 1
-    others = int((~clicked).sum())
-    wanted = ctr * others / (1 - ctr)
-    keep_share = min(1.0, wanted / max(int(clicked.sum()), 1))
-    rng = np.random.default_rng(seed)
-    keep = ~clicked | (rng.random(len(auctions)) < keep_share)
-    return Auctions(auctions.click[keep], auctions.price[keep], auctions.pctr[keep])
-
-
 @dataclass(frozen=True)
 class CampaignFiles:
     """Where one campaign's files are in a data folder laid out like the RLB experiments'.
 
     Attributes:
         statistics: ``info_<id>.json`` or ``train_info/<id>.train-info.txt``.
-        tuning: the log policies are tuned on (``validation_by_campaign/<id>.csv.gz``, click-enriched).
+        tuning: the log policies are tuned on (``validation_by_campaign/<id>.csv.gz``: the RLB authors'
+            validation episodes, 1,000 auctions each after a marker line).
         heldout: the log the gate replays (``test_theta_<id>.csv.gz``); None when the campaign has no
             test log, and then the tuning log is split in two (``split_tuning``).
     """

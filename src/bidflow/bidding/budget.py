@@ -14,7 +14,7 @@ hash tag keeps the keys in one Redis Cluster slot). Per key set:
 ``deadlines`` (sorted set)
     auction id -> the time (Redis's clock, ms) its reservation counts as spent.
 ``spend`` (hash)
-    episode -> settled spend of that episode (the last ``KEEP_EPISODES`` episodes).
+    episode -> settled spend of that episode (the last ``budget_scripts.KEEP_EPISODES`` episodes).
 
 Semantics:
 
@@ -28,6 +28,13 @@ Semantics:
   auction is counted with a bid of 0. A bid of 0 reserves nothing but still counts the auction.
   Since every reservation is checked against the budget inside Redis, the replicas together never
   reserve more than ``B`` in an episode, whatever their number and timing.
+* **A recent state instead of a read** (``state_age_s``, ``bidder.state_max_age_s``): the state a
+  replica's own last script call returned, or a settlement updated, is used for the next bid
+  while it is younger than that, instead of reading Redis again: one round trip per bid instead of
+  two at any real request rate (the round trip, not the work, is most of a bid's cost). What it
+  misses is what other replicas did in those milliseconds: a few auctions in ``left``, and budget
+  they reserved, which the script's check catches (the refusal returns the fresh state). Safety does
+  not depend on the state's age, only the bid's precision; 0 reads for every bid.
 * **An auction id seen again** (a client retrying) gets the amount already reserved for it, and
   nothing changes: bid requests are idempotent per auction id.
 * **No auction id**: nothing can settle the bid, so it is counted as spent at once (what expiry
@@ -43,7 +50,9 @@ Semantics:
   the scripts (a bounded number per call), so a late notice finds nothing to settle.
 * **Redis unreachable or slow** (every call bounded by ``timeout_s``, no retries): ``BudgetUnavailable``.
   The server then bids 0, since spending without a budget could overspend, and stops asking Redis
-  for ``cooldown_s`` (a breaker), so that each request does not pay the timeout.
+  for ``cooldown_s`` (a breaker), so that each request does not pay the timeout. A reply that times
+  out after Redis ran the script leaves a reservation no bid was answered with: it expires as spent
+  (underspend, never over).
 
 Two replicas serving different versions of one bidder may disagree on ``B`` or ``T``: a new
 episode starts with the plan of the replica that counted the last auction of the previous one.
@@ -57,6 +66,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from bidflow.bidding.budget_scripts import RESERVE_LUA, SETTLE_LUA, SWEEP_ONLY_LUA
+from bidflow.bidding.budget_wire import Script, Wire, command
 from bidflow.errors import BiddingError
 
 if TYPE_CHECKING:
@@ -67,131 +78,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ATTEMPTS: Final = 3  # bids computed from a fresh state before the auction is counted with a bid of 0
-KEEP_EPISODES: Final = 256  # episodes whose settled spend is kept in the ``spend`` hash
-SWEEP: Final = 32  # expired reservations settled per script call at most
 DEFAULT_TIMEOUT_S: Final = 0.02
 DEFAULT_COOLDOWN_S: Final = 1.0
 
-# Settles expired reservations as spent; shared by both scripts. Returns count, amount.
-_SWEEP_LUA = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function charge(episode, amount, current)
-  if amount > 0 then
-    redis.call('HINCRBY', KEYS[1], 'spent', amount)
-    if episode > current - KEEP_EPISODES then redis.call('HINCRBY', KEYS[4], episode, amount) end
-  end
-end
-local function sweep(now, current)
-  local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, SWEEP)
-  local amount = 0
-  for _, id in ipairs(due) do
-    local held = redis.call('HGET', KEYS[2], id)
-    if held then
-      local sep = string.find(held, ':', 1, true)
-      local reserved = tonumber(string.sub(held, 1, sep - 1))
-      charge(tonumber(string.sub(held, sep + 1)), reserved, current)
-      amount = amount + reserved
-      redis.call('HDEL', KEYS[2], id)
-    end
-    redis.call('ZREM', KEYS[3], id)
-  end
-  if amount > 0 then redis.call('HINCRBY', KEYS[1], 'outstanding', -amount) end
-  return #due, amount
-end
-""".replace("KEEP_EPISODES", str(KEEP_EPISODES)).replace("SWEEP", str(SWEEP))
-
-# KEYS: state, reservations, deadlines, spend.
-# ARGV: bid, pctr, auction ('' for none), B, T, ttl in ms.
-# Reply: placed (1 reserved, 0 refused, 2 repeated auction id), bid, budget, left, episode,
-#        pctr_sum (string), pctr_n, expired count, expired amount.
-_RESERVE_LUA = (
-    _SWEEP_LUA
-    + """
-local s = redis.call('HMGET', KEYS[1], 'budget', 'left', 'episode', 'pctr_sum', 'pctr_n')
-local budget, left, episode = tonumber(s[1]), tonumber(s[2]), tonumber(s[3])
-local psum, pn = tonumber(s[4]) or 0, tonumber(s[5]) or 0
-if not budget then budget, left, episode = tonumber(ARGV[4]), tonumber(ARGV[5]), 1 end
-local now = now_ms()
-local expired, expired_amount = sweep(now, episode)
-local bid, auction = tonumber(ARGV[1]), ARGV[3]
-if auction ~= '' then
-  local held = redis.call('HGET', KEYS[2], auction)
-  if held then
-    local reserved = tonumber(string.sub(held, 1, string.find(held, ':', 1, true) - 1))
-    return {2, reserved, budget, left, episode, tostring(psum), pn, expired, expired_amount}
-  end
-end
-if bid > budget + 100000 then
-  return {0, bid, budget, left, episode, tostring(psum), pn, expired, expired_amount}
-end
-budget = budget - bid
-left = left - 1
-psum = psum + tonumber(ARGV[2])
-pn = pn + 1
-if bid > 0 then
-  if auction ~= '' then
-    redis.call('HSET', KEYS[2], auction, bid .. ':' .. episode)
-    redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), auction)
-    redis.call('HINCRBY', KEYS[1], 'outstanding', bid)
-  else
-    charge(episode, bid, episode)
-  end
-end
-if left <= 0 then
-  episode = episode + 1
-  budget, left = tonumber(ARGV[4]), tonumber(ARGV[5])
-  redis.call('HDEL', KEYS[4], episode - KEEP_EPISODES)
-end
-redis.call('HSET', KEYS[1], 'budget', budget, 'left', left, 'episode', episode,
-           'pctr_sum', tostring(psum), 'pctr_n', pn)
-return {1, bid, budget, left, episode, tostring(psum), pn, expired, expired_amount}
-""".replace("KEEP_EPISODES", str(KEEP_EPISODES))
-)
-
-# KEYS: state, reservations, deadlines, spend. ARGV: auction, price (-1: lost).
-# Reply: status (1 won, 2 lost, 0 unknown), charged, refunded, episode of the reservation,
-#        expired count, expired amount.
-_SETTLE_LUA = (
-    _SWEEP_LUA
-    + """
-local current = tonumber(redis.call('HGET', KEYS[1], 'episode')) or 1
-local expired, expired_amount = sweep(now_ms(), current)
-local held = redis.call('HGET', KEYS[2], ARGV[1])
-if not held then return {0, 0, 0, 0, expired, expired_amount} end
-local sep = string.find(held, ':', 1, true)
-local reserved, episode = tonumber(string.sub(held, 1, sep - 1)), tonumber(string.sub(held, sep + 1))
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'outstanding', -reserved)
-local price = tonumber(ARGV[2])
-local charged = 0
-if price >= 0 then charged = math.min(price, reserved) end
-charge(episode, charged, current)
-local refunded = 0
-if episode == current then
-  refunded = reserved - charged
-  if refunded > 0 then redis.call('HINCRBY', KEYS[1], 'budget', refunded) end
-end
-local status = 2
-if price >= 0 then status = 1 end
-return {status, charged, refunded, episode, expired, expired_amount}
-"""
-)
-
-# KEYS as above. Reply: expired count, expired amount.
-_SWEEP_ONLY_LUA = (
-    _SWEEP_LUA
-    + """
-local current = tonumber(redis.call('HGET', KEYS[1], 'episode')) or 1
-local expired, amount = sweep(now_ms(), current)
-return {expired, amount}
-"""
-)
-
 Status = Literal["won", "lost", "unknown"]
+_FIELDS: Final = (b"budget", b"left", b"episode", b"pctr_sum", b"pctr_n")
 _STATUS: Final[tuple[Status, Status, Status]] = ("unknown", "won", "lost")
 
 
@@ -228,6 +119,8 @@ class Placed:
             ``budget_unavailable``), else None.
         expired: reservations the call found expired and counted as spent.
         repeated: the auction id already had a reservation; its amount was answered again.
+        refused: reservations the script refused because the budget moved after the state was read
+            (another replica reserved in between); each was followed by a bid computed afresh.
     """
 
     bid: int
@@ -235,6 +128,7 @@ class Placed:
     reason: str | None = None
     expired: int = 0
     repeated: bool = False
+    refused: int = 0
 
 
 @dataclass(frozen=True)
@@ -280,6 +174,7 @@ class BudgetStore:
         *,
         ttl_s: float,
         cooldown_s: float = DEFAULT_COOLDOWN_S,
+        state_age_s: float = 0.0,
     ) -> None:
         if plan.budget < 0 or plan.episode < 1:
             raise BiddingError("a budget plan needs B >= 0 and T >= 1", got=f"B={plan.budget}, T={plan.episode}")
@@ -289,13 +184,17 @@ class BudgetStore:
         tag = f"bidflow:bidder:{{{model}:{campaign}}}"
         self.keys: tuple[str, str, str, str] = (f"{tag}:state", f"{tag}:reservations", f"{tag}:deadlines",
                                                 f"{tag}:spend")  # fmt: skip
-        self._ttl_ms = str(max(1, math.ceil(ttl_s * 1000)))
-        self._budget, self._episode = str(plan.budget), str(plan.episode)
-        self._reserve = client.register_script(_RESERVE_LUA)
-        self._settle = client.register_script(_SETTLE_LUA)
-        self._sweep = client.register_script(_SWEEP_ONLY_LUA)
+        ttl_ms = b"%d" % max(1, math.ceil(ttl_s * 1000))
+        self._reserve = Script(RESERVE_LUA, self.keys, 3, (b"%d" % plan.budget, b"%d" % plan.episode, ttl_ms))
+        self._settle = Script(SETTLE_LUA, self.keys, 2)
+        self._sweep = Script(SWEEP_ONLY_LUA, self.keys, 0)
+        self._read = [command(b"HMGET", self.keys[0].encode(), *_FIELDS)]
+        self._wire = Wire(client, (self._reserve, self._settle, self._sweep))
         self._open_until = 0.0
         self._last_reason: str | None = None
+        self.state_age_s = state_age_s
+        self._seen: BudgetState | None = None  # the newest state a call returned, and when
+        self._seen_at = 0.0
 
     @classmethod
     def connect(
@@ -308,6 +207,7 @@ class BudgetStore:
         ttl_s: float,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         cooldown_s: float = DEFAULT_COOLDOWN_S,
+        state_age_s: float = 0.0,
     ) -> BudgetStore:
         """A store on the Redis at ``url`` whose every wait is bounded by ``timeout_s`` and never retried.
 
@@ -321,11 +221,15 @@ class BudgetStore:
         client = redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
         )
-        return cls(client, model, campaign, plan, ttl_s=ttl_s, cooldown_s=cooldown_s)
+        return cls(client, model, campaign, plan, ttl_s=ttl_s, cooldown_s=cooldown_s, state_age_s=state_age_s)
 
     def state(self) -> BudgetState:
-        """The state a bid is computed from (a fresh episode when the store holds none yet)."""
-        values = self._call(self.client.hmget, self.keys[0], ("budget", "left", "episode", "pctr_sum", "pctr_n"))
+        """The state a bid is computed from (a fresh episode when the store holds none yet): read from
+        Redis, or the newest one a call returned while it is younger than ``state_age_s``."""
+        seen = self._seen
+        if seen is not None and time.monotonic() - self._seen_at < self.state_age_s:
+            return seen
+        values = self._call(self._read)
         if values[0] is None:
             return BudgetState(self.plan.budget, self.plan.episode, 1, None)
         return _state(values[0], values[1], values[2], values[3], values[4])
@@ -338,21 +242,27 @@ class BudgetStore:
             already had a reservation), the amount (the bid, or the earlier reservation's), the
             state after the call, and the reservations the call counted as spent on expiry.
         """
-        args = (bid, repr(pctr), auction or "", self._budget, self._episode, self._ttl_ms)
-        r = self._call(self._reserve, self.keys, args)
-        return int(r[0]), int(r[1]), _state(r[2], r[3], r[4], r[5], r[6]), int(r[7])
+        ident = auction.encode() if auction else b""
+        r = self._call(self._reserve.packed(b"%d" % bid, repr(pctr).encode(), ident)).split()
+        after = _state(r[2], r[3], r[4], r[5], r[6])
+        self._seen, self._seen_at = after, time.monotonic()
+        return int(r[0]), int(r[1]), after, int(r[7])
 
     def settle(self, auction: str, price: int | None) -> Settlement:
         """Settle the reservation of ``auction``: won at ``price``, or lost (``price`` None)."""
-        r = self._call(self._settle, self.keys, (auction, -1 if price is None else price))
+        r = self._call(self._settle.packed(auction.encode(), b"%d" % (-1 if price is None else price))).split()
         status = _STATUS[int(r[0])]
         if status == "unknown":
             return Settlement(status, expired=int(r[4]))
-        return Settlement(status, int(r[1]), int(r[2]), int(r[3]), int(r[4]))
+        settled = Settlement(status, int(r[1]), int(r[2]), int(r[3]), int(r[4]))
+        seen = self._seen
+        if settled.refunded and seen is not None and seen.episode == settled.episode:  # keep the recent state true
+            self._seen = BudgetState(seen.budget + settled.refunded, seen.left, seen.episode, seen.mean_pctr)
+        return settled
 
     def sweep(self) -> tuple[int, int]:
-        """Count the reservations past their deadline as spent (at most ``SWEEP``); (count, amount)."""
-        r = self._call(self._sweep, self.keys, ())
+        """Count the reservations past their deadline as spent (at most ``budget_scripts.SWEEP``); (count, amount)."""
+        r = self._call(self._sweep.packed()).split()
         return int(r[0]), int(r[1])
 
     def totals(self) -> Totals:
@@ -361,7 +271,7 @@ class BudgetStore:
         pipe.hgetall(self.keys[0])
         pipe.hlen(self.keys[1])
         pipe.hgetall(self.keys[3])
-        state, reservations, spend = self._call(pipe.execute)
+        state, reservations, spend = self._guarded(pipe.execute)
         if not state:
             return Totals(BudgetState(self.plan.budget, self.plan.episode, 1, None), 0, 0, 0, {})
         s = {k.decode(): v for k, v in state.items()}
@@ -376,12 +286,16 @@ class BudgetStore:
 
     def clear(self) -> None:
         """Forget everything: the next bid starts episode 1 with the full budget."""
-        self._call(self.client.delete, *self.keys)
+        self._guarded(self.client.delete, *self.keys)
 
     def close(self) -> None:
+        self._wire.close()
         self.client.close()
 
-    def _call(self, method: Any, *args: Any) -> Any:
+    def _call(self, packed: list[bytes]) -> Any:
+        return self._guarded(self._wire.call, packed)
+
+    def _guarded(self, method: Any, *args: Any) -> Any:
         if self._open_until and time.monotonic() < self._open_until:
             raise BudgetUnavailable("the budget store is not asked while its breaker is open", got=self._last_reason)
         try:
@@ -407,16 +321,17 @@ def place_bid(store: BudgetStore, policy: Policy, pctr: float, auction: str | No
     """
     try:
         state = store.state()
-        for _ in range(ATTEMPTS):
+        for refused in range(ATTEMPTS):
             bid = policy.bid(pctr, state.left, state.budget, state.mean_pctr)
             placed, amount, after, expired = store.reserve(bid, pctr, auction)
             if placed == 1:
-                return Placed(amount, after, _zero_reason(amount, state), expired)
+                return Placed(amount, after, _zero_reason(amount, state), expired, refused=refused)
             if placed == 2:
-                return Placed(amount, after, None, expired, repeated=True)
+                return Placed(amount, after, None, expired, repeated=True, refused=refused)
             state = after  # another replica reserved in between: bid again from what the script saw
         placed, amount, after, expired = store.reserve(0, pctr, auction)
-        return Placed(amount, after, "contention" if placed == 1 else None, expired, repeated=placed == 2)
+        return Placed(amount, after, "contention" if placed == 1 else None, expired, repeated=placed == 2,
+                      refused=ATTEMPTS)  # fmt: skip
     except BudgetUnavailable:
         return Placed(0, None, "budget_unavailable")
 

@@ -69,8 +69,8 @@ def fit_command(
 ) -> None:
     """Fit the landscape and the four policies at every budget level, log the fit to MLflow, register it.
 
-    Policies (constant, linear, ORTB, planned) are tuned on the campaign's tuning log thinned to its
-    natural click rate; the held-out test log is only used for the landscape's log loss.
+    Policies (constant, linear, ORTB, planned) are tuned on the campaign's tuning log; the held-out
+    test log is only used for the landscape's log loss.
     """
     from bidflow.bidding.steps import fit_step
 
@@ -211,7 +211,7 @@ def _bidder_config(ctx: typer.Context, *, data: Path | None, campaign: str | Non
         values["levels"] = parsed
         if config.bidder.served_level not in parsed:
             values["served_level"] = parsed[0]  # the served level must be one of the fitted ones
-    return override(config, "bidder", values)
+    return override(config, NAME, values)  # the kind's settings section is named after it
 
 
 def _policies(names: list[str]) -> tuple[Any, ...]:

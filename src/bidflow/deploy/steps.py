@@ -77,7 +77,8 @@ def deploy_step(
     ``reference=None``.
 
     Raises:
-        ConfigError: ``kind`` is given and is not the kind the deployment serves (``canary.kind``).
+        ConfigError: ``kind`` is given and is not the kind the deployment serves (``canary.kind``), or
+            the served kind has its own commands (``Kind.require_tabular``).
     """
     from bidflow.deploy.canary import controller_for
     from bidflow.errors import ConfigError
@@ -92,9 +93,11 @@ def deploy_step(
             got=config.canary.kind,
             hint=f"set canary.kind: {kind} for a deployment of that kind",
         )
+    served = kind_of(config, config.canary.kind)
+    served.require_tabular("canary deploy")  # its drift reference is scored by the tabular model
     model = model_version(config, version)
     reference, rows = None, 0
-    if kind_of(config, config.canary.kind).drift is not None:
+    if served.drift is not None:
         _, reference, rows = drift_reference_step(config, model=model.version, source=source)
     controller = controller_for(config, image=image)
     share = config.canary.traffic_percent if percent is None else percent

@@ -152,6 +152,7 @@ def training_set(
 
     config = _config(ctx)
     chosen = kind(config, kind_name)
+    chosen.require_tabular("features training-set")
     if chosen.feature_service is None:
         raise typer.BadParameter(f"model kind '{kind_name}' has no Feast FeatureService", param_hint="--kind")
     store = feature_store.open_store(config.features)

@@ -187,6 +187,13 @@ class Kind:
             ``instances``: its rows as KServe v1 instances; None: not replayable).
         partner_column: the column naming the demand partner of a row; set, the kind is
             ``thresholded``.
+        commands: the ``bidflow`` command group that fits, gates and replays a kind that does not
+            go through the tabular loop (XGBoost ``train``/``evaluate``/``fairness``/``explain``, Feast
+            training sets, canary deployment with a scored drift reference); None: it does. Set, the
+            tabular commands refuse the kind and point at the group (``require_tabular``), and its
+            ``spec``/``load_rows``/``entities`` are never called.
+        gates: the gates whose ``gate.<name>`` tag must read ``passed`` on a version before
+            ``bidflow promote`` (and the pipeline's registration) accepts it.
     """
 
     name: str
@@ -205,6 +212,30 @@ class Kind:
     drift: DriftShape | None = None
     replay: str | None = None
     partner_column: str | None = None
+    commands: str | None = None
+    gates: tuple[str, ...] = ("evaluation", "fairness")
+
+    @property
+    def tabular(self) -> bool:
+        """It trains through the tabular loop (rows, a feature spec, XGBoost), not its own commands."""
+        return self.commands is None
+
+    def require_tabular(self, command: str) -> None:
+        """Refuse ``command`` (a tabular command, e.g. ``train``) for a kind that has its own commands.
+
+        Raises:
+            ConfigError: the kind fits and gates with its own command group.
+        """
+        if self.commands is None:
+            return
+        from bidflow.errors import ConfigError
+
+        raise ConfigError(
+            f"model kind '{self.name}' does not go through `bidflow {command}`",
+            expected="a kind trained on rows with XGBoost (`bidflow kinds` lists each kind's loop)",
+            got=self.name,
+            hint=f"use `bidflow {self.commands} --help`: it fits, replays and gates this kind",
+        )
 
     @property
     def thresholded(self) -> bool:

@@ -15,6 +15,7 @@ DEFAULT_KIND: Final = "bid_filter"  # what a command works on when no kind is na
 BUILTIN: Final = {
     "bid_filter": "bidflow.kinds.bid_filter:KIND",
     "ctr": "bidflow.kinds.ctr:KIND",
+    "bidder": "bidflow.kinds.bidder:KIND",
 }
 
 

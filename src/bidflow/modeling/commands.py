@@ -74,7 +74,7 @@ def train(
     config = _config(ctx)
     result = train_step(
         config,
-        _kind(config, model),
+        _kind(config, model, tabular="train"),
         source=source,
         since=_utc(since),
         until=_utc(until),
@@ -115,7 +115,7 @@ def evaluate(
 
     outcome, report = evaluate_step(
         _config(ctx),
-        _kind(_config(ctx), model),
+        _kind(_config(ctx), model, tabular="evaluate"),
         source=source,
         since=_utc(since),
         until=_utc(until),
@@ -157,7 +157,7 @@ def fairness(
 
     outcome, report = fairness_step(
         _config(ctx),
-        _kind(_config(ctx), model),
+        _kind(_config(ctx), model, tabular="fairness"),
         source=source,
         since=_utc(since),
         until=_utc(until),
@@ -178,15 +178,20 @@ def promote(
     version: Annotated[str | None, typer.Option(help="Version to promote (default: the 'candidate').")] = None,
     force: Annotated[bool, typer.Option(help="Promote even if its gates have not passed.")] = False,
 ) -> None:
-    """Point the 'champion' alias at the candidate (or a version) once its gates have passed."""
+    """Point the 'champion' alias at the candidate (or a version) once the kind's gates have passed.
+
+    The gates are the kind's own (`gate.evaluation` and `gate.fairness` for the tabular kinds; a kind
+    with its own commands names its own, e.g. `gate.replay`).
+    """
     from bidflow.errors import GateFailed
-    from bidflow.kinds import registered_name
+    from bidflow.kinds import kind, registered_name
     from bidflow.modeling import registry
 
     config = _config(ctx)
-    name = registered_name(config, _kind(config, model))
+    found = kind(config, model)
+    name = registered_name(config, found.name)
     target = registry.resolve(config.registry, name, version or registry.CANDIDATE)
-    missing = [g for g in ("evaluation", "fairness") if target.tags.get(f"gate.{g}") != "passed"]
+    missing = [g for g in found.gates if target.tags.get(f"gate.{g}") != "passed"]
     if missing and not force:
         raise GateFailed(
             f"{name} v{target.version} has not passed its gates",
@@ -221,10 +226,14 @@ def _config(ctx: typer.Context) -> Config:
     return config
 
 
-def _kind(config: Config, model: str) -> str:
+def _kind(config: Config, model: str, *, tabular: str | None = None) -> str:
+    """The kind's name; with ``tabular`` (the command's name) a kind with its own commands is refused."""
     from bidflow.kinds import kind
 
-    return kind(config, model).name
+    found = kind(config, model)
+    if tabular is not None:
+        found.require_tabular(tabular)
+    return found.name
 
 
 def _features(features: Features | None) -> FeatureSource | None:

@@ -87,6 +87,7 @@ def train_step(
     from bidflow.modeling.economics import economics_curve
     from bidflow.modeling.lineage import data_version
 
+    kind_of(config, kind).require_tabular("train")
     path = _source(config, kind, source)
     rows = inputs.load_rows(config, kind, source=path, since=since, until=until)
     if until is None:
@@ -171,6 +172,7 @@ def evaluate_step(
     from bidflow.modeling import plots
     from bidflow.modeling.report import evaluation_html, write_html, write_json
 
+    kind_of(config, kind).require_tabular("evaluate")
     name = registered_name(config, kind)
     cand_ref, champ_ref, report = evaluation_of(
         config, kind, source=source, since=since, until=until, candidate=candidate, champion=champion
@@ -233,6 +235,7 @@ def fairness_step(
     """
     from bidflow.modeling.report import fairness_html, write_html, write_json
 
+    kind_of(config, kind).require_tabular("fairness")
     name = registered_name(config, kind)
     cand_ref, bias = bias_of(config, kind, source=source, since=since, until=until, candidate=candidate, slices=slices)
     report = bias.report
@@ -343,7 +346,7 @@ def register_step(
     kind: str,
     run_id: str,
     *,
-    gates: tuple[str, ...] = ("evaluation", "fairness"),
+    gates: tuple[str, ...] | None = None,
     alias: str = registry.CANDIDATE,
 ) -> registry.ModelRef:
     """Register the model of training run ``run_id`` and point ``alias`` at it, once its gates passed.
@@ -355,7 +358,8 @@ def register_step(
         config: the configuration.
         kind: a registered model kind (``bidflow kinds``).
         run_id: the MLflow run that logged the model.
-        gates: gate names whose ``gate.<name>`` run tag must read ``passed``.
+        gates: gate names whose ``gate.<name>`` run tag must read ``passed`` (default: the kind's own,
+            ``Kind.gates``).
         alias: the alias the new version gets.
 
     Raises:
@@ -363,7 +367,8 @@ def register_step(
     """
     name = registered_name(config, kind)
     run = registry.resolve(config.registry, name, registry.run_uri(run_id))
-    missing = [g for g in gates if run.tags.get(f"gate.{g}") != "passed"]
+    required = kind_of(config, kind).gates if gates is None else gates
+    missing = [g for g in required if run.tags.get(f"gate.{g}") != "passed"]
     if missing:
         raise GateFailed(
             f"{run.label} has not passed its gates; nothing was registered",
@@ -477,6 +482,7 @@ def drift_reference_step(
     from bidflow.monitoring.fit import write_reference
 
     kind = kind or config.canary.kind
+    kind_of(config, kind).require_tabular("canary reference")
     shape = kind_of(config, kind).drift
     if shape is None:
         raise ModelError(

@@ -100,10 +100,7 @@ def run_command(
     text = yaml.safe_dump(config.model_dump(mode="json", by_alias=True), sort_keys=False)
     arguments = {"config": text} | data | parse_arguments(declared_parameters(kind.name, config), param or [])
     run = run_local(kind.name, arguments, config, workdir)
-    gates = [
-        ("evaluation", run.evaluation_passed, run.evaluation_report),
-        ("bias", run.bias_passed, run.bias_report),
-    ]
+    gates = [(gate, passed, run.reports.get(gate)) for gate, passed in run.gates.items()]
     for gate, passed, report in gates:
         verdict = "[green]passed[/]" if passed else "[bold red]FAILED[/]"
         out.print(f"{gate} gate {verdict}; report: [bold]{report}[/]")

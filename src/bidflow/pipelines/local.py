@@ -38,22 +38,25 @@ class LocalRunError(BidflowError):
 
 @dataclass(frozen=True)
 class LocalRun:
-    """What a local run produced: both gate verdicts, their reports, and the registered version."""
+    """What a local run produced: every gate's verdict and report, and the registered version.
+
+    A pipeline hands back its candidate as ``model`` (with the MLflow ``run_id`` in its metadata)
+    and each gate as a ``<gate>_passed`` boolean with a ``<gate>_report`` HTML: the tabular kinds'
+    ``evaluation`` and ``bias``, a kind with its own gates its own (``replay``).
+    """
 
     pipeline: str
     outputs: Path  # kfp.local's pipeline root: every task's artifacts, by task
     spec: Path  # the compiled YAML that ran
     candidate_run: str  # MLflow run of the trained model
-    evaluation_passed: bool
-    bias_passed: bool
-    evaluation_report: Path
-    bias_report: Path
+    gates: dict[str, bool]
+    reports: dict[str, Path]
     registered: ModelRef | None
     seconds: float
 
     @property
     def gates_passed(self) -> bool:
-        return self.evaluation_passed and self.bias_passed
+        return all(self.gates.values())
 
 
 def check_no_installs(spec: Path) -> None:
@@ -119,15 +122,18 @@ def run_local(name: str, arguments: dict[str, Any], config: Config, workdir: Pat
     out = task.outputs
     run_id = str(out["model"].metadata["run_id"])
     found = [v for v in registry.versions(config.registry, registered_name(config, name)) if v.run_id == run_id]
+    gates = {key.removesuffix(_PASSED): bool(value) for key, value in out.items() if key.endswith(_PASSED)}
     return LocalRun(
         pipeline=name,
         outputs=workdir / "outputs",
         spec=spec,
         candidate_run=run_id,
-        evaluation_passed=bool(out["evaluation_passed"]),
-        bias_passed=bool(out["bias_passed"]),
-        evaluation_report=Path(out["evaluation_report"].path),
-        bias_report=Path(out["bias_report"].path),
+        gates=gates,
+        reports={gate: Path(out[gate + _REPORT].path) for gate in gates if gate + _REPORT in out},
         registered=found[0] if found else None,
         seconds=time.perf_counter() - started,
     )
+
+
+_PASSED = "_passed"  # a pipeline output holding a gate's verdict
+_REPORT = "_report"  # ... and its HTML report

@@ -24,8 +24,8 @@ LOG_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
 
 if TYPE_CHECKING:
     from bidflow.config import Config
-    from bidflow.serving.base import ServedModel
     from bidflow.serving.server import ServerOptions
+    from bidflow.serving.staged import StagedModel
 
 
 def parser(prog: str = "python -m bidflow.serving") -> argparse.ArgumentParser:
@@ -84,7 +84,7 @@ def parser(prog: str = "python -m bidflow.serving") -> argparse.ArgumentParser:
     return p
 
 
-def build(args: argparse.Namespace, config: Config) -> tuple[ServedModel, ServerOptions]:
+def build(args: argparse.Namespace, config: Config) -> tuple[StagedModel, ServerOptions]:
     """The model (not loaded yet) and the server options that ``args`` describe."""
     with _quiet_argv():  # before anything imports kserve (see _quiet_argv)
         import kserve  # noqa: F401
@@ -106,7 +106,7 @@ def build(args: argparse.Namespace, config: Config) -> tuple[ServedModel, Server
         explain_top=config.explain.top,
     )
     name = args.name or registered
-    model: ServedModel = load_object(served.served_model, where=f"the served model of kind '{served.name}'")(
+    model: StagedModel = load_object(served.served_model, where=f"the served model of kind '{served.name}'")(
         name, config, source, options
     )
     server = ServerOptions(
@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(code)
 
 
-def run(model: ServedModel, options: ServerOptions, argv: Sequence[str], config: Config) -> int:
+def run(model: StagedModel, options: ServerOptions, argv: Sequence[str], config: Config) -> int:
     """Serve ``model`` until SIGINT/SIGTERM, or start ``options.workers`` processes that each build it from ``argv``.
 
     Returns the exit code (logging is set up here when nobody has yet).

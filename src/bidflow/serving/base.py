@@ -3,29 +3,25 @@
 A kind's server (``bidflow.serving.bid_filter.BidFilterModel``, ``bidflow.serving.tabular.TabularModel``)
 subclasses ``ServedModel`` and adds only its request mapping: ``_check`` refuses a model it cannot
 serve, ``_prepare`` builds the request -> matrix mapping kept in ``Loaded``, and KServe's
-``preprocess`` / ``predict`` / ``postprocess`` do the rest.
+``preprocess`` / ``predict`` / ``postprocess`` do the rest (run in sequence by ``StagedModel``, which
+the bidder's server shares).
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kserve import Model
-from kserve.model import InferenceVerb
-
 from bidflow.errors import BidflowError
 from bidflow.openrtb import ValidationContext
-from bidflow.serving.metrics import BufferedHistogram, ModelCounts, serving_metrics
+from bidflow.serving.metrics import ModelCounts, serving_metrics
 from bidflow.serving.online import DEFAULT_CACHE_S, DEFAULT_COOLDOWN_S, DEFAULT_TIMEOUT_S, GuardedReader
 from bidflow.serving.predictor import NAME as PREDICTOR_NAME
 from bidflow.serving.predictor import TreePredictor, probe_rows
+from bidflow.serving.staged import StagedModel
 
 if TYPE_CHECKING:
     from bidflow.config import Config
@@ -141,7 +137,7 @@ def open_reader(config: Config, service: str, options: ServeOptions, layout: Row
     return GuardedReader(reader, timeout_s=options.feature_timeout_s, cooldown_s=options.breaker_cooldown_s)
 
 
-class ServedModel(Model):  # type: ignore[misc]  # kserve ships no type information
+class ServedModel(StagedModel):
     """What both model servers share: loading, readiness with a reason, the metrics hook.
 
     Args:
@@ -162,6 +158,7 @@ class ServedModel(Model):  # type: ignore[misc]  # kserve ships no type informat
         self.validation = self.options.validation
         self.state: Loaded | None = None
         self.not_ready_reason: str | None = "not loaded yet"
+        serving_metrics().model_ready.labels(name).set(0)
 
     def load(self) -> bool:
         """Load (or reload) the model, its compiled predictor and its online reader.
@@ -183,6 +180,7 @@ class ServedModel(Model):  # type: ignore[misc]  # kserve ships no type informat
         previous, self.state = self.state, loaded
         self.not_ready_reason = None
         self.ready = True
+        serving_metrics().model_ready.labels(self.name).set(1)
         if previous is not None and previous.online is not None and previous.online is not loaded.online:
             previous.online.close()
         log.info(
@@ -195,64 +193,6 @@ class ServedModel(Model):  # type: ignore[misc]  # kserve ships no type informat
             time.perf_counter() - started,
         )
         return True
-
-    def validate(self, payload: Any) -> Any:
-        # preprocess already checked the request; KServe's own check would misread our objects.
-        return payload
-
-    async def __call__(
-        self, body: Any, headers: dict[str, str] | None = None, verb: InferenceVerb = InferenceVerb.PREDICT
-    ) -> tuple[Any, dict[str, str]]:
-        """KServe's ``Model.__call__`` (preprocess -> predict -> postprocess) for synchronous handlers.
-
-        The same stages and the same histograms (``request_preprocess_seconds``,
-        ``request_predict_seconds``, ``request_postprocess_seconds``; observed in batches,
-        ``BufferedHistogram``), without what KServe's version pays per request for handlers that
-        might be coroutines or take other arguments: an ``inspect`` check per stage, a label dict
-        and three histogram lookups, wall-clock reads rounded for a log line that is off here:
-        10-15 µs of an auction's CPU in-process.
-        A stage that raises is not observed.
-
-        Explain requests (``bidflow.serving.explanations``) take the same preprocess, then the kind's
-        ``explain``, whose answer is the response: they are timed apart (``bidflow_serving_explain_seconds``)
-        and never reach the predict stages or their histograms.
-        """
-        if verb is InferenceVerb.EXPLAIN:
-            work = self.explain_plan(self.preprocess(body, headers), headers)
-            return await asyncio.to_thread(work), {}
-        if verb is not InferenceVerb.PREDICT:
-            return await super().__call__(body, headers, verb)  # type: ignore[no-any-return]
-        pre, scored, post = self._stage_timers
-        response_headers: dict[str, str] = {}
-        started = time.perf_counter()
-        payload = self.preprocess(body, headers)
-        preprocessed = time.perf_counter()
-        pre.observe(preprocessed - started, preprocessed)
-        if self.required_response_headers:
-            response = self.predict(payload, headers, response_headers)
-            predicted = time.perf_counter()
-            scored.observe(predicted - preprocessed, predicted)
-            response = self.postprocess(response, headers, response_headers)
-        else:
-            response = self.predict(payload, headers)
-            predicted = time.perf_counter()
-            scored.observe(predicted - preprocessed, predicted)
-            response = self.postprocess(response, headers)
-        done = time.perf_counter()
-        post.observe(done - predicted, done)
-        return response, response_headers
-
-    @functools.cached_property
-    def _stage_timers(self) -> tuple[BufferedHistogram, BufferedHistogram, BufferedHistogram]:
-        """KServe's stage histograms for this model (its children, looked up once, observed in batches)."""
-        from kserve.metrics import POST_HIST_TIME, PRE_HIST_TIME, PREDICT_HIST_TIME, get_labels
-
-        labels = get_labels(self.name)
-        return (
-            BufferedHistogram(PRE_HIST_TIME.labels(**labels)),
-            BufferedHistogram(PREDICT_HIST_TIME.labels(**labels)),
-            BufferedHistogram(POST_HIST_TIME.labels(**labels)),
-        )
 
     def stop(self) -> None:
         """Close the online reader (KServe calls this on shutdown)."""
@@ -274,17 +214,6 @@ class ServedModel(Model):  # type: ignore[misc]  # kserve ships no type informat
             self.name, self._partners(model), version=version, source=self.source.describe(), predictor=PREDICTOR_NAME
         )
         return Loaded(model, version, self.source.describe(), predictor, online, counts, mapping)
-
-    def explain(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
-        """The ``:explain`` answer for a preprocessed request, computed here and now."""
-        return self.explain_plan(payload, headers)()
-
-    def explain_plan(self, payload: Any, headers: dict[str, str] | None = None) -> Callable[[], dict[str, Any]]:
-        """Read what the explanation needs (here, on the caller's thread); the returned call computes it
-        and may run on another thread (overridden per kind)."""
-        from kserve.errors import InvalidInput
-
-        raise InvalidInput(f"model {self.name} has no explanations")
 
     def _check(self, model: TrainedModel) -> None:
         """Refuse a model this server cannot serve (overridden per kind)."""

@@ -77,10 +77,12 @@ def explain(
     Lines the server refuses (its 400s) are reported with their field; exits 1 only if no line could be explained.
     """
     from bidflow.config import load_config
+    from bidflow.kinds import kind as kind_of
     from bidflow.serving.explain_file import DEFAULT_FEATURE_TIMEOUT_MS, explain_requests
     from bidflow.serving.explain_render import render, summary
 
     config: Config = load_config(config_path) if config_path is not None else ctx.obj
+    kind_of(config, kind).require_tabular("explain")  # TreeSHAP contributions need the tabular model
     size = requests.stat().st_size if requests.is_file() else 0
     with _Progress(size) as advance:
         result = explain_requests(

@@ -13,7 +13,7 @@ predictor (bench/README.md, the explain rows): it never runs on the predict rout
 (``bidflow_serving_explain_seconds``), and it is not counted as a decision. A server builds the
 request's matrix on its event loop (the online reader and the assemblers are not shared across
 threads) and leaves the TreeSHAP pass, which XGBoost runs in C without the GIL, to a worker thread
-(``ServedModel.explain_plan``), so predict requests keep being answered meanwhile.
+(``StagedModel.explain_plan``), so predict requests keep being answered meanwhile.
 """
 
 from __future__ import annotations

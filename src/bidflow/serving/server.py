@@ -42,7 +42,7 @@ another 3 µs less (135 -> 132 µs).
 Two more, inside KServe's own classes: the data plane leaves v1 JSON bodies undecoded for the
 model to decode typed in one pass (``RawV1DataPlane``), and the models run KServe's
 preprocess -> predict -> postprocess sequence, with its stage histograms, in a ``__call__`` of
-their own for synchronous handlers (``ServedModel.__call__``). Together, on an Intel Xeon with the
+their own for synchronous handlers (``StagedModel.__call__``). Together, on an Intel Xeon with the
 default-trained model and 30 partners: 502-541 -> 443-472 µs of CPU per auction at 8 connections,
 581-600 -> 495-505 µs at one.
 """
@@ -56,9 +56,11 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
+
+import orjson
 
 from bidflow.serving.errors import DEFAULT_MAX_BODY_BYTES, BodyLimit, error_json, install_error_handlers
 from bidflow.serving.metrics import BufferedHistogram, exposition, fold_observations, serving_metrics
@@ -68,7 +70,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-    from bidflow.serving.base import ServedModel
+    from bidflow.serving.staged import StagedModel
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +188,7 @@ class ServerApp:
         await self._entry(scope, receive, send)
 
 
-def build_app(models: Sequence[ServedModel], options: ServerOptions | None = None) -> ServerApp:
+def build_app(models: Sequence[StagedModel], options: ServerOptions | None = None) -> ServerApp:
     """The ASGI app: KServe's v1/v2 endpoints over ``models``, bidflow's errors, limits and timing.
 
     Usable in-process (tests with ``starlette.testclient.TestClient``) as well as by ``serve``.
@@ -228,10 +230,36 @@ def build_app(models: Sequence[ServedModel], options: ServerOptions | None = Non
         return getattr(by_name.get(name), "not_ready_reason", None)
 
     install_error_handlers(app, not_ready_reason)
+    for model in models:  # a model that takes notices (the bidder's wins and losses) gets their route
+        handler = getattr(model, "notices", None)
+        if callable(handler):
+            route = _notices_route(handler, not_ready_reason)
+            app.add_route(f"/v1/models/{model.name}/notices", route, methods=["POST"])
     shortcut = V1Predict(app, V1Endpoints(dataplane, extension), list(by_name), not_ready_reason)
     # Outermost: the limit refuses before anything else reads the body.
     entry = BodyLimit(RequestTimer(shortcut, list(by_name)), max_bytes=options.max_body_bytes)
     return ServerApp(dataplane, extension, entry)
+
+
+def _notices_route(
+    handler: Callable[[bytes], dict[str, Any]], not_ready_reason: Callable[[str], str | None]
+) -> Callable[[Request], Awaitable[Response]]:
+    """``POST /v1/models/<name>/notices`` of a model with a ``notices`` handler (the bidder's win and loss
+    notices): the body as bytes to the handler, its dict back as JSON, its errors through the one mapping.
+
+    A plain Starlette route on the same server, because KServe routes every path of an
+    InferenceService to its predictor: the notices reach the replica wherever it runs.
+    """
+    from starlette.responses import Response
+
+    async def notices(request: Request) -> Response:
+        try:
+            body = orjson.dumps(handler(await request.body()))
+        except Exception as exc:  # the one error mapping, as on every route
+            return error_json(exc, not_ready_reason)
+        return Response(body, media_type="application/json")
+
+    return notices
 
 
 async def _metrics(request: Request) -> Response:
@@ -242,7 +270,7 @@ async def _metrics(request: Request) -> Response:
 
 
 def serve(
-    models: Sequence[ServedModel], options: ServerOptions | None = None, sockets: list[socket.socket] | None = None
+    models: Sequence[StagedModel], options: ServerOptions | None = None, sockets: list[socket.socket] | None = None
 ) -> None:
     """Load ``models`` in the background and serve them until SIGINT/SIGTERM.
 
@@ -298,7 +326,7 @@ async def _fold_forever(every_s: float = 1.0) -> None:
         fold_observations()
 
 
-def _load_until_ready(model: ServedModel, retry_s: float) -> None:
+def _load_until_ready(model: StagedModel, retry_s: float) -> None:
     while not model.load():
         time.sleep(retry_s)
     settle_heap()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bidflow.bidding.artifact import load_bidder, save_bidder
-from bidflow.bidding.auctions import Auctions, Campaign, natural_rate
+from bidflow.bidding.auctions import Auctions, Campaign
 from bidflow.bidding.fit import BidderSettings, fit_bidder
 from bidflow.bidding.policies import LinearPolicy, OrtbPolicy, running_mean
 from bidflow.errors import BiddingError
@@ -82,12 +82,3 @@ def test_a_saved_bidder_replays_exactly_as_the_fitted_one(fitted, tmp_path: Path
 def test_loading_a_folder_without_a_bidder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(BiddingError, match="no fitted bidder"):
         load_bidder(tmp_path)
-
-
-def test_natural_rate_thins_clicks_to_the_target_rate() -> None:
-    rng = np.random.default_rng(0)
-    click = (rng.random(100_000) < 0.05).astype(np.int8)
-    enriched = Auctions(click, np.ones(100_000, dtype=np.int64), np.full(100_000, 0.01))
-    thinned = natural_rate(enriched, 0.004, seed=1)
-    assert thinned.click.mean() == pytest.approx(0.004, rel=0.1)
-    assert int((thinned.click == 0).sum()) == int((click == 0).sum())

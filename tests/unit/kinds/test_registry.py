@@ -18,9 +18,9 @@ TOY = {"kinds": {"toy": "tests.kinds.toy:KIND"}}
 
 
 def test_the_built_in_kinds_and_a_registered_one_are_listed() -> None:
-    assert kind_names(Config()) == ("bid_filter", "ctr")
+    assert kind_names(Config()) == ("bid_filter", "ctr", "bidder")
     config = Config.model_validate(TOY)
-    assert kind_names(config) == ("bid_filter", "ctr", "toy")
+    assert kind_names(config) == ("bid_filter", "ctr", "bidder", "toy")
     toy = kind(config, "toy")
     assert isinstance(toy, Kind) and toy.label == "bought" and registered_name(config, "toy") == "toy_model"
 
@@ -28,7 +28,7 @@ def test_the_built_in_kinds_and_a_registered_one_are_listed() -> None:
 def test_an_unknown_kind_names_the_registered_ones() -> None:
     with pytest.raises(ConfigError, match="unknown model kind") as error:
         kind(Config(), "toy")
-    assert error.value.expected == "bid_filter, ctr"
+    assert error.value.expected == "bid_filter, ctr, bidder"
 
 
 def test_a_registration_that_leads_nowhere_is_a_clear_error() -> None:
@@ -100,6 +100,11 @@ def _kind_names_in_code(path: Path) -> list[tuple[int, str]]:
     ]
 
 
+# Words a kind's name shares with a protocol, where they mean the protocol's thing: Prebid's
+# ``imp.ext.prebid.bidder`` (the demand partners to call), not the bidder kind.
+VOCABULARY = {("openrtb/prebid.py", "bidder"), ("data/world.py", "bidder")}
+
+
 def test_no_module_outside_the_registry_and_the_kinds_own_modules_names_a_kind() -> None:
     own = {SRC / "kinds"}
     for name in BUILTIN:
@@ -110,6 +115,13 @@ def test_no_module_outside_the_registry_and_the_kinds_own_modules_names_a_kind()
     offenders = {
         str(path.relative_to(SRC)): hits
         for path in sorted(SRC.rglob("*.py"))
-        if not any(path == o or o in path.parents for o in own) and (hits := _kind_names_in_code(path))
+        if not any(path == o or o in path.parents for o in own)
+        and (
+            hits := [
+                (line, word)
+                for line, word in _kind_names_in_code(path)
+                if (str(path.relative_to(SRC)), word) not in VOCABULARY
+            ]
+        )
     }
     assert not offenders, f"ask bidflow.kinds instead of spelling a kind: {offenders}"

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from bidflow.cli import cli
 from bidflow.components import COMPONENT_IMAGE, MONITOR_IMAGE
 from bidflow.errors import ConfigError
+from bidflow.kinds import kind as kind_of
 from bidflow.pipelines import catalog
 from bidflow.pipelines.commands import register_pipeline_commands
 from bidflow.pipelines.local import LocalRunError, check_no_installs
@@ -26,6 +27,10 @@ from bidflow.pipelines.local import LocalRunError, check_no_installs
 REPO = Path(__file__).resolve().parents[3]
 GOLDEN = REPO / "pipelines"
 COMPONENT_MODULES = sorted(p.stem for p in (REPO / "src/bidflow/components").glob("*.py") if not p.stem.startswith("_"))
+# The kinds trained through the tabular loop (train -> evaluate -> bias -> register -> deploy); a kind
+# with its own commands has its own pipeline shape (tested below).
+TABULAR = sorted(name for name in catalog.pipeline_names() if kind_of(None, name).tabular)
+OWN_LOOP = sorted(name for name in catalog.pipeline_names() if not kind_of(None, name).tabular)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +105,7 @@ def test_image_can_be_replaced_at_compile_time(tmp_path: Path) -> None:
     assert images == {"registry.example/bidflow:test", MONITOR_IMAGE}
 
 
-@pytest.mark.parametrize("name", sorted(catalog.pipeline_names()))
+@pytest.mark.parametrize("name", TABULAR)
 def test_register_runs_only_when_both_gates_pass(name: str, compiled: dict[str, Path]) -> None:
     spec, _ = _documents(compiled[name])
     root = spec["root"]["dag"]["tasks"]
@@ -124,7 +129,7 @@ def test_register_runs_only_when_both_gates_pass(name: str, compiled: dict[str, 
     assert tasks["fit-drift-detector"]["dependentTasks"] == ["deploy-canary"]
 
 
-@pytest.mark.parametrize("name", sorted(catalog.pipeline_names()))
+@pytest.mark.parametrize("name", TABULAR)
 def test_caching_and_retries_are_set_per_task(name: str, compiled: dict[str, Path]) -> None:
     tasks = _tasks(_documents(compiled[name])[0])
     stateful = {"build-features", "build-ctr-features", "apply-features", "materialize-features", "evaluate-model",
@@ -147,7 +152,7 @@ def test_caching_and_retries_are_set_per_task(name: str, compiled: dict[str, Pat
             assert not caching and retries == 2, task_name
 
 
-@pytest.mark.parametrize("name", sorted(catalog.pipeline_names()))
+@pytest.mark.parametrize("name", TABULAR)
 def test_secrets_are_attached_by_name_only_where_needed(name: str, compiled: dict[str, Path]) -> None:
     spec, executors = _documents(compiled[name])
     secrets = {ex: {s["secretName"] for s in cfg.get("secretAsEnv", [])} for ex, cfg in executors.items()}
@@ -202,7 +207,7 @@ def test_compile_command_writes_every_pipeline(tmp_path: Path) -> None:
     register_pipeline_commands(cli)  # idempotent: cli.py may register it too
     result = CliRunner().invoke(cli, ["pipeline", "compile", "--out", str(tmp_path)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bid_filter.yaml", "ctr.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bid_filter.yaml", "bidder.yaml", "ctr.yaml"]
     assert (tmp_path / "ctr.yaml").read_text() == (GOLDEN / "ctr.yaml").read_text()
 
 
@@ -210,3 +215,20 @@ def test_run_without_local_says_where_to_go() -> None:
     register_pipeline_commands(cli)
     result = CliRunner().invoke(cli, ["pipeline", "run"])
     assert result.exit_code != 0 and "submit" in result.output
+
+
+@pytest.mark.parametrize("name", OWN_LOOP)
+def test_an_own_loop_kind_registers_only_after_its_gate(name: str, compiled: dict[str, Path]) -> None:
+    spec, executors = _documents(compiled[name])
+    root = spec["root"]["dag"]["tasks"]
+    assert "register-model" not in root
+    (condition,) = [t for n, t in root.items() if n.startswith("condition")]
+    assert "gate-bidder-Output'] == true" in condition["triggerPolicy"]["condition"]
+    gated = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(gated) == {"register-model"}
+    tasks = _tasks(spec)
+    assert tasks["fit-bidder"]["retryPolicy"]["maxRetryCount"] == 1
+    assert not tasks["gate-bidder"].get("cachingOptions", {}).get("enableCache", False)
+    secrets = {ex: {s["secretName"] for s in cfg.get("secretAsEnv", [])} for ex, cfg in executors.items()}
+    assert secrets["exec-fit-bidder"] == secrets["exec-gate-bidder"] == {"bidflow-mlflow", "bidflow-object-store"}
+    assert set(catalog.parameters(compiled[name])) == {"auction_data", "config", "champion"}
