@@ -194,6 +194,9 @@ class Kind:
             ``spec``/``load_rows``/``entities`` are never called.
         gates: the gates whose ``gate.<name>`` tag must read ``passed`` on a version before
             ``bidflow promote`` (and the pipeline's registration) accepts it.
+        panels: ``module:function`` giving the kind's own rows of its economics dashboard, called
+            as ``function(selector)`` with the PromQL selector of its servers (None: the rows every
+            kind gets are all; see ``bidflow.observability.dashboards``).
     """
 
     name: str
@@ -214,6 +217,7 @@ class Kind:
     partner_column: str | None = None
     commands: str | None = None
     gates: tuple[str, ...] = ("evaluation", "fairness")
+    panels: str | None = None
 
     @property
     def tabular(self) -> bool:

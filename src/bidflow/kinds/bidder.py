@@ -74,4 +74,5 @@ KIND: Final = Kind(
     replay=None,
     commands=NAME,
     gates=(GATE,),
+    panels="bidflow.observability.bidder_panels:rows",
 )

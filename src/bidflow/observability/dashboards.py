@@ -319,6 +319,10 @@ def economics(kind: Kind, settings: RuleSettings) -> Dashboard:
                   "than scoring them).",
                   (Query(rate("bidflow_serving_explained_total", sel, "model"), "{{model}}"),), "reqps", width=24),
         )))  # fmt: skip
+    if kind.panels is not None:
+        from bidflow.kinds import load_object
+
+        rows.extend(load_object(kind.panels, where=f"kinds.{kind.name}.panels")(sel))
     if kind.drift is not None:
         watched = selector(of_kind, matches("feature", "|".join(kind.drift.columns)))
         acted = selector(of_kind, matches("kind", "alerts|rollbacks"))

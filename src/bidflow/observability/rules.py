@@ -215,6 +215,17 @@ def rule_groups(settings: RuleSettings | None = None) -> list[dict[str, Any]]:
             "Reads of the online feature store (Redis in production) time out, cannot connect or fail; "
             "every such request fails open. Check Redis (ElastiCache) and the network path from the predictors.",
         ),
+        _alert(
+            "BidflowBidderBudgetUnavailable",
+            f'sum by ({SERVING_BY}) (rate(bidflow_bidder_zero_bids_total{{reason="budget_unavailable"}}[{w}])) > 0',
+            s.store_errors_for,
+            "warning",
+            "serving",
+            "{{ $labels.model }} bids 0: its budget store is unreachable",
+            "The bidder's budget lives in Redis (bidder.budget_url), shared by its replicas; while Redis is down "
+            "or slow every bid is 0, since spending without a budget could overspend it. Check Redis and the "
+            "network path from the predictors.",
+        ),
     ]
     events = "bidflow_monitor_events_total"
     loop_alerts = [

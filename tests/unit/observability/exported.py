@@ -51,6 +51,20 @@ def serving_names() -> set[str]:
     return exposed_names(registry)
 
 
+def bidder_names() -> set[str]:
+    """The bidder server's metrics, after a bid of each kind, a settled reservation and an unknown notice."""
+    from bidflow.serving.bidder_metrics import BidderMetrics
+
+    registry = CollectorRegistry()
+    metrics = BidderMetrics(registry).model("bidder")
+    metrics.bids.inc()
+    metrics.amount.inc(57)
+    for counter in (*metrics.zero.values(), *metrics.reservations.values(), metrics.unknown, metrics.rebids):
+        counter.inc()
+    metrics.budget_left.set(1_000)
+    return exposed_names(registry)
+
+
 def router_names() -> set[str]:
     """The local router's metrics, with a champion and a canary, after a transition and a payload."""
     from bidflow.deploy.backend import ModelVersion

@@ -21,7 +21,7 @@ import yaml
 from bidflow.observability.promql import metric_names
 from bidflow.observability.render import CHART_DASHBOARDS, RULES_FILE
 from tests.conftest import REPO
-from tests.unit.observability.exported import monitor_names_and_event_kinds, router_names, serving_names
+from tests.unit.observability.exported import bidder_names, monitor_names_and_event_kinds, router_names, serving_names
 
 _LABEL_VALUES = re.compile(r"^label_values\((?P<selector>.+),\s*(?P<label>\w+)\)$")
 
@@ -29,7 +29,7 @@ _LABEL_VALUES = re.compile(r"^label_values\((?P<selector>.+),\s*(?P<label>\w+)\)
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     monitor, _ = monitor_names_and_event_kinds(tmp_path_factory.mktemp("monitor"))
-    return serving_names() | router_names() | monitor
+    return serving_names() | bidder_names() | router_names() | monitor
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,14 @@ def test_the_check_catches_a_renamed_metric(exported: set[str]) -> None:
 def test_every_exporter_is_read_by_something(exported: set[str]) -> None:
     """Each server's metrics are used by a rule or a dashboard (a scrape that nothing reads is a blind spot)."""
     used = {name for _, expr in expressions() for name in metric_names(expr)}
-    for prefix in ("bidflow_serving_", "bidflow_router_", "bidflow_drift_", "bidflow_monitor_", "bidflow_online_"):
+    for prefix in (
+        "bidflow_serving_",
+        "bidflow_bidder_",
+        "bidflow_router_",
+        "bidflow_drift_",
+        "bidflow_monitor_",
+        "bidflow_online_",
+    ):
         assert any(name.startswith(prefix) for name in used), prefix
     unused = {
         name for name in exported
@@ -119,8 +126,13 @@ def test_fail_open_reasons_and_decisions_matched_are_what_the_server_counts() ->
     second = reader.bid_filter(["atlas"], "p", "US", "banner", 2, 0.0).fail_reason
     reasons = {first, second, _reason(TimeoutError()), _reason(ValueError())}
     assert reasons == {"unreachable", "breaker_open", "timeout", "error"}
-    text = "\n".join(expr for _, expr in expressions())
+    from bidflow.serving.bidder_metrics import ZERO_REASONS
+
+    text = "\n".join(expr for _, expr in expressions() if "bidflow_bidder_" not in expr)
     for value in re.findall(r'reason!?=~?"([^"]*)"', text):
         assert set(value.split("|")) <= reasons, value
+    bidder = "\n".join(expr for _, expr in expressions() if "bidflow_bidder_" in expr)
+    for value in re.findall(r'reason!?=~?"([^"]*)"', bidder):
+        assert set(value.split("|")) <= set(ZERO_REASONS), value
     assert set(re.findall(r'decision="([^"]*)"', text)) <= {"call", "skip"}
     assert set(re.findall(r'(?:explored|fail_open)="([^"]*)"', text)) <= {"true", "false"}

@@ -14,7 +14,7 @@ from bidflow.observability.rules import RuleSettings, rule_groups
 ALERTS = {
     "BidflowFailOpenHigh", "BidflowLatencyP99AboveSLO", "BidflowServer5xx", "BidflowModelNotReady",
     "BidflowOnlineStoreErrors", "BidflowCanaryRolledBack", "BidflowChampionDrift", "BidflowMonitorIntakeRejecting",
-    "BidflowRetrainingFailed",
+    "BidflowRetrainingFailed", "BidflowBidderBudgetUnavailable",
 }  # fmt: skip
 
 
