@@ -32,9 +32,15 @@ def config(text: str) -> Config:
     The same loader as the CLI's ``--config``: strict validation, and ``BIDFLOW__SECTION__KEY``
     environment variables (secrets the pipeline attaches to the task) applied on top.
 
+    Every component body calls this first, so it also marks where the task's start-up ends
+    (``bidflow.components._timing``, for the pipeline benchmark).
+
     Raises:
         ConfigError: the text is not valid YAML or not a valid configuration.
     """
+    from bidflow.components._timing import mark_body_start
+
+    mark_body_start()
     with tempfile.TemporaryDirectory(prefix="bidflow-config-") as tmp:
         path = Path(tmp) / "bidflow.yaml"
         path.write_text(text or "{}", encoding="utf-8")
