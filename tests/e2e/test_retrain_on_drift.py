@@ -165,8 +165,9 @@ def test_champion_drift_starts_one_retraining_run_that_ends_gated(setup: tuple[P
             ] == ["1"]
             assert client.status().canary is None
 
-        # The same drift again, after the run: the cool-down holds, whatever the run's outcome.
-        asked = len(requests)
+        # The same drift again, after the run: the cool-down holds, whatever the run's outcome. Counted from
+        # now: the monitor may still have judged windows of the first replay while the run was in flight.
+        asked = len(jsonl(state / "retrain_requests.jsonl"))
         again = asyncio.run(
             replay(
                 drifted_hour(config_file.parent),
