@@ -83,6 +83,9 @@ class OnlineFeatureReader:
         refresh: with a cache, read rows that are due again in a background thread and serve
             them meanwhile (``bidflow.features.cache``), so that a request seldom waits on the
             store; for servers.
+        timeout_s: the longest a direct Redis read may wait on a socket (connect or reply), with
+            no retry (None: redis-py's defaults). Direct reads only: ``get_online_features``
+            uses Feast's client, whose socket timeouts are set in the connection string.
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class OnlineFeatureReader:
         direct: bool = True,
         cache_s: float = 0.0,
         refresh: bool = False,
+        timeout_s: float | None = None,
     ) -> None:
         self.spec: ServiceSpec = service_spec(store, service)
         self._store = store
@@ -102,7 +106,7 @@ class OnlineFeatureReader:
         self._slices = list(self.spec.slices().values())
         self._view_defaults = [self._defaults[s] for s in self._slices]
         self._key_types = {k: t for v in self.spec.views for k, t in zip(v.join_keys, v.key_types, strict=True)}
-        self._backend: Backend | None = _direct_backend(store, self.spec) if direct else None
+        self._backend: Backend | None = _direct_backend(store, self.spec, timeout_s) if direct else None
         self._ttls = np.array([view.ttl_limit for view in self.spec.views])
         # The view of each output column: a (rows x views) expiry mask widened to (rows x columns).
         self._column_view = np.repeat(np.arange(len(self.spec.views)), [len(view.features) for view in self.spec.views])
@@ -339,7 +343,7 @@ def _seconds(at: datetime | float | None) -> float:
     return float(at)
 
 
-def _direct_backend(store: FeatureStore, spec: ServiceSpec) -> Backend | None:
+def _direct_backend(store: FeatureStore, spec: ServiceSpec, timeout_s: float | None) -> Backend | None:
     """The direct backend for the store's online store, or None where only ``get_online_features`` reads it right."""
     config = store.config
     if config.registry.enable_online_feature_view_versioning:
@@ -351,6 +355,6 @@ def _direct_backend(store: FeatureStore, spec: ServiceSpec) -> Backend | None:
     if kind == "sqlite":
         return SqliteBackend(store, spec)
     if kind == "redis" and str(config.online_store.redis_type.value) == "redis":
-        return RedisBackend(store, spec)
+        return RedisBackend(store, spec, timeout_s=timeout_s)
     log.info("no direct reader for online store %s: reading through get_online_features", kind)
     return None

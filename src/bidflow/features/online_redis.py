@@ -78,6 +78,10 @@ def _bulk(item: bytes) -> bytes:
 class RedisBackend:
     """Feast's Redis layout: one hash per entity key (+ project), a field per feature, ``_ts:<view>``.
 
+    ``timeout_s`` (None: redis-py's defaults, or the connection string's ``socket_timeout``) bounds
+    every connect and read, and turns redis-py's retries off: its default (retries with a backoff)
+    would turn one failed read into seconds of waiting.
+
     The EVALSHA command is written as RESP bytes from cached pieces (each entity key's bulk string,
     the fields section per request shape) and sent on a pooled redis-py connection: packing ~200
     arguments through redis-py on every request would cost a third of the latency budget.
@@ -85,15 +89,19 @@ class RedisBackend:
 
     name = "redis"
 
-    def __init__(self, store: FeatureStore, spec: ServiceSpec) -> None:
+    def __init__(self, store: FeatureStore, spec: ServiceSpec, *, timeout_s: float | None = None) -> None:
         import hashlib
 
         import redis
         from feast.infra.online_stores.helpers import _mmh3
         from feast.infra.online_stores.redis import RedisOnlineStore
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         online = store.config.online_store
         nodes, kwargs = RedisOnlineStore._parse_connection_string(online.connection_string)
+        if timeout_s is not None:  # every socket wait bounded, a failed connection not retried
+            kwargs |= {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s, "retry": Retry(NoBackoff(), 0)}
         self._client = redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **kwargs)
         self._sha = hashlib.sha1(_GATHER_LUA.encode()).hexdigest().encode()
         self._keys = KeyEncoder(spec, store.project.encode("utf-8"), wrap=_bulk)

@@ -133,8 +133,11 @@ def open_reader(config: Config, service: str, options: ServeOptions, layout: Row
     from bidflow.features.store import open_store
 
     store = open_store(config.features)
-    reader = OnlineFeatureReader(store, service, layout=layout, cache_s=options.feature_cache_s, refresh=True)
-    return GuardedReader(reader, timeout_s=options.feature_timeout_s, cooldown_s=options.breaker_cooldown_s)
+    timeout_s = options.feature_timeout_s
+    reader = OnlineFeatureReader(
+        store, service, layout=layout, cache_s=options.feature_cache_s, refresh=True, timeout_s=timeout_s
+    )
+    return GuardedReader(reader, cooldown_s=options.breaker_cooldown_s)
 
 
 class ServedModel(StagedModel):

@@ -3,9 +3,10 @@
 ``GuardedReader`` wraps ``bidflow.features.online.OnlineFeatureReader`` (the feature logic, shared
 with training) with the serving policy:
 
-* Bounded waits. On Redis, every socket operation gets ``timeout_s`` and a failed connection is not
-  retried: redis-py's default (10 retries, backoff up to 1 s) would stall the event loop for
-  seconds on every request while Redis is down. SQLite is a local file: no network wait to bound.
+* Bounded waits. On Redis, every socket operation gets the reader's ``timeout_s``
+  (``OnlineFeatureReader(timeout_s=...)``, ``--feature-timeout-ms``) and a failed connection is not
+  retried: redis-py's default retries, with a backoff, would stall the event loop for seconds on
+  every request while Redis is down. SQLite is a local file: no network wait to bound.
 * A circuit breaker. After a failure the store is not asked again for ``cooldown_s``; requests in
   between fail open at once instead of each paying a timeout. The first request after the
   cooldown tries again (and closes the breaker when it succeeds).
@@ -60,23 +61,16 @@ class GuardedReader:
     """Reads a FeatureService for one auction at a time, failing open.
 
     Args:
-        reader: the feature reader (one per process).
-        timeout_s: the longest a read may wait on the network (Redis).
+        reader: the feature reader (one per process), made with the network timeout to wait at most
+            (``OnlineFeatureReader(timeout_s=...)``).
         cooldown_s: how long the store is left alone after a failure.
     """
 
-    def __init__(
-        self,
-        reader: OnlineFeatureReader,
-        *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        cooldown_s: float = DEFAULT_COOLDOWN_S,
-    ) -> None:
+    def __init__(self, reader: OnlineFeatureReader, *, cooldown_s: float = DEFAULT_COOLDOWN_S) -> None:
         self.reader = reader
         self.cooldown_s = cooldown_s
         self._open_until = 0.0
         self._last_reason: str | None = None
-        bound_redis_waits(reader, timeout_s)
 
     @property
     def backend(self) -> str:
@@ -126,27 +120,6 @@ class GuardedReader:
                         self.cooldown_s, exc)  # fmt: skip
             self._last_reason = reason
         return Lookup(None, reason)
-
-
-def bound_redis_waits(reader: OnlineFeatureReader, timeout_s: float) -> None:
-    """Give a Redis-backed reader socket timeouts and no connection retries.
-
-    ``OnlineFeatureReader`` has no option for this yet, so its redis-py client is reached through
-    the reader's backend; readers on other backends are left alone. (Socket timeouts can also be
-    set in the Feast connection string -- ``socket_timeout=0.02`` -- but the retry policy cannot.)
-    """
-    client = getattr(getattr(reader, "_backend", None), "_client", None)
-    if client is None:
-        return
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    if not isinstance(client, redis.Redis):
-        return
-    # Connections are made lazily, so settings changed before the first read apply to all of them.
-    client.connection_pool.connection_kwargs.update(socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-    client.set_retry(Retry(NoBackoff(), 0))
 
 
 def _reason(exc: BaseException) -> str:
