@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bidflow.bidding.names import PolicyName
 from bidflow.errors import ConfigError
 from bidflow.kinds.registry import BUILTIN, DEFAULT_KIND
 
@@ -446,7 +447,7 @@ class BidderConfig(_Section):
         description="budget levels c0 (share of the training cost per auction) fitted and gated",
     )
     served_level: float = Field(default=1 / 32, gt=0.0, le=1.0, description="the budget level the server bids at")
-    policy: Literal["constant", "linear", "ortb", "planned"] = Field(
+    policy: PolicyName = Field(
         default="planned", description="the policy served and gated (planned: budget-aware value function)"
     )
     value_bins: int = Field(default=32, ge=1, le=256, description="pCTR quantile bins the planned policy may use")

@@ -16,7 +16,8 @@ import numpy as np
 from bidflow.bidding.auctions import Campaign
 from bidflow.bidding.fit import Bidder, BidderSettings
 from bidflow.bidding.landscape import Landscape
-from bidflow.bidding.policies import ConstantPolicy, LinearPolicy, OrtbPolicy, PlannedPolicy, Policy, PolicyName
+from bidflow.bidding.names import PolicyName
+from bidflow.bidding.policies import ConstantPolicy, LinearPolicy, OrtbPolicy, PlannedPolicy, Policy
 from bidflow.errors import BiddingError
 
 FILE: Final = "bidder.json"

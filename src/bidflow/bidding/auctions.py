@@ -164,17 +164,12 @@ class CampaignFiles:
         tuning: the log policies are tuned on (``validation_by_campaign/<id>.csv.gz``: the RLB authors'
             validation episodes, 1,000 auctions each after a marker line).
         heldout: the log the gate replays (``test_theta_<id>.csv.gz``); None when the campaign has no
-            test log, and then the tuning log is split in two (``split_tuning``).
+            test log, and then the tuning log is split in two: the first half tunes, the second is replayed.
     """
 
     statistics: Path
     tuning: Path
     heldout: Path | None
-
-    @property
-    def split_tuning(self) -> bool:
-        """No held-out log: tune on the first half of the tuning log and replay the second half."""
-        return self.heldout is None
 
 
 def campaign_files(data: Path, campaign: str) -> CampaignFiles:

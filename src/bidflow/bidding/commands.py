@@ -113,7 +113,8 @@ def replay_command(
     and eCPC, with plots (clicks and spend against budget, bid against pCTR, win rate over the log,
     the landscape against the held-out win rates).
     """
-    from bidflow.bidding.steps import POLICIES, replay_step
+    from bidflow.bidding.names import POLICIES
+    from bidflow.bidding.steps import replay_step
 
     config = _bidder_config(ctx, data=data, campaign=campaign, levels=level)
     chosen = _policies(policy or list(POLICIES))
@@ -215,7 +216,7 @@ def _bidder_config(ctx: typer.Context, *, data: Path | None, campaign: str | Non
 
 
 def _policies(names: list[str]) -> tuple[Any, ...]:
-    from bidflow.bidding.steps import POLICIES
+    from bidflow.bidding.names import POLICIES
 
     unknown = [n for n in names if n not in POLICIES]
     if unknown:

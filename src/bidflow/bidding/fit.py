@@ -11,19 +11,18 @@ import numpy as np
 
 from bidflow.bidding.auctions import Auctions, Campaign
 from bidflow.bidding.landscape import Landscape, from_counts
+from bidflow.bidding.names import PolicyName
 from bidflow.bidding.policies import (
     ConstantPolicy,
     LinearPolicy,
     OrtbPolicy,
     PlannedPolicy,
     Policy,
-    PolicyName,
     best_of,
     log_grid,
 )
 from bidflow.bidding.value import theta_bins
 
-POLICIES: tuple[PolicyName, ...] = ("constant", "linear", "ortb", "planned")
 TRUST: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # pCTR trust levels the planned policy is tuned over
 
 Progress = Callable[[str], None]

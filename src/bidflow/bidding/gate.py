@@ -20,8 +20,8 @@ candidate passes only if, at EVERY level:
 Why "equal spend" means "equal budget" by default: the budget is what the advertiser commits per
 episode, and a budget-aware policy's job is to spend it where the clicks are. Judged on the cost it
 actually incurred, the policy that bids too low and leaves budget unspent would look "cheaper"
-without being better (on campaign 2997 the RLB-style policy spends a few per cent more of the same
-budget than the linear one and wins more clicks with it, at a lower cost per click). At equal budget,
+without being better (on campaign 2997 the RLB-style policy spends more of the same budget than the
+linear one, and at most levels wins more clicks with it). At equal budget,
 more clicks means more clicks per unit of budget, which is the quantity the RTB literature compares
 policies by. An operator who wants the stricter reading (no more actual spend than the champion,
 up to a tolerance) sets ``bidder.gate_spend_tolerance``.

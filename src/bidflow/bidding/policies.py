@@ -18,16 +18,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from bidflow.bidding.auctions import Auctions
+from bidflow.bidding.names import PolicyName
 from bidflow.bidding.replay import Outcome, replay_bids, replay_planned
 from bidflow.bidding.value import optimal_bid, value_differences
-
-PolicyName = Literal["constant", "linear", "ortb", "planned"]
 
 
 class Policy(Protocol):
@@ -164,7 +163,9 @@ class PlannedPolicy:
 
     def value(self, pctr: float, mean_pctr: float | None) -> float:
         theta = relative(pctr, mean_pctr, self.average_ctr) if self.normalize else pctr
-        return float(self._trusted(np.array([theta]))[0])
+        if self.trust == 1.0:  # the served bid's path: scalar arithmetic, no array per request
+            return theta
+        return float(self.average_ctr * (max(theta, 0.0) / self.average_ctr) ** self.trust)
 
     def _trusted(self, theta: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         if self.trust == 1.0:

@@ -76,36 +76,8 @@ class Outcome:
 
 
 @njit(cache=True, nogil=True)
-def _replay_fixed(
+def _replay(
     bids: npt.NDArray[np.int64],
-    price: npt.NDArray[np.int64],
-    click: npt.NDArray[np.int8],
-    episode: int,
-    budget: int,
-    max_bid: int,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
-    placed = np.zeros(len(price), dtype=np.int64)
-    won = np.zeros(len(price), dtype=np.bool_)
-    spent = np.zeros(len(price), dtype=np.int64)
-    left = episode
-    b = budget
-    for i in range(len(price)):
-        a = min(bids[i], b, max_bid)
-        a = max(a, 0)
-        placed[i] = a
-        if a >= price[i]:
-            won[i] = True
-            b -= price[i]
-        spent[i] = budget - b
-        left -= 1
-        if left == 0:
-            left = episode
-            b = budget
-    return placed, won, spent
-
-
-@njit(cache=True, nogil=True)
-def _replay_planned(
     differences: npt.NDArray[np.float32],
     theta: npt.NDArray[np.float64],
     price: npt.NDArray[np.int64],
@@ -113,13 +85,16 @@ def _replay_planned(
     budget: int,
     max_bid: int,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
+    """The protocol's loop. With a value function (``differences`` not empty) each bid is the optimal bid
+    at the state reached; otherwise it is ``bids[i]``, capped by the budget left and the highest bid."""
+    planned = differences.shape[0] > 0
     placed = np.zeros(len(price), dtype=np.int64)
     won = np.zeros(len(price), dtype=np.bool_)
     spent = np.zeros(len(price), dtype=np.int64)
     left = episode
     b = budget
     for i in range(len(price)):
-        a = optimal_bid(differences, left, b, theta[i], max_bid)
+        a = optimal_bid(differences, left, b, theta[i], max_bid) if planned else max(min(bids[i], b, max_bid), 0)
         placed[i] = a
         if a >= price[i]:
             won[i] = True
@@ -132,12 +107,19 @@ def _replay_planned(
     return placed, won, spent
 
 
+_NO_BIDS = np.zeros(0, dtype=np.int64)
+_NO_PLAN = np.zeros((0, 1), dtype=np.float32)
+_NO_VALUES = np.zeros(0, dtype=np.float64)
+
+
 def replay_bids(
     bids: npt.ArrayLike, price: npt.NDArray[np.int64], click: npt.NDArray[np.int8],
     *, episode: int, budget: int, max_bid: int,
 ) -> Outcome:  # fmt: skip
     """Replay bids fixed up front (capped by the budget left as the episode goes)."""
-    placed, won, spent = _replay_fixed(np.asarray(bids, dtype=np.int64), price, click, episode, budget, max_bid)
+    placed, won, spent = _replay(
+        np.asarray(bids, dtype=np.int64), _NO_PLAN, _NO_VALUES, price, episode, budget, max_bid
+    )
     return _outcome(placed, won, spent, price, click, episode, budget)
 
 
@@ -146,7 +128,7 @@ def replay_planned(
     click: npt.NDArray[np.int8], *, episode: int, budget: int, max_bid: int,
 ) -> Outcome:  # fmt: skip
     """Replay the value-function policy: each bid from the auctions and budget left and the auction's value."""
-    placed, won, spent = _replay_planned(differences, theta, price, episode, budget, max_bid)
+    placed, won, spent = _replay(_NO_BIDS, differences, theta, price, episode, budget, max_bid)
     return _outcome(placed, won, spent, price, click, episode, budget)
 
 

@@ -20,16 +20,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 from bidflow.bidding.auctions import Auctions, Campaign, CampaignFiles
 from bidflow.bidding.gate import Played, ReplayGate, judge, level_key, level_label
+from bidflow.bidding.names import POLICIES, PolicyName
 from bidflow.errors import GateFailed, InputError
 
 if TYPE_CHECKING:
     from bidflow.bidding.fit import Bidder, BidderSettings
-    from bidflow.bidding.policies import PolicyName
     from bidflow.bidding.replay import Outcome
     from bidflow.config import BidderConfig, Config
     from bidflow.modeling.registry import ModelRef
 
-POLICIES: Final[tuple[PolicyName, ...]] = ("constant", "linear", "ortb", "planned")
 BASELINE_POLICY: Final[PolicyName] = "linear"  # what a first candidate must beat when no champion exists
 Advance = Callable[[str, int], None]  # (what is being replayed now, auctions just replayed)
 Progress = Callable[[str, int, int], None]  # (what, auctions just replayed, auctions to replay in all)
