@@ -25,6 +25,7 @@ ENV_PREFIX = "BIDFLOW__"
 DEFAULT_CONFIG_FILE = Path("bidflow.yaml")
 
 ScenarioName = Literal["none", "partner_retarget", "device_shift", "publisher_flood", "floor_hike"]
+FilterObjective = Literal["recall", "value"]
 
 
 class _Section(BaseModel):
@@ -221,7 +222,17 @@ class TrainConfig(TrainSettings, _PerKind):
 class EvaluateSettings(_Section):
     """Evaluation and the champion/challenger gate of one model kind."""
 
-    target_bid_recall: float = Field(default=0.95, gt=0.0, le=1.0)
+    target_bid_recall: float = Field(
+        default=0.95,
+        gt=0.0,
+        le=1.0,
+        description="share of each partner's bids (objective recall) or bid value (objective value) the filter keeps",
+    )
+    objective: FilterObjective = Field(
+        default="recall",
+        description="what per-partner thresholds keep the target share of: `recall` (bids) or `value` "
+        "(the bids' summed CPM: cheap bids may be dropped first)",
+    )
     exploration_share: float = Field(default=0.05, ge=0.0, lt=1.0)
     threshold_confidence_z: float = Field(
         default=1.645,

@@ -2,7 +2,8 @@
 
 Output: one row per (auction, partner called) with the request's features (the shared
 transform in ``bidflow.openrtb.features``), the partner's answer and the label ``bid``,
-under ``OUT/hour=YYYY-MM-DDTHH/part-<source>.parquet``.
+under ``OUT/hour=YYYY-MM-DDTHH/part-<source>.parquet``. Where the generator left its oracle
+beside a log (``bidflow.data.oracle``), its columns come along for evaluation; otherwise null.
 
 A malformed line is never dropped silently: it goes to ``OUT/_quarantine/`` with its
 file, line number, the JSON path of the problem and the reason, and is counted. If more
@@ -34,6 +35,7 @@ import pyarrow.parquet as pq
 from isal import igzip
 
 from bidflow.config import IngestConfig
+from bidflow.data.oracle import ORACLE_SCHEMA, attach_oracle
 from bidflow.data.records import AuctionRecord, Outcome
 from bidflow.errors import IngestError, InputError, OpenRTBError
 from bidflow.openrtb.decode import error_from_validation
@@ -65,8 +67,8 @@ def feature_schema() -> pa.Schema:
 
 
 def parquet_schema() -> pa.Schema:
-    """The schema of every ingested partition (calls first, then request features)."""
-    return pa.schema(list(CALL_SCHEMA) + list(feature_schema()))
+    """The schema of every ingested partition: calls, request features, then the oracle (null for real logs)."""
+    return pa.schema(list(CALL_SCHEMA) + list(feature_schema()) + list(ORACLE_SCHEMA))
 
 
 @dataclass
@@ -237,7 +239,7 @@ def _ingest_one(path: Path, source: str, staging: Path, progress: Callable[[int]
     quarantine.close(summary)
     summary.auctions = batch.auctions
     if batch.auctions:
-        _write_partitions(batch.to_table(), staging, _safe_name(source), summary)
+        _write_partitions(attach_oracle(batch.to_table(), path), staging, _safe_name(source), summary)
     return summary
 
 
@@ -301,7 +303,7 @@ class _Batch:
         rows = zip(*(msgspec.structs.astuple(f) for f in self.features), strict=True)
         for name, values in zip(FEATURE_NAMES, rows, strict=True):
             columns[name] = pa.array(values, schema.field(name).type).take(take)
-        return pa.table(columns, schema=parquet_schema())
+        return pa.table(columns, schema=pa.schema(list(CALL_SCHEMA) + list(schema)))
 
 
 class _Quarantine:

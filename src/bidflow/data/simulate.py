@@ -9,6 +9,11 @@ Each line is one auction::
 only for bids. The partners called are the publisher's configured bidders, also listed in
 ``request.imp[0].ext.prebid.bidder`` as Prebid Server would send them.
 
+Beside each hour's log lies its **oracle** (``auctions.oracle.parquet``, ``bidflow.data.oracle``):
+for every partner call, the true probability that it came back with a bid and the expected value
+of what came back, computed from the same parameters as the draw. No exchange log has this; it is
+ground truth for evaluating filters against the best any model could do on this market.
+
 All randomness is drawn column-wise with numpy from a generator keyed by (seed, hour), so a
 given hour is identical whatever range of hours it is generated in.
 """
@@ -30,6 +35,7 @@ import pyarrow as pa
 from isal import isal_zlib
 
 from bidflow.config import SimulateConfig
+from bidflow.data.oracle import answer_oracle, oracle_path, write_oracle
 from bidflow.data.partners import FORMAT_PRICE, TIER_PRICE, PartnerProfile
 from bidflow.data.render import Vocabulary, render_auctions
 from bidflow.data.scenarios import BASELINE, MarketConditions, conditions_for
@@ -91,6 +97,8 @@ class Outcomes:
     status: npt.NDArray[np.int64]
     price: npt.NDArray[np.float64]  # NaN unless status == BID
     latency_ms: npt.NDArray[np.int64]
+    p_bid: npt.NDArray[np.float32]  # the oracle: P(the call returns a bid), floor, timeout and error included
+    bid_value: npt.NDArray[np.float32]  # the oracle: E[price x 1{bid}], CPM
 
 
 @dataclass(frozen=True)
@@ -162,7 +170,8 @@ def _write_hour(
                 progress(stop - start)
             yield _Part(stop - start, int(hi - lo), int(np.count_nonzero(outcomes.status[lo:hi] == BID)))
         gz.close()
-    tmp.replace(path)
+    write_oracle(oracle_path(path), id_prefix, outcomes)
+    tmp.replace(path)  # the log last: a log on disk always has its oracle beside it
 
 
 class _GzipWriter:
@@ -255,13 +264,15 @@ def draw_outcomes(
     status = np.empty(m, dtype=np.int64)
     price = np.empty(m, dtype=np.float64)
     latency = np.empty(m, dtype=np.int64)
+    p_bid = np.empty(m, dtype=np.float32)
+    bid_value = np.empty(m, dtype=np.float32)
     # Blocks of calls small enough to stay in the CPU's cache and to reuse freed memory: over
     # the whole hour at once, half the time went to page faults on fresh temporaries.
     for lo in range(0, m, _BLOCK):
         block = slice(lo, min(m, lo + _BLOCK))
         _answer(world, table, auctions, auction[block], partner[block], draws, block,
-                status[block], price[block], latency[block])  # fmt: skip
-    return Outcomes(offsets.astype(np.int64), partner.astype(np.int64), status, price, latency)
+                status[block], price[block], latency[block], p_bid[block], bid_value[block])  # fmt: skip
+    return Outcomes(offsets.astype(np.int64), partner.astype(np.int64), status, price, latency, p_bid, bid_value)
 
 
 _BLOCK: Final = 16_384  # partner calls per block of ``draw_outcomes``
@@ -286,8 +297,10 @@ def _answer(
     status: npt.NDArray[np.int64],
     price: npt.NDArray[np.float64],
     latency: npt.NDArray[np.int64],
+    p_true: npt.NDArray[np.float32],
+    value_true: npt.NDArray[np.float32],
 ) -> None:
-    """Fill ``status``, ``price`` and ``latency`` of one block of calls (``auction``, ``partner``).
+    """Fill ``status``, ``price``, ``latency`` and the oracle of one block of calls (``auction``, ``partner``).
 
     Tables are read with flat ``take``, much cheaper than 2-D fancy indexing; every product
     keeps the order it always had, so the numbers are bit-for-bit the same.
@@ -309,12 +322,17 @@ def _answer(
     value = table.price_cpm.take(partner) * _FORMAT_PRICE.take(fmt)
     value *= _PRICE_INDEX.take(country)
     value *= _TIER_PRICE.take(pubs.tier.take(pub))
-    noise = draws.price[block] * table.price_sigma.take(partner)
+    median_value = value.copy()
+    sigma = table.price_sigma.take(partner)
+    noise = draws.price[block] * sigma
     value *= np.exp(noise, out=noise)
-    bids = wants & (value >= auctions.floor.take(auction))
+    floor = auctions.floor.take(auction)
+    bids = wants & (value >= floor)
 
     tmax = auctions.tmax.take(auction)
     p_timeout = table.timeout_rate.take(partner) * 500.0 / tmax
+    p_answers = np.clip(1.0 - p_timeout - table.error_rate.take(partner), 0.0, 1.0)
+    answer_oracle(np.minimum(p_bid, 0.95) * p_answers, median_value, sigma, floor, p_true, value_true)
     u = draws.failure[block]
     status[:] = NOBID
     status[bids] = BID

@@ -108,6 +108,9 @@ def batch_schema() -> pa.DataFrameSchema:
             "secure": _flag(),
             "hour_of_day": _int32(pa.Check.in_range(0, 23)),
             "day_of_week": _int32(pa.Check.in_range(0, 6)),
+            # the generator's ground truth: null in real logs
+            "oracle_p_bid": pa.Column("float32", pa.Check.in_range(0.0, 1.0), nullable=True),
+            "oracle_bid_value": pa.Column("float32", pa.Check.ge(0.0), nullable=True),
         },
         checks=[
             # a bid has a price and nothing else has one

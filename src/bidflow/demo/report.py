@@ -25,6 +25,7 @@ import numpy as np
 from bidflow.kinds import registered_name
 from bidflow.modeling import explain_report
 from bidflow.modeling.plots import calibration_figure, economics_figure, png, roc_figure
+from bidflow.modeling.report import economics_curves, oracle_headline
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -108,9 +109,7 @@ def write_demo_report(outcome: DemoOutcome, config: Config) -> Path:
             + _figure(calibration_figure(curves, config.evaluate.calibration_bins), "Observed bid rate per score bin."),
         )
     )
-    econ = {"canary": evaluation.candidate.curve}
-    if evaluation.champion is not None and evaluation.champion.curve:
-        econ["champion"] = evaluation.champion.curve
+    econ = economics_curves(evaluation, candidate="canary")
     thresholds = canary_model.policy.thresholds if canary_model.policy is not None else {}
     realized = evaluation.candidate.realized
     summary = ""
@@ -119,7 +118,7 @@ def write_demo_report(outcome: DemoOutcome, config: Config) -> Path:
             f"<p>At the canary's own per-partner thresholds: <b>{realized.calls_saved_share:.1%}</b> of partner "
             f"calls saved, <b>{realized.bid_recall:.1%}</b> of bids and {realized.value_kept_share:.1%} of bid value "
             f"kept, with {evaluation.exploration_share:.0%} of auctions exploring (every partner called).</p>"
-        )
+        ) + oracle_headline(evaluation)
     parts.append(
         _section(
             "Bid-filter economics",

@@ -2,8 +2,13 @@
 
 The bid filter scores each (auction, partner) pair with P(partner bids) and calls the partner
 only when the score reaches that partner's threshold. Per partner, the threshold is the *highest*
-score at which the filter still keeps ``target_recall`` of the partner's bids (on the data it is
-chosen on); ties are kept (``score >= threshold`` calls).
+score at which the filter still keeps the target share (on the data it is chosen on) of the
+partner's bids (objective ``recall``) or of the partner's bid value, the sum of its bids' CPMs
+(objective ``value``); ties are kept (``score >= threshold`` calls).
+
+Why value can be the better target: an exchange earns on the bids that win, and a cheap bid
+rarely wins, so a filter held to keep 95 % of the bid *value* may drop more of the cheap bids
+and save more calls than one held to keep 95 % of the bids, at the same revenue kept.
 
 A fixed exploration share of auctions bypasses the filter: every partner is called, so filtered
 traffic keeps producing labels for the next model. Which auctions explore is decided by hashing the
@@ -24,6 +29,8 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+
+from bidflow.config import FilterObjective as Objective
 
 EXPLORATION_SALT: Final = b"bidflow/exploration/v1:"
 _TWO_64: Final = float(2**64)
@@ -69,6 +76,24 @@ def recall_threshold(bid_scores: npt.ArrayLike, target_recall: float) -> float:
     return float(scores[min(k, len(scores)) - 1])
 
 
+def value_threshold(bid_scores: npt.ArrayLike, bid_values: npt.ArrayLike, target_share: float) -> float:
+    """Highest threshold keeping at least ``target_share`` of the value of the bids whose scores are given.
+
+    Bids are taken from the highest score down until their values add up to the target; the
+    threshold is the score of the last one taken. No bids or no value: 0.0 (always call).
+    """
+    scores = np.asarray(bid_scores, dtype=np.float64)
+    values = np.nan_to_num(np.asarray(bid_values, dtype=np.float64), nan=0.0)
+    total = float(values.sum())
+    if len(scores) == 0 or total <= 0.0:
+        return 0.0
+    order = np.argsort(-scores, kind="stable")
+    kept = np.cumsum(values[order])
+    # The relative slack keeps a float sum that reaches the target by rounding from taking one bid more.
+    k = int(np.searchsorted(kept, target_share * total * (1 - 1e-12), side="left"))
+    return float(scores[order[min(k, len(scores) - 1)]])
+
+
 @dataclass(frozen=True)
 class FilterPolicy:
     """Per-partner thresholds plus the exploration share: what the model server applies.
@@ -76,14 +101,17 @@ class FilterPolicy:
     Attributes:
         thresholds: partner -> score threshold (call when ``score >= threshold``).
         exploration_share: share of auctions that bypass the filter.
-        target_recall: the bid recall the thresholds were chosen for.
+        target_recall: the share of bids (objective ``recall``) or of bid value (``value``) the
+            thresholds were chosen to keep.
         default_threshold: for partners without a threshold (new partners): 0.0 calls them always.
+        objective: what ``target_recall`` is a share of.
     """
 
     thresholds: Mapping[str, float]
     exploration_share: float
     target_recall: float
     default_threshold: float = 0.0
+    objective: Objective = "recall"
 
     def threshold(self, partner: str) -> float:
         return self.thresholds.get(partner, self.default_threshold)
@@ -115,6 +143,7 @@ class FilterPolicy:
             "exploration_share": self.exploration_share,
             "target_recall": self.target_recall,
             "default_threshold": self.default_threshold,
+            "objective": self.objective,
             "exploration_hash": "sha256(salt + auction_id)[:8] big-endian / 2**64 < share",
             "exploration_salt": EXPLORATION_SALT.decode(),
         }
@@ -126,6 +155,7 @@ class FilterPolicy:
             exploration_share=float(data["exploration_share"]),
             target_recall=float(data["target_recall"]),
             default_threshold=float(data.get("default_threshold", 0.0)),
+            objective="value" if data.get("objective") == "value" else "recall",
         )
 
 
@@ -137,26 +167,39 @@ def choose_policy(
     target_recall: float,
     exploration_share: float,
     confidence_z: float = 0.0,
+    objective: Objective = "recall",
+    price: npt.ArrayLike | None = None,
 ) -> FilterPolicy:
-    """Per-partner thresholds: each the highest keeping ``target_recall`` of that partner's bids.
+    """Per-partner thresholds: each the highest keeping ``target_recall`` of that partner's bids (or bid value).
 
-    Exploration is not used to choose them (it only adds recall), so each partner's recall from
-    the thresholds alone meets the target on these rows.
+    Exploration is not used to choose them (it only adds recall), so each partner's recall (or
+    value kept) from the thresholds alone meets the target on these rows.
 
     A threshold chosen on few bids overfits them: on new traffic it keeps fewer than the target.
     With ``confidence_z`` > 0 each partner's threshold is chosen for a target raised by that many
     standard errors of a recall measured on its n bids, ``target + z * sqrt(target (1 - target) / n)``
     (capped at 1), so sparse partners are filtered cautiously and data-rich ones near the target.
+    The objective ``value`` needs ``price`` (the bids' CPMs).
     """
     names = np.asarray(partners, dtype=object).astype(str)
     labels = np.asarray(y, dtype=np.float64) > 0.5
     values = np.asarray(scores, dtype=np.float64)
+    if objective == "value" and price is None:
+        raise ValueError("the value objective needs the bids' prices")
+    cpm = np.asarray(price, dtype=np.float64) if price is not None else None
     thresholds = {}
     for partner in np.unique(names):
-        bid_scores = values[(names == partner) & labels]
+        bids = (names == partner) & labels
+        bid_scores = values[bids]
         margin = confidence_z * math.sqrt(target_recall * (1 - target_recall) / max(1, len(bid_scores)))
-        thresholds[str(partner)] = recall_threshold(bid_scores, min(1.0, target_recall + margin))
-    return FilterPolicy(thresholds, exploration_share=exploration_share, target_recall=target_recall)
+        target = min(1.0, target_recall + margin)
+        if objective == "value" and cpm is not None:
+            thresholds[str(partner)] = value_threshold(bid_scores, cpm[bids], target)
+        else:
+            thresholds[str(partner)] = recall_threshold(bid_scores, target)
+    return FilterPolicy(
+        thresholds, exploration_share=exploration_share, target_recall=target_recall, objective=objective
+    )
 
 
 @dataclass(frozen=True)
@@ -233,16 +276,21 @@ def economics_curve(
     *,
     exploration_share: float,
     targets: Iterable[float] = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99, 1.0),
+    objective: Objective = "recall",
 ) -> list[tuple[float, Economics]]:
-    """Economics when per-partner thresholds are chosen on these rows for each target recall.
+    """Economics when per-partner thresholds are chosen on these rows for each target share.
 
-    This measures the *ranking* of a model in business terms (calls saved at a bid recall), so two
-    models can be compared on one window independently of thresholds chosen elsewhere.
+    This measures the *ranking* of a model in business terms (calls saved at a bid recall, or at a
+    share of bid value kept), so two models can be compared on one window independently of
+    thresholds chosen elsewhere.
     """
     explored = exploration_mask(auction_ids, exploration_share)
     out = []
     for target in targets:
-        policy = choose_policy(partners, y, scores, target_recall=target, exploration_share=exploration_share)
+        policy = choose_policy(
+            partners, y, scores, target_recall=target, exploration_share=exploration_share,
+            objective=objective, price=price,
+        )  # fmt: skip
         called = policy.model_mask(partners, scores) | explored
         out.append((float(target), economics(called, y, price, explored)))
     return out

@@ -8,7 +8,15 @@ error, and for a bid filter the economics twice over:
   have done on that traffic, out of sample;
 * ``at_target``: thresholds re-chosen on the held-out rows for the target recall -- a pure ranking
   measure (calls saved at equal bid recall) that compares two models independently of where their
-  thresholds were chosen. The gate compares models on this one.
+  thresholds were chosen; ``at_value_target`` the same at the target share of bid value kept. The
+  gate compares models on the one of the configured ``objective``.
+
+Where the rows carry the generator's oracle (``bidflow.data.oracle``: each call's true probability
+of a bid and its expected bid value), the oracle is scored beside the models: ranked by its true
+probability for the recall curve and by its expected value for the value curve, it is the best any
+filter can do on these rows, and each model's calls saved at the target as a share of the oracle's
+(``oracle_share_at_target``, ``oracle_share_at_value_target``) says how close to that limit it is.
+The oracle never enters the gate: real traffic has none.
 
 The gate passes when the candidate is not worse than the champion beyond the configured tolerances
 and its realized bid recall is not short of the target by more than allowed. Without a champion the
@@ -22,23 +30,32 @@ are reported beside its metrics (``bidflow.modeling.explain_window``); they neve
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from bidflow.data.oracle import ORACLE_BID_VALUE, ORACLE_P_BID
 from bidflow.errors import ModelError
 from bidflow.modeling.dataset import labels, window_bounds
-from bidflow.modeling.economics import Economics, FilterPolicy, economics_curve, policy_economics
+from bidflow.modeling.economics import (
+    Economics,
+    FilterPolicy,
+    choose_policy,
+    economics_curve,
+    policy_economics,
+)
 from bidflow.modeling.explain_window import ModelExplanation, explain_model
 from bidflow.modeling.metrics import classification_metrics
 
 if TYPE_CHECKING:
-    from bidflow.config import EvaluateSettings, ExplainConfig
+    from bidflow.config import EvaluateSettings, ExplainConfig, FilterObjective
     from bidflow.modeling.train import TrainedModel
 
 BID_COLUMNS = ("auction_id", "partner", "price")
+# Stands for "thresholds chosen at the target on the scored rows themselves" (the oracle's policy).
+_AT_TARGET: Final = FilterPolicy({}, exploration_share=0.0, target_recall=0.0)
 
 
 @dataclass(frozen=True)
@@ -51,6 +68,8 @@ class ModelEvaluation:
     realized: Economics | None = None
     at_target: Economics | None = None
     curve: list[tuple[float, Economics]] = field(default_factory=list)
+    at_value_target: Economics | None = None
+    value_curve: list[tuple[float, Economics]] = field(default_factory=list)
     scores: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0), repr=False)
     explanation: ModelExplanation | None = field(default=None, repr=False)
 
@@ -61,7 +80,13 @@ class ModelEvaluation:
             "realized": self.realized.to_json() if self.realized else None,
             "at_target": self.at_target.to_json() if self.at_target else None,
             "curve": [{"target_recall": t, **e.to_json()} for t, e in self.curve],
+            "at_value_target": self.at_value_target.to_json() if self.at_value_target else None,
+            "value_curve": [{"target_value_kept": t, **e.to_json()} for t, e in self.value_curve],
         }
+
+    def at(self, objective: FilterObjective) -> Economics | None:
+        """Economics at the target share of the objective, thresholds chosen on these rows."""
+        return self.at_value_target if objective == "value" else self.at_target
 
 
 @dataclass(frozen=True)
@@ -112,6 +137,8 @@ class EvaluationReport:
     champion: ModelEvaluation | None
     gate: GateResult
     y: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
+    oracle: ModelEvaluation | None = None
+    objective: FilterObjective = "recall"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -121,6 +148,8 @@ class EvaluationReport:
             "exploration_share": self.exploration_share,
             "candidate": self.candidate.to_json(),
             "champion": self.champion.to_json() if self.champion else None,
+            "oracle": self.oracle.to_json() if self.oracle else None,
+            "objective": self.objective,
             "gate": self.gate.to_json(),
             "explanations": self._explanations(),
         }
@@ -145,6 +174,7 @@ def evaluate_scores(
     *,
     role: str,
     ref: str,
+    value_scores: npt.NDArray[np.float64] | None = None,
 ) -> ModelEvaluation:
     """Metrics (and, with a filter policy, economics) of ``scores`` on ``frame``'s rows.
 
@@ -154,8 +184,9 @@ def evaluate_scores(
         scores: the model's probabilities for them.
         policy: the model's filter policy (None: not a bid filter, no economics).
         cfg: the ``evaluate`` configuration section.
-        role: "candidate" or "champion".
+        role: "candidate", "champion" or "oracle".
         ref: how the report names the model.
+        value_scores: what the value curve ranks calls by (default ``scores``).
     """
     metrics = classification_metrics(y, scores, cfg.calibration_bins)
     if policy is None:
@@ -166,18 +197,55 @@ def evaluate_scores(
     ids = frame["auction_id"].astype(str).to_numpy()
     partners = frame["partner"].astype(str).to_numpy()
     price = frame["price"].to_numpy(np.float64, na_value=np.nan)
+    if value_scores is None:
+        value_scores = scores
+    if policy is _AT_TARGET:
+        policy = choose_policy(
+            partners, y, scores, target_recall=cfg.target_bid_recall, exploration_share=cfg.exploration_share,
+            objective=cfg.objective, price=price,
+        )  # fmt: skip
     realized = policy_economics(policy, ids, partners, y, scores, price)
-    targets = sorted({0.5, 0.7, 0.8, 0.9, 0.95, 0.975, 0.99, 1.0, cfg.target_bid_recall})
-    curve = economics_curve(ids, partners, y, scores, price, exploration_share=cfg.exploration_share, targets=targets)
-    at_target = next(e for t, e in curve if t == cfg.target_bid_recall)
+    curve, at_target = _curve(ids, partners, y, scores, price, cfg, "recall")
+    value_curve, at_value_target = _curve(ids, partners, y, value_scores, price, cfg, "value")
     metrics |= {
         "calls_saved_share": realized.calls_saved_share,
         "bid_recall": realized.bid_recall,
         "value_kept_share": realized.value_kept_share,
         "calls_saved_share_at_target": at_target.calls_saved_share,
         "value_kept_share_at_target": at_target.value_kept_share,
+        "calls_saved_share_at_value_target": at_value_target.calls_saved_share,
     }
-    return ModelEvaluation(role, ref, metrics, realized, at_target, curve, scores)
+    return ModelEvaluation(role, ref, metrics, realized, at_target, curve, at_value_target, value_curve, scores)
+
+
+CURVE_TARGETS: Final = (0.5, 0.7, 0.8, 0.9, 0.95, 0.975, 0.99, 1.0)
+
+
+def _curve(
+    ids: npt.NDArray[Any],
+    partners: npt.NDArray[Any],
+    y: npt.NDArray[np.float32],
+    scores: npt.NDArray[np.float64],
+    price: npt.NDArray[np.float64],
+    cfg: EvaluateSettings,
+    objective: FilterObjective,
+) -> tuple[list[tuple[float, Economics]], Economics]:
+    targets = sorted({*CURVE_TARGETS, cfg.target_bid_recall})
+    curve = economics_curve(
+        ids, partners, y, scores, price, exploration_share=cfg.exploration_share, targets=targets, objective=objective
+    )
+    return curve, next(e for t, e in curve if t == cfg.target_bid_recall)
+
+
+def evaluate_oracle(frame: pd.DataFrame, y: npt.NDArray[np.float32], cfg: EvaluateSettings) -> ModelEvaluation | None:
+    """The generator's oracle scored like a model on ``frame`` (None: the rows carry no oracle)."""
+    if ORACLE_P_BID not in frame.columns or frame[ORACLE_P_BID].isna().any():
+        return None
+    p_bid = frame[ORACLE_P_BID].to_numpy(np.float64)
+    bid_value = frame[ORACLE_BID_VALUE].to_numpy(np.float64)
+    # The oracle follows its true probability, so its own policy is the thresholds at target on these rows.
+    ref = "oracle: the generator's true P(bid)"
+    return evaluate_scores(frame, y, p_bid, _AT_TARGET, cfg, role="oracle", ref=ref, value_scores=bid_value)
 
 
 def gate(candidate: ModelEvaluation, champion: ModelEvaluation | None, cfg: EvaluateSettings) -> GateResult:
@@ -187,14 +255,15 @@ def gate(candidate: ModelEvaluation, champion: ModelEvaluation | None, cfg: Eval
     c = candidate.metrics
     if candidate.realized is not None:
         limit = cfg.target_bid_recall - cfg.max_recall_shortfall
-        value = candidate.realized.bid_recall
+        kept = "bid value kept" if cfg.objective == "value" else "bid recall"
+        value = candidate.realized.value_kept_share if cfg.objective == "value" else candidate.realized.bid_recall
         checks.append(
             Check(
-                "realized_bid_recall",
+                "realized_value_kept" if cfg.objective == "value" else "realized_bid_recall",
                 bool(value >= limit),
                 value,
                 limit,
-                f"bid recall at the candidate's own thresholds (with exploration) >= target "
+                f"{kept} at the candidate's own thresholds (with exploration) >= target "
                 f"{cfg.target_bid_recall:.3f} - {cfg.max_recall_shortfall:.3f}",
             )
         )
@@ -229,15 +298,17 @@ def gate(candidate: ModelEvaluation, champion: ModelEvaluation | None, cfg: Eval
                 f"candidate calibration error <= champion {h['ece']:.4f} + {cfg.max_ece_increase}",
             )
         )
-        if candidate.at_target is not None and champion.at_target is not None:
-            ref = champion.at_target.calls_saved_share
+        mine, theirs = candidate.at(cfg.objective), champion.at(cfg.objective)
+        if mine is not None and theirs is not None:
+            ref = theirs.calls_saved_share
+            kept = "of bid value kept" if cfg.objective == "value" else "bid recall"
             checks.append(
                 Check(
                     "calls_saved_at_target",
-                    bool(candidate.at_target.calls_saved_share >= ref * cfg.min_calls_saved_ratio),
-                    candidate.at_target.calls_saved_share,
+                    bool(mine.calls_saved_share >= ref * cfg.min_calls_saved_ratio),
+                    mine.calls_saved_share,
                     ref * cfg.min_calls_saved_ratio,
-                    f"calls saved at {cfg.target_bid_recall:.0%} bid recall >= champion {ref:.4f} x "
+                    f"calls saved at {cfg.target_bid_recall:.0%} {kept} >= champion {ref:.4f} x "
                     f"{cfg.min_calls_saved_ratio}",
                 )
             )
@@ -281,6 +352,11 @@ def evaluate(
             )
         champ = _scored(frame, y, champion, cfg, explain, role="champion", ref=champion_ref)
     window = window_bounds(frame[time_column]) if time_column in frame.columns else ("?", "?")
+    oracle = evaluate_oracle(frame, y, cfg) if cand.realized is not None else None
+    if oracle is not None:
+        for model in (cand, champ):
+            if model is not None:
+                model.metrics.update(oracle_shares(model, oracle))
     return EvaluationReport(
         window=window,
         rows=len(frame),
@@ -290,7 +366,23 @@ def evaluate(
         champion=champ,
         gate=gate(cand, champ, cfg),
         y=y,
+        oracle=oracle,
+        objective=cfg.objective,
     )
+
+
+def oracle_shares(model: ModelEvaluation, oracle: ModelEvaluation) -> dict[str, float]:
+    """The model's calls saved at the target (recall and value) as a share of the oracle's."""
+    shares = {}
+    named: tuple[tuple[str, FilterObjective], ...] = (
+        ("oracle_share_at_target", "recall"),
+        ("oracle_share_at_value_target", "value"),
+    )
+    for name, objective in named:
+        mine, best = model.at(objective), oracle.at(objective)
+        if mine is not None and best is not None and best.calls_saved_share > 0:
+            shares[name] = mine.calls_saved_share / best.calls_saved_share
+    return shares
 
 
 def _scored(

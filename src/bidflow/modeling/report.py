@@ -20,6 +20,7 @@ from bidflow.modeling.plots import png
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from bidflow.config import FilterObjective
     from bidflow.modeling.evaluate import EvaluationReport, ModelEvaluation
     from bidflow.modeling.explain_window import SliceExplanations
     from bidflow.modeling.fairness import FairnessReport
@@ -63,7 +64,7 @@ def evaluation_html(report: EvaluationReport, figures: Mapping[str, Figure]) -> 
         _table(["metric", *[f"{m.role}: {m.ref}" for m in models]], rows),
     ]
     if report.candidate.realized is not None:
-        parts += ["<h2>Bid-filter economics</h2>", _economics_table(models)]
+        parts += ["<h2>Bid-filter economics</h2>", oracle_headline(report), _economics_table(models, report.oracle)]
     explained = [m.explanation for m in models if m.explanation is not None]
     if explained:
         parts += [
@@ -150,10 +151,53 @@ def _slice_explanations(explained: SliceExplanations) -> str:
     return "".join(parts)
 
 
-def _economics_table(models: Sequence[ModelEvaluation]) -> str:
+def oracle_headline(report: EvaluationReport) -> str:
+    """One paragraph: the candidate's calls saved at the target as a share of the oracle's (HTML)."""
+    target = f"{report.target_recall:.0%}"
+    if report.oracle is None:
+        return (
+            "<p>These rows carry no oracle (only generated logs do), so the calls saved cannot be compared "
+            "with the best possible filter.</p>"
+        )
+    lines = []
+    objectives: tuple[tuple[FilterObjective, str], ...] = (
+        ("recall", f"{target} bid recall"),
+        ("value", f"{target} of bid value kept"),
+    )
+    for objective, kept in objectives:
+        mine, best = report.candidate.at(objective), report.oracle.at(objective)
+        if mine is None or best is None:
+            continue
+        share = mine.calls_saved_share / best.calls_saved_share if best.calls_saved_share > 0 else float("nan")
+        lines.append(
+            f"at {kept}: <b>{mine.calls_saved_share:.1%}</b> of partner calls saved, "
+            f"<b>{_pct(share)} of the oracle's</b> {best.calls_saved_share:.1%}"
+        )
+    return (
+        f"<p>Candidate against the oracle (the generator's true P(bid) and expected bid value, ranked per partner "
+        f"with thresholds chosen on this window): {'; '.join(lines)}. Thresholds follow the "
+        f"<code>{escape(report.objective)}</code> objective in serving.</p>"
+    )
+
+
+def economics_curves(report: EvaluationReport, candidate: str = "candidate") -> dict[str, list[tuple[float, Any]]]:
+    """The bid-recall curves to plot: candidate, champion and oracle (when the rows carry it)."""
+    curves = {candidate: report.candidate.curve}
+    if report.champion is not None and report.champion.curve:
+        curves["champion"] = report.champion.curve
+    if report.oracle is not None:
+        curves["oracle"] = report.oracle.curve
+    return curves
+
+
+def _economics_table(models: Sequence[ModelEvaluation], oracle: ModelEvaluation | None) -> str:
     rows = []
-    for m in models:
-        for label, e in (("own thresholds", m.realized), ("thresholds at target on this window", m.at_target)):
+    for m in [*models, *([oracle] if oracle is not None else [])]:
+        for label, e in (
+            ("own thresholds", m.realized if m.role != "oracle" else None),
+            ("thresholds at target bid recall on this window", m.at_target),
+            ("thresholds at target bid value on this window", m.at_value_target),
+        ):
             if e is None:
                 continue
             rows.append(

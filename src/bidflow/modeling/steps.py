@@ -170,7 +170,7 @@ def evaluate_step(
             (a pipeline branches on it and keeps the report as an artifact).
     """
     from bidflow.modeling import plots
-    from bidflow.modeling.report import evaluation_html, write_html, write_json
+    from bidflow.modeling.report import economics_curves, evaluation_html, write_html, write_json
 
     kind_of(config, kind).require_tabular("evaluate")
     name = registered_name(config, kind)
@@ -185,10 +185,7 @@ def evaluate_step(
         "calibration": plots.calibration_figure(curves, config.evaluate.calibration_bins),
     }
     if report.candidate.curve:
-        econ = {"candidate": report.candidate.curve}
-        if report.champion is not None and report.champion.curve:
-            econ["champion"] = report.champion.curve
-        figures["economics"] = plots.economics_figure(econ, config.evaluate.target_bid_recall)
+        figures["economics"] = plots.economics_figure(economics_curves(report), config.evaluate.target_bid_recall)
     for evaluated in (report.candidate, report.champion):
         if evaluated is not None and evaluated.explanation is not None:
             figures[f"shap_{evaluated.role}"] = evaluated.explanation.figure(config.explain.plot_features)

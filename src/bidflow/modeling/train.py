@@ -293,6 +293,8 @@ def fit(
         target_recall=policy.target_bid_recall,
         exploration_share=policy.exploration_share,
         confidence_z=policy.threshold_confidence_z,
+        objective=policy.objective,
+        price=valid_part["price"].to_numpy(np.float64, na_value=np.nan) if policy.objective == "value" else None,
     )
     return replace(model, policy=chosen, info=info)
 

@@ -15,6 +15,7 @@ from bidflow.modeling.economics import (
     is_exploration,
     policy_economics,
     recall_threshold,
+    value_threshold,
 )
 
 # auction, partner, score, bid, price. Only auction-6 explores at a 5 % share (its bucket is 0.038;
@@ -153,3 +154,32 @@ def test_a_confidence_margin_makes_sparse_partners_cautious_and_leaves_rich_ones
     assert kept >= 0.9 + 1.645 * np.sqrt(0.9 * 0.1 / 20) - 1e-9 or kept == 1.0
     rich_kept = np.mean(rich_scores >= cautious.threshold("rich"))
     assert 0.9 <= rich_kept <= 0.9 + 2 * 1.645 * np.sqrt(0.9 * 0.1 / 5_000)
+
+
+def test_value_threshold_is_the_highest_keeping_the_target_share_of_value() -> None:
+    scores, values = [0.9, 0.6, 0.3, 0.05], [1.0, 1.0, 6.0, 2.0]  # total 10
+    assert value_threshold(scores, values, 0.2) == 0.6  # 1 + 1 = 2 of 10
+    assert value_threshold(scores, values, 0.21) == 0.3
+    assert value_threshold(scores, values, 0.8) == 0.3  # 8 of 10
+    assert value_threshold(scores, values, 0.81) == 0.05
+    assert value_threshold([], [], 0.95) == 0.0
+    assert value_threshold([0.5], [np.nan], 0.95) == 0.0  # no value known: never filter
+
+
+@pytest.mark.parametrize("target", [0.8, 0.95])
+def test_value_objective_keeps_the_target_share_of_each_partners_bid_value(target: float) -> None:
+    rng = np.random.default_rng(5)
+    n = 20_000
+    partners = rng.choice(["a", "b"], size=n)
+    y = rng.random(n) < 0.15
+    price = np.where(y, rng.lognormal(0.0, 1.0, size=n), np.nan)
+    scores = np.clip(0.2 * y + rng.random(n) * 0.8, 0, 1)
+    policy = choose_policy(partners, y, scores, target_recall=target, exploration_share=0.0, objective="value", price=price)
+    assert policy.objective == "value"
+    assert FilterPolicy.from_json(policy.to_json()) == policy
+    called = policy.model_mask(partners, scores)
+    for partner in "ab":
+        bids = (partners == partner) & y
+        assert price[bids & called].sum() >= target * price[bids].sum()
+    with pytest.raises(ValueError, match="prices"):
+        choose_policy(partners, y, scores, target_recall=target, exploration_share=0.0, objective="value")

@@ -70,3 +70,66 @@ def test_economics_are_reported_on_the_holdout(trained: TrainedModel, split_rows
     payload = report.to_json()
     assert payload["candidate"]["realized"]["bid_recall"] == pytest.approx(realized.bid_recall)
     assert payload["gate"]["passed"] is True
+
+
+def test_the_oracle_is_scored_beside_the_models_and_bounds_them(trained: TrainedModel, split_rows: Rows) -> None:
+    report = evaluate(split_rows[1], trained, trained, CFG)
+    assert report.oracle is not None
+    oracle, candidate = report.oracle.at_target, report.candidate.at_target
+    assert oracle is not None and candidate is not None
+    # The true probabilities rank calls at least as well as a model trained on three small hours.
+    assert report.oracle.metrics["auc"] > report.candidate.metrics["auc"]
+    assert candidate.calls_saved_share < oracle.calls_saved_share
+    share = report.candidate.metrics["oracle_share_at_target"]
+    assert share == pytest.approx(candidate.calls_saved_share / oracle.calls_saved_share)
+    assert report.champion is not None and "oracle_share_at_target" in report.champion.metrics
+    # Ranked by expected bid value, the oracle saves more at 95 % of value kept than at 95 % of bids.
+    oracle_value = report.oracle.at_value_target
+    assert oracle_value is not None and oracle_value.value_kept_share >= CFG.target_bid_recall
+    assert oracle_value.calls_saved_share > oracle.calls_saved_share
+    payload = report.to_json()
+    assert payload["oracle"]["at_target"]["calls_saved_share"] == pytest.approx(oracle.calls_saved_share)
+    assert all(check.name != "oracle" for check in report.gate.checks)  # never part of the gate
+
+
+def test_rows_without_an_oracle_report_none(trained: TrainedModel, split_rows: Rows) -> None:
+    rows = split_rows[1].assign(oracle_p_bid=np.nan, oracle_bid_value=np.nan)
+    report = evaluate(rows, trained, None, CFG)
+    assert report.oracle is None
+    assert "oracle_share_at_target" not in report.candidate.metrics
+    assert report.to_json()["oracle"] is None
+
+
+def test_the_value_objective_gates_on_value_kept(trained: TrainedModel, split_rows: Rows) -> None:
+    cfg = EvaluateConfig(objective="value")
+    report = evaluate(split_rows[1], trained, trained, cfg)
+    names = {check.name for check in report.gate.checks}
+    assert "realized_value_kept" in names and "realized_bid_recall" not in names
+    saved = next(c for c in report.gate.checks if c.name == "calls_saved_at_target")
+    assert report.candidate.at_value_target is not None
+    assert saved.value == pytest.approx(report.candidate.at_value_target.calls_saved_share)
+
+
+def test_no_model_can_see_the_oracle(split_rows: Rows) -> None:
+    # The oracle columns ride along in the rows; replace them with the label itself (a perfect leak)
+    # and the trained model must not change by a single bit.
+    rows = split_rows[0]
+    leaked = rows.assign(oracle_p_bid=rows["bid"].astype(np.float32), oracle_bid_value=rows["price"].fillna(0.0))
+    spec = bid_filter.spec()
+    assert not any(name.startswith("oracle") for name in spec.names)
+    plain = train.fit(rows, spec, QUICK, policy=CFG)
+    cheat = train.fit(leaked, spec, QUICK, policy=CFG)
+    assert bytes(plain.booster.save_raw("ubj")) == bytes(cheat.booster.save_raw("ubj"))
+    assert plain.policy == cheat.policy
+
+
+def test_the_report_leads_the_economics_with_the_share_of_the_oracle(trained: TrainedModel, split_rows: Rows) -> None:
+    from bidflow.modeling.report import economics_curves, evaluation_html
+
+    report = evaluate(split_rows[1], trained, None, CFG)
+    assert report.oracle is not None
+    page = evaluation_html(report, {})
+    share = report.candidate.metrics["oracle_share_at_target"]
+    assert f"{share:.2%} of the oracle's</b>" in page
+    assert "oracle: thresholds at target bid value on this window" in page
+    assert set(economics_curves(report)) == {"candidate", "oracle"}
