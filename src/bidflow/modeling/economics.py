@@ -8,15 +8,20 @@ partner's bids (objective ``recall``) or of the partner's bid value, the sum of 
 
 Why value can be the better target: an exchange earns on the bids that win, and a cheap bid
 rarely wins, so a filter held to keep 95 % of the bid *value* may drop more of the cheap bids
-and save more calls than one held to keep 95 % of the bids, at the same revenue kept.
+and save more calls than one held to keep 95 % of the bids, at the same revenue kept. That only
+pays when calls are also *ranked* by value: under the value objective a model that reads the
+partners' mean bid prices (the Feast features in ``PRICE_BASE`` and ``PRICE_SLICES``) ranks by
+its expected bid value, P(bid) x an estimated CPM (``price_estimate``), and its thresholds are on
+that scale (``FilterPolicy.ranking``). Served, a threshold is divided by the call's estimated CPM,
+so every consumer still reads a decision as ``score >= threshold``.
 
 A fixed exploration share of auctions bypasses the filter: every partner is called, so filtered
 traffic keeps producing labels for the next model. Which auctions explore is decided by hashing the
 auction id (SHA-256 with a fixed salt), so the model server, replays and this evaluation agree on
 the same auctions without sharing state. Exploration calls are never saved; their bids are kept.
 
-This module is on the serving path (``FilterPolicy.should_call``, ``is_exploration``): numpy and
-the standard library only.
+This module is on the serving path (``FilterPolicy.should_call``, ``is_exploration``): numpy, the
+standard library and the configuration's types only.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +42,49 @@ _TWO_64: Final = float(2**64)
 
 BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float64]
+Ranking = Literal["p_bid", "expected_value"]
+
+# A partner's mean bid CPM over 24 h, and the same within the request's country, format and publisher
+# (each shrunk towards the partner's mean: ``bidflow.features.build``).
+PRICE_BASE: Final = "partner_stats__mean_price_24h"
+PRICE_SLICES: Final = (
+    "partner_country_stats__mean_price_24h",
+    "partner_format_stats__mean_price_24h",
+    "partner_publisher_stats__mean_price_24h",
+)
+PRICE_COLUMNS: Final = (PRICE_BASE, *PRICE_SLICES)
+_MIN_PRICE: Final = 1e-6  # CPM: keeps a threshold divided by a price finite
+
+
+def price_estimate(base: npt.ArrayLike, slices: Sequence[npt.ArrayLike]) -> FloatArray:
+    """A call's expected bid CPM: the partner's mean price scaled by each slice's price relative to it.
+
+    Prices multiply (partner x format x country x publisher tier), so the slices' ratios to the
+    partner's mean multiply too. An unknown or non-positive price leaves a ratio at 1; an unknown
+    partner mean leaves the estimate at 1 CPM.
+    """
+    mean = np.asarray(base, dtype=np.float64)
+    known = np.isfinite(mean) & (mean > 0)
+    estimate = np.where(known, mean, 1.0)
+    for values in slices:
+        ratio = np.asarray(values, dtype=np.float64) / np.where(known, mean, 1.0)
+        estimate = estimate * np.where(known & np.isfinite(ratio) & (ratio > 0), ratio, 1.0)
+    return np.maximum(estimate, _MIN_PRICE)
+
+
+def reads_prices(names: Sequence[str]) -> bool:
+    """Whether a model with these feature columns can rank calls by expected bid value."""
+    return set(PRICE_COLUMNS) <= set(names)
+
+
+def estimate_from(columns: Any) -> FloatArray:
+    """``price_estimate`` of rows given by column (a DataFrame, or a dict of arrays) holding ``PRICE_COLUMNS``."""
+    return price_estimate(columns[PRICE_BASE], [columns[name] for name in PRICE_SLICES])
+
+
+def matrix_estimate(matrix: npt.NDArray[Any], columns: Sequence[int]) -> FloatArray:
+    """``price_estimate`` of a model matrix's rows; ``columns`` index ``PRICE_COLUMNS`` in it (serving)."""
+    return price_estimate(matrix[:, columns[0]], [matrix[:, j] for j in columns[1:]])
 
 
 def exploration_bucket(auction_id: str) -> float:
@@ -105,6 +153,8 @@ class FilterPolicy:
             thresholds were chosen to keep.
         default_threshold: for partners without a threshold (new partners): 0.0 calls them always.
         objective: what ``target_recall`` is a share of.
+        ranking: what the thresholds compare: the score, P(bid), or the expected bid value (the
+            score x ``price_estimate``), which the value objective uses where the model reads prices.
     """
 
     thresholds: Mapping[str, float]
@@ -112,30 +162,48 @@ class FilterPolicy:
     target_recall: float
     default_threshold: float = 0.0
     objective: Objective = "recall"
+    ranking: Ranking = "p_bid"
 
     def threshold(self, partner: str) -> float:
         return self.thresholds.get(partner, self.default_threshold)
 
-    def should_call(self, auction_id: str, partner: str, score: float) -> bool:
-        """The serving decision for one (auction, partner) pair."""
-        return score >= self.threshold(partner) or is_exploration(auction_id, self.exploration_share)
+    def should_call(self, auction_id: str, partner: str, score: float, estimate: float = 1.0) -> bool:
+        """The serving decision for one (auction, partner) pair (``estimate``: its CPM estimate, if ranked by value)."""
+        ranked = score * estimate if self.ranking == "expected_value" else score
+        return bool(ranked >= self.threshold(partner)) or is_exploration(auction_id, self.exploration_share)
 
     def call_mask(
         self,
         auction_ids: npt.NDArray[Any] | Sequence[str],
         partners: npt.NDArray[Any] | Sequence[str],
         scores: FloatArray,
+        estimate: FloatArray | None = None,
     ) -> BoolArray:
         """``should_call`` for many rows."""
-        return self.model_mask(partners, scores) | exploration_mask(auction_ids, self.exploration_share)
+        return self.model_mask(partners, scores, estimate) | exploration_mask(auction_ids, self.exploration_share)
 
-    def model_mask(self, partners: npt.NDArray[Any] | Sequence[str], scores: FloatArray) -> BoolArray:
-        """Calls the thresholds alone would make (exploration not applied)."""
+    def model_mask(
+        self, partners: npt.NDArray[Any] | Sequence[str], scores: FloatArray, estimate: FloatArray | None = None
+    ) -> BoolArray:
+        """Calls the thresholds alone would make (exploration not applied).
+
+        ``estimate`` (``price_estimate`` per row) is needed when the policy ranks by expected value.
+        """
         names = np.asarray(partners, dtype=object).astype(str)
         unique, inverse = np.unique(names, return_inverse=True)
         per_row = np.array([self.threshold(str(p)) for p in unique], dtype=np.float64)[inverse.reshape(-1)]
-        mask: BoolArray = np.asarray(scores, dtype=np.float64) >= per_row
+        mask: BoolArray = self.ranked(scores, estimate) >= per_row
         return mask
+
+    def ranked(self, scores: npt.ArrayLike, estimate: npt.ArrayLike | None) -> FloatArray:
+        """What the thresholds compare for these rows: the scores, or the scores x the estimated CPM."""
+        values = np.asarray(scores, dtype=np.float64)
+        if self.ranking == "p_bid":
+            return values
+        if estimate is None:
+            raise ValueError("a policy that ranks by expected bid value needs each row's price estimate")
+        ranked: FloatArray = values * np.asarray(estimate, dtype=np.float64)
+        return ranked
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -144,6 +212,7 @@ class FilterPolicy:
             "target_recall": self.target_recall,
             "default_threshold": self.default_threshold,
             "objective": self.objective,
+            "ranking": self.ranking,
             "exploration_hash": "sha256(salt + auction_id)[:8] big-endian / 2**64 < share",
             "exploration_salt": EXPLORATION_SALT.decode(),
         }
@@ -156,6 +225,7 @@ class FilterPolicy:
             target_recall=float(data["target_recall"]),
             default_threshold=float(data.get("default_threshold", 0.0)),
             objective="value" if data.get("objective") == "value" else "recall",
+            ranking="expected_value" if data.get("ranking") == "expected_value" else "p_bid",
         )
 
 
@@ -169,6 +239,7 @@ def choose_policy(
     confidence_z: float = 0.0,
     objective: Objective = "recall",
     price: npt.ArrayLike | None = None,
+    ranking: Ranking = "p_bid",
 ) -> FilterPolicy:
     """Per-partner thresholds: each the highest keeping ``target_recall`` of that partner's bids (or bid value).
 
@@ -179,7 +250,8 @@ def choose_policy(
     With ``confidence_z`` > 0 each partner's threshold is chosen for a target raised by that many
     standard errors of a recall measured on its n bids, ``target + z * sqrt(target (1 - target) / n)``
     (capped at 1), so sparse partners are filtered cautiously and data-rich ones near the target.
-    The objective ``value`` needs ``price`` (the bids' CPMs).
+    The objective ``value`` needs ``price`` (the bids' CPMs). ``ranking`` only labels the policy:
+    ``scores`` are already what its thresholds compare (for ``expected_value``, P(bid) x the estimate).
     """
     names = np.asarray(partners, dtype=object).astype(str)
     labels = np.asarray(y, dtype=np.float64) > 0.5
@@ -198,7 +270,11 @@ def choose_policy(
         else:
             thresholds[str(partner)] = recall_threshold(bid_scores, target)
     return FilterPolicy(
-        thresholds, exploration_share=exploration_share, target_recall=target_recall, objective=objective
+        thresholds,
+        exploration_share=exploration_share,
+        target_recall=target_recall,
+        objective=objective,
+        ranking=ranking,
     )
 
 
@@ -260,10 +336,11 @@ def policy_economics(
     y: npt.ArrayLike,
     scores: FloatArray,
     price: npt.ArrayLike,
+    estimate: FloatArray | None = None,
 ) -> Economics:
-    """``economics`` of ``policy`` (thresholds + exploration) on these rows."""
+    """``economics`` of ``policy`` (thresholds + exploration) on these rows (``estimate``: see ``model_mask``)."""
     explored = exploration_mask(auction_ids, policy.exploration_share)
-    called = policy.model_mask(partners, scores) | explored
+    called = policy.model_mask(partners, scores, estimate) | explored
     return economics(called, y, price, explored)
 
 

@@ -42,9 +42,10 @@ from bidflow.modeling.dataset import labels, window_bounds
 from bidflow.modeling.economics import (
     Economics,
     FilterPolicy,
-    choose_policy,
     economics_curve,
+    estimate_from,
     policy_economics,
+    reads_prices,
 )
 from bidflow.modeling.explain_window import ModelExplanation, explain_model
 from bidflow.modeling.metrics import classification_metrics
@@ -175,6 +176,7 @@ def evaluate_scores(
     role: str,
     ref: str,
     value_scores: npt.NDArray[np.float64] | None = None,
+    estimate: npt.NDArray[np.float64] | None = None,
 ) -> ModelEvaluation:
     """Metrics (and, with a filter policy, economics) of ``scores`` on ``frame``'s rows.
 
@@ -187,6 +189,7 @@ def evaluate_scores(
         role: "candidate", "champion" or "oracle".
         ref: how the report names the model.
         value_scores: what the value curve ranks calls by (default ``scores``).
+        estimate: each row's CPM estimate, for a policy that ranks by expected bid value.
     """
     metrics = classification_metrics(y, scores, cfg.calibration_bins)
     if policy is None:
@@ -199,14 +202,12 @@ def evaluate_scores(
     price = frame["price"].to_numpy(np.float64, na_value=np.nan)
     if value_scores is None:
         value_scores = scores
-    if policy is _AT_TARGET:
-        policy = choose_policy(
-            partners, y, scores, target_recall=cfg.target_bid_recall, exploration_share=cfg.exploration_share,
-            objective=cfg.objective, price=price,
-        )  # fmt: skip
-    realized = policy_economics(policy, ids, partners, y, scores, price)
     curve, at_target = _curve(ids, partners, y, scores, price, cfg, "recall")
     value_curve, at_value_target = _curve(ids, partners, y, value_scores, price, cfg, "value")
+    if policy is _AT_TARGET:  # the oracle's own policy: thresholds at the target on these rows
+        realized = at_value_target if cfg.objective == "value" else at_target
+    else:
+        realized = policy_economics(policy, ids, partners, y, scores, price, estimate)
     metrics |= {
         "calls_saved_share": realized.calls_saved_share,
         "bid_recall": realized.bid_recall,
@@ -397,7 +398,13 @@ def _scored(
 ) -> ModelEvaluation:
     """``evaluate_scores`` of ``model`` on ``frame``, with its explanation when ``explain`` is given."""
     x = model.matrix(frame)  # encoded once for the scores and the explanation
-    evaluation = evaluate_scores(frame, y, model.predict_matrix(x), model.policy, cfg, role=role, ref=ref)
+    scores = model.predict_matrix(x)
+    # A model that reads the partners' prices is ranked by expected bid value on the value curve.
+    estimate = estimate_from(frame) if model.policy is not None and reads_prices(model.spec.names) else None
+    value_scores = scores * estimate if estimate is not None else None
+    evaluation = evaluate_scores(
+        frame, y, scores, model.policy, cfg, role=role, ref=ref, value_scores=value_scores, estimate=estimate
+    )
     if explain is None:
         return evaluation
     return replace(evaluation, explanation=explain_model(model, x, explain, role=role, ref=ref))

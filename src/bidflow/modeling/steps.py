@@ -329,7 +329,11 @@ def bias_of(
     called = None
     partner = kind_of(config, kind).partner_column
     if cand.policy is not None and partner is not None:
-        called = cand.policy.call_mask(frame["auction_id"].astype(str).to_numpy(), frame[partner].to_numpy(), scores)
+        from bidflow.modeling.economics import estimate_from
+
+        estimate = estimate_from(frame) if cand.policy.ranking == "expected_value" else None
+        ids = frame["auction_id"].astype(str).to_numpy()
+        called = cand.policy.call_mask(ids, frame[partner].to_numpy(), scores, estimate)
     slices = slices or kind_of(config, kind).bias_slices
     fairness = config.fairness.for_kind(kind)
     cfg = fairness if slices is None else fairness.model_copy(update={"slices": slices})

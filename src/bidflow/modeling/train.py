@@ -37,7 +37,7 @@ from bidflow.modeling.dataset import (
     latest_hours,
     out_of_fold_codes,
 )
-from bidflow.modeling.economics import FilterPolicy, choose_policy
+from bidflow.modeling.economics import FilterPolicy, Ranking, choose_policy, estimate_from, reads_prices
 from bidflow.modeling.metrics import classification_metrics
 
 if TYPE_CHECKING:
@@ -268,7 +268,8 @@ def fit(
         cfg: the ``train`` configuration section.
         time_column: the rows' UTC timestamps.
         policy: for a bid filter, the ``evaluate`` section: per-partner thresholds reaching its
-            target bid recall are chosen on the validation window and stored with the model.
+            target bid recall (or share of bid value kept) are chosen on the validation window and
+            stored with the model.
         partner_column: the column the thresholds are per value of.
         refit: retrain on all of ``frame`` once early stopping on the validation hours has chosen
             the number of trees (see the module docstring).
@@ -286,15 +287,21 @@ def fit(
     info = model.info | {"validation_from": window.min().floor("h").isoformat()}
     if policy is None:
         return replace(model, info=info)
+    scores = model.predict(valid_part)
+    ranking: Ranking = "p_bid"
+    if policy.objective == "value" and reads_prices(spec.names):
+        # Under the value objective a model that reads the partners' prices ranks by expected bid value.
+        scores, ranking = np.multiply(scores, estimate_from(valid_part)), "expected_value"
     chosen = choose_policy(
         valid_part[partner_column].astype(str).to_numpy(),
         labels(valid_part, spec),
-        model.predict(valid_part),
+        scores,
         target_recall=policy.target_bid_recall,
         exploration_share=policy.exploration_share,
         confidence_z=policy.threshold_confidence_z,
         objective=policy.objective,
         price=valid_part["price"].to_numpy(np.float64, na_value=np.nan) if policy.objective == "value" else None,
+        ranking=ranking,
     )
     return replace(model, policy=chosen, info=info)
 

@@ -25,6 +25,10 @@ Per auction: decode + validate (``bidflow.openrtb``), the request transform shar
 ``score >= threshold(partner)`` or when the auction is in the exploration share
 (``bidflow.modeling.economics.is_exploration``, the function evaluation uses). When the store is
 down or slow the auction fails open: every partner is called and ``score`` is null.
+
+A policy that ranks by expected bid value (objective ``value``) holds its thresholds in CPM; each is
+answered divided by the call's CPM estimate from the same online features, so ``threshold`` is
+always what ``score`` had to reach.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import numpy.typing as npt
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from bidflow.errors import ModelError, OpenRTBError
-from bidflow.modeling.economics import is_exploration
+from bidflow.modeling.economics import PRICE_COLUMNS, is_exploration, matrix_estimate, reads_prices
 from bidflow.openrtb import decode_request, decode_request_obj
 from bidflow.openrtb.features import FEATURE_NAMES, request_features
 from bidflow.openrtb.model import BidRequest
@@ -115,6 +119,14 @@ class Policy:
     thresholds: dict[str, float]
     default_threshold: float
     exploration_share: float
+    price_columns: tuple[int, ...] | None = None  # where the CPM estimate's columns are, if ranked by value
+
+    def on_score_scale(self, thresholds: npt.NDArray[np.float64], x: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+        """The rows' thresholds as scores must reach them: a value threshold over each row's CPM estimate."""
+        if self.price_columns is None:
+            return thresholds
+        scaled: npt.NDArray[np.float64] = thresholds / matrix_estimate(x, self.price_columns)
+        return scaled
 
 
 @dataclass(frozen=True)
@@ -145,6 +157,12 @@ class BidFilterModel(ServedModel):
             )
         if PARTNER_COLUMN not in model.spec.names:
             raise ModelError("a bid filter must read the partner column", got=", ".join(model.spec.names[:8]))
+        if model.policy.ranking == "expected_value" and not reads_prices(model.spec.names):
+            raise ModelError(
+                "the filter policy ranks by expected bid value but the model reads no partner prices",
+                where=self.source.describe(),
+                expected=", ".join(PRICE_COLUMNS),
+            )
 
     def _prepare(self, model: TrainedModel, online: GuardedReader | None) -> Policy:
         assert model.policy is not None  # _check ran first
@@ -152,11 +170,15 @@ class BidFilterModel(ServedModel):
         assembler = BidFilterAssembler(model.spec, model.encoder, FEATURE_NAMES, PARTNER_COLUMN, columns)
         if online is not None and assembler.uses_online:
             online.reader.set_shape(assembler.rows)  # lookups answer the partners' rows of the matrix
+        price_columns = None
+        if model.policy.ranking == "expected_value":
+            price_columns = tuple(model.spec.names.index(name) for name in PRICE_COLUMNS)
         return Policy(
             assembler,
             dict(model.policy.thresholds),
             model.policy.default_threshold,
             model.policy.exploration_share,
+            price_columns,
         )
 
     def _partners(self, model: TrainedModel) -> list[str]:
@@ -216,6 +238,7 @@ class BidFilterModel(ServedModel):
             state.counts.record(partners, calls.tolist(), explored, True)
             return Decision(req.id, partners, None, thresholds, calls, explored, fail_reason)
         scores = state.predictor.predict(x)
+        thresholds = policy.on_score_scale(thresholds, x)
         calls = scores >= thresholds
         if explored:
             calls[:] = True
@@ -257,6 +280,8 @@ class BidFilterModel(ServedModel):
             explored = is_exploration(req.id, policy.exploration_share)
             thresholds = [policy.thresholds.get(p, policy.default_threshold) for p in partners]
             x, fail_reason = self._matrix(state, auction)
+            if x is not None:
+                thresholds = policy.on_score_scale(np.asarray(thresholds, dtype=np.float64), x).tolist()
             answer: dict[str, Any] = {"id": req.id, "model_version": state.version, "explored": explored,
                                       "fail_open": fail_reason is not None}  # fmt: skip
             if x is None:

@@ -14,6 +14,7 @@ from bidflow.modeling.economics import (
     exploration_mask,
     is_exploration,
     policy_economics,
+    price_estimate,
     recall_threshold,
     value_threshold,
 )
@@ -174,7 +175,9 @@ def test_value_objective_keeps_the_target_share_of_each_partners_bid_value(targe
     y = rng.random(n) < 0.15
     price = np.where(y, rng.lognormal(0.0, 1.0, size=n), np.nan)
     scores = np.clip(0.2 * y + rng.random(n) * 0.8, 0, 1)
-    policy = choose_policy(partners, y, scores, target_recall=target, exploration_share=0.0, objective="value", price=price)
+    policy = choose_policy(
+        partners, y, scores, target_recall=target, exploration_share=0.0, objective="value", price=price
+    )
     assert policy.objective == "value"
     assert FilterPolicy.from_json(policy.to_json()) == policy
     called = policy.model_mask(partners, scores)
@@ -183,3 +186,26 @@ def test_value_objective_keeps_the_target_share_of_each_partners_bid_value(targe
         assert price[bids & called].sum() >= target * price[bids].sum()
     with pytest.raises(ValueError, match="prices"):
         choose_policy(partners, y, scores, target_recall=target, exploration_share=0.0, objective="value")
+
+
+def test_price_estimate_scales_the_partner_mean_by_each_slice() -> None:
+    base = np.array([2.0, 2.0, np.nan, 0.0])
+    country, fmt = np.array([3.0, np.nan, 5.0, 1.0]), np.array([1.0, 4.0, 5.0, 1.0])
+    estimate = price_estimate(base, [country, fmt])
+    # 2 x (3/2) x (1/2); an unknown slice leaves its ratio at 1; no partner mean: 1 CPM.
+    assert estimate.tolist() == pytest.approx([1.5, 4.0, 1.0, 1.0])
+
+
+def test_a_value_ranked_policy_compares_score_times_estimate() -> None:
+    policy = FilterPolicy(
+        {"p": 1.0}, exploration_share=0.0, target_recall=0.95, objective="value", ranking="expected_value"
+    )
+    scores, estimate = np.array([0.5, 0.5, 0.2]), np.array([2.0, 1.0, 10.0])
+    assert policy.model_mask(["p", "p", "p"], scores, estimate).tolist() == [True, False, True]
+    assert [policy.should_call("auction-1", "p", s, e) for s, e in zip(scores, estimate, strict=True)] == [
+        True,
+        False,
+        True,
+    ]
+    with pytest.raises(ValueError, match="price estimate"):
+        policy.model_mask(["p"], scores[:1])
