@@ -280,7 +280,7 @@ def test_overlays_pass_a_server_side_dry_run(
             assert doc["apiVersion"] == "policy/v1"
             doc["apiVersion"] = "policy/v1beta1"
     done = kube.run("kubectl", "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs))
-    assert done.stdout.count("(server dry run)") == len(docs) == {"local": 14, "eks": 17}[overlay], done.stdout
+    assert done.stdout.count("(server dry run)") == len(docs) == {"local": 15, "eks": 18}[overlay], done.stdout
     # A dry run stores nothing.
     stored = {account.metadata.name for account in core.list_namespaced_service_account("bidflow").items}
     assert not {name for name in stored if name.startswith("bidflow-")}

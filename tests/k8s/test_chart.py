@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -29,10 +30,11 @@ CHART = REPO / "helm" / "bidflow"
 EKS_VERSION = "1.31"
 VALUES_FILES = [None, "values-local.yaml", "values-eks.yaml"]
 OVERLAYS = ["local", "eks"]
-# Objects per overlay: 14 (4 ServiceAccounts, Role, RoleBinding, 2 InferenceServices, 2 Deployments, 2 Services,
-# 2 NetworkPolicies) plus a PodDisruptionBudget per workload with two or more pods (local: none; eks: feature server,
-# bid filter, CTR). No Secret: k8s/ takes the monitor's token from an existing Secret (TEMPLATE_ARGS of the script).
-OVERLAY_OBJECTS = {"local": 14, "eks": 17}
+# Objects per overlay: 15 (4 ServiceAccounts, Role, RoleBinding, 2 InferenceServices, 2 Deployments, 2 Services,
+# 2 NetworkPolicies, the feature store's ConfigMap) plus a PodDisruptionBudget per workload with two or more pods
+# (local: none; eks: feature server, bid filter, CTR). No Secret: k8s/ takes the monitor's token from an existing
+# Secret (TEMPLATE_ARGS of the script).
+OVERLAY_OBJECTS = {"local": 15, "eks": 18}
 
 
 def load_render_script() -> ModuleType:
@@ -103,8 +105,8 @@ def test_helm_lint_strict(tools: Tools, values: str | None) -> None:
 def test_every_rendered_object_is_valid_at_the_eks_version(tools: Tools, values: str | None) -> None:
     docs, _ = template(tools, *values_args(values))
     kinds = sorted({doc["kind"] for doc in docs})
-    expected = ["Deployment", "InferenceService", "NetworkPolicy", "Role", "RoleBinding", "Secret", "Service"]
-    expected.append("ServiceAccount")
+    expected = ["ConfigMap", "Deployment", "InferenceService", "NetworkPolicy", "Role", "RoleBinding", "Secret"]
+    expected += ["Service", "ServiceAccount"]
     if values != "values-local.yaml":  # one replica of everything there: no disruption budget
         expected = sorted([*expected, "PodDisruptionBudget"])
     assert kinds == expected
@@ -167,16 +169,81 @@ def test_eks_values_set_irsa_and_take_secrets_from_a_secret(tools: Tools) -> Non
         "bidflow-bid-filter",
         "bidflow-ctr",
     }
+    # Every reader of the feature store gets its connection strings from the Secret bidflow-feast, by key.
+    from_secret = {
+        "BIDFLOW_FEAST_REGISTRY_URL": {"secretKeyRef": {"name": "bidflow-feast", "key": "BIDFLOW_FEAST_REGISTRY_URL"}},
+        "BIDFLOW_FEAST_REDIS": {"secretKeyRef": {"name": "bidflow-feast", "key": "BIDFLOW_FEAST_REDIS"}},
+    }
     (container,) = one(docs, "Deployment", "bidflow-feature-server")["spec"]["template"]["spec"]["containers"]
-    assert container["envFrom"] == [{"secretRef": {"name": "bidflow-feast"}}]
+    assert {e["name"]: e["valueFrom"] for e in container["env"] if "valueFrom" in e} == from_secret
     (monitor,) = one(docs, "Deployment", "bidflow-monitor")["spec"]["template"]["spec"]["containers"]
     assert "envFrom" not in monitor, "the monitor never uses MLflow: no registry Secret beside its API token"
+    assert not [e for e in monitor["env"] if "valueFrom" in e], "the monitor gets no Secret but its intake token"
     for name, uri in (
         ("bid-filter", "s3://bidflow-models-111122223333/bid-filter/champion"),
         ("ctr", "s3://bidflow-models-111122223333/ctr/champion"),
     ):
         isvc = one(docs, KIND, name)
-        assert isvc["spec"]["predictor"]["containers"][0]["env"][0] == {"name": "STORAGE_URI", "value": uri}
+        container = isvc["spec"]["predictor"]["containers"][0]
+        assert container["env"][0] == {"name": "STORAGE_URI", "value": uri}
+        assert {e["name"]: e["valueFrom"] for e in container["env"] if "valueFrom" in e} == from_secret
+        assert "envFrom" not in container
+
+
+@pytest.mark.parametrize("values", VALUES_FILES, ids=lambda v: v or "values.yaml")
+def test_every_feature_store_reader_mounts_the_chart_feature_store(
+    tools: Tools, values: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model servers and the feature server read the ConfigMap's file, a production store bidflow itself opens."""
+    from bidflow.config import FeaturesConfig
+    from bidflow.features.store import repo_config
+
+    docs, _ = template(tools, *values_args(values), "--set", "featureStore.project=bidflow_eu")
+    configmap = one(docs, "ConfigMap", "bidflow-feature-store")
+    for name, text in configmap["data"].items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    monkeypatch.setenv("BIDFLOW_FEAST_REGISTRY_URL", "postgresql+psycopg://feast:secret@postgres:5432/feast")
+    monkeypatch.setenv("BIDFLOW_FEAST_REDIS", "redis:6379,db=0,ssl=true,password=secret")
+    config = repo_config(FeaturesConfig(repo=tmp_path, environment="production"))
+    assert (config.project, config.online_store.type, config.registry.registry_type) == ("bidflow_eu", "redis", "sql")
+    assert config.online_store.connection_string == "redis:6379,db=0,ssl=true,password=secret"
+
+    readers = [*(one(docs, KIND, name) for name in ("bid-filter", "ctr"))]
+    readers.append(one(docs, "Deployment", "bidflow-feature-server"))
+    for doc in readers:
+        spec = next(pod_specs(doc))
+        (container,) = spec["containers"]
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == "feature-store"]
+        assert mount == {"name": "feature-store", "mountPath": "/etc/bidflow/feature-store", "readOnly": True}
+        assert {"name": "feature-store", "configMap": {"name": "bidflow-feature-store"}} in spec["volumes"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert {"BIDFLOW_FEAST_REGISTRY_URL", "BIDFLOW_FEAST_REDIS"} <= set(env)
+        if doc["kind"] == KIND:
+            assert env["BIDFLOW__FEATURES__ENVIRONMENT"] == "production"
+            assert env["BIDFLOW__FEATURES__REPO"] == "/etc/bidflow/feature-store"
+        else:
+            assert env["FEAST_FS_YAML_FILE_PATH"] == "/etc/bidflow/feature-store/feature_store.production.yaml"
+
+
+def test_the_bid_filter_reports_the_installed_version(tools: Tools) -> None:
+    """The drift monitor finds the answering role by the version in a response: /mnt/models does not tell it."""
+    docs, _ = template(tools)
+    args = one(docs, KIND, "bid-filter")["spec"]["predictor"]["containers"][0]["args"]
+    assert "--model-version=1" in args
+    docs, _ = template(tools, "--set", "bidFilter.modelVersion=")
+    assert not [a for a in one(docs, KIND, "bid-filter")["spec"]["predictor"]["containers"][0]["args"]
+                if a.startswith("--model-version")]  # fmt: skip
+
+
+def test_model_servers_take_extra_env_and_a_secret(tools: Tools) -> None:
+    docs, _ = template(
+        tools, "--set", "ctr.env[0].name=BIDFLOW__EXPLAIN__TOP", "--set-string", "ctr.env[0].value=4",
+        "--set", "ctr.envFromSecret=bidflow-mlflow",
+    )  # fmt: skip
+    container = one(docs, KIND, "ctr")["spec"]["predictor"]["containers"][0]
+    assert container["env"][-1] == {"name": "BIDFLOW__EXPLAIN__TOP", "value": "4"}
+    assert container["envFrom"] == [{"secretRef": {"name": "bidflow-mlflow"}}]
+    assert "envFrom" not in one(docs, KIND, "bid-filter")["spec"]["predictor"]["containers"][0]
 
 
 @pytest.mark.parametrize("percent", [0, 35, 100])
@@ -246,6 +313,18 @@ def test_no_canary_by_default(tools: Tools) -> None:
             "monitor.env[0] BIDFLOW__REGISTRY__TRACKING_URI looks like a secret",
         ),
         (["--set", "bidFilter.enabled=false"], "monitor.enabled needs bidFilter.enabled"),
+        # The feature store and the model servers' own variables.
+        (["--set", "featureStore.project=bid-flow"], "featureStore.project: Does not match pattern"),
+        (["--set", "featureStore.secret.name="], "featureStore.secret.name: Does not match pattern"),
+        (
+            [
+                "--set",
+                "bidFilter.env[0].name=BIDFLOW__REGISTRY__TRACKING_URI",
+                "--set",
+                "bidFilter.env[0].value=postgresql://mlflow:p@db/mlflow",
+            ],
+            "bidFilter.env[0] BIDFLOW__REGISTRY__TRACKING_URI looks like a secret",
+        ),
     ],
     ids=lambda v: v if isinstance(v, str) and len(v) < 30 else None,
 )

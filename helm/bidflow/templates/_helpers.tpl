@@ -82,6 +82,35 @@ annotations:
 {{- end }}
 {{- end -}}
 
+{{/* The feature store's ConfigMap (featureStore), and the folder every reader mounts it at. */}}
+{{- define "bidflow.featureStoreConfigMap" -}}
+{{- printf "%s-feature-store" (include "bidflow.fullname" .) -}}
+{{- end -}}
+{{- define "bidflow.featureStoreDir" -}}/etc/bidflow/feature-store{{- end -}}
+
+{{/* The two connection strings that the feature store's file names (${BIDFLOW_FEAST_REGISTRY_URL},
+${BIDFLOW_FEAST_REDIS}), from featureStore.secret: env entries of a container that reads the feature store. */}}
+{{- define "bidflow.featureStoreSecretEnv" -}}
+{{- $s := .Values.featureStore.secret -}}
+- name: BIDFLOW_FEAST_REGISTRY_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $s.name }}
+      key: {{ $s.registryUrlKey }}
+- name: BIDFLOW_FEAST_REDIS
+  valueFrom:
+    secretKeyRef:
+      name: {{ $s.name }}
+      key: {{ $s.redisKey }}
+{{- end -}}
+
+{{/* The volume of the feature store's ConfigMap (one file, read-only). */}}
+{{- define "bidflow.featureStoreVolume" -}}
+- name: feature-store
+  configMap:
+    name: {{ include "bidflow.featureStoreConfigMap" . }}
+{{- end -}}
+
 {{/* The monitor's Service address, as the bid filter's payload logger calls it. */}}
 {{- define "bidflow.monitorUrl" -}}
 {{- printf "http://%s-monitor.%s.svc.cluster.local:%v/" (include "bidflow.fullname" .) .Release.Namespace .Values.monitor.service.port -}}
@@ -92,7 +121,8 @@ A KServe v1beta1 InferenceService with a custom predictor container (the bidflow
   (dict "ctx" $ "model" .Values.bidFilter "path" "bidFilter" "kind" "bid_filter" "component" "bid-filter"
         "serviceAccount" "..." "logger" (a LoggerSpec dict, or an empty dict for none))
 The chart sets the model server's --kind, --model_name (the endpoint: /v1/models/<name>:predict), --model=/mnt/models
-(where KServe's storage initializer puts STORAGE_URI) and --http-port; runtime.args come after them.
+(where KServe's storage initializer puts STORAGE_URI), --http-port and, with modelVersion, --model-version; runtime.args
+come after them. The server reads online features through the featureStore ConfigMap and Secret.
 */}}
 {{- define "bidflow.inferenceService" -}}
 {{- $ := .ctx }}
@@ -101,6 +131,7 @@ The chart sets the model server's --kind, --model_name (the endpoint: /v1/models
 {{- if and (not (kindIs "invalid" $m.canaryTrafficPercent)) (or (lt (int $m.canaryTrafficPercent) 0) (gt (int $m.canaryTrafficPercent) 100)) }}
 {{- fail (printf "%s.canaryTrafficPercent must be between 0 and 100, got %v" .path $m.canaryTrafficPercent) }}
 {{- end }}
+{{- include "bidflow.refuseSecretValues" (dict "env" $m.env "path" (printf "%s.env" .path)) }}
 {{- if gt (int $m.minReplicas) (int $m.maxReplicas) }}
 {{- fail (printf "%s.minReplicas (%v) must not exceed %s.maxReplicas (%v)" .path $m.minReplicas .path $m.maxReplicas) }}
 {{- end -}}
@@ -150,6 +181,10 @@ spec:
           - --model_name={{ $m.name }}
           - --model=/mnt/models
           - --http-port={{ $m.runtime.port }}
+          {{- if $m.modelVersion }}
+          # The version the server reports in every response: the drift monitor finds the answering role by it.
+          - --model-version={{ $m.modelVersion }}
+          {{- end }}
           {{- with $m.runtime.args }}
           {{- toYaml . | nindent 10 }}
           {{- end }}
@@ -159,6 +194,21 @@ spec:
             value: {{ $m.storageUri | quote }}
           - name: HOME
             value: /tmp
+          # Online features: the chart's feature_store.production.yaml (a Redis online store, the SQL registry), whose
+          # connection strings come from featureStore.secret. The image's own feature repository is only a fallback.
+          - name: BIDFLOW__FEATURES__ENVIRONMENT
+            value: production
+          - name: BIDFLOW__FEATURES__REPO
+            value: {{ include "bidflow.featureStoreDir" $ }}
+          {{- include "bidflow.featureStoreSecretEnv" $ | nindent 10 }}
+          {{- with $m.env }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
+        {{- with $m.envFromSecret }}
+        envFrom:
+          - secretRef:
+              name: {{ . }}
+        {{- end }}
         ports:
           - containerPort: {{ $m.runtime.port }}
             protocol: TCP
@@ -190,10 +240,14 @@ spec:
         volumeMounts:
           - name: tmp
             mountPath: /tmp
+          - name: feature-store
+            mountPath: {{ include "bidflow.featureStoreDir" $ }}
+            readOnly: true
     volumes:
       - name: tmp
         emptyDir:
           sizeLimit: 256Mi
+      {{- include "bidflow.featureStoreVolume" $ | nindent 6 }}
 {{- end -}}
 
 {{/* The Secret that holds the monitor's intake token: monitor.token.existingSecret, else `<fullname>-monitor-token`
