@@ -21,6 +21,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from bidflow.deploy.backend import DeploymentState, ModelVersion
+from bidflow.deploy.canary import Controller
 from bidflow.deploy.crd import CRD_NAME, GROUP, PLURAL, VERSION
 from bidflow.deploy.journal import Transition
 from bidflow.deploy.kserve import (
@@ -242,6 +243,67 @@ def test_two_deciders_on_one_state_only_the_first_wins(
     assert "nothing to promote" in (conflict.value.got or "")
     state = cli.status()
     assert (state.champion, state.canary) == (V7, None)
+
+
+def test_the_controller_patches_against_the_state_it_checked(
+    apiserver: ApiServer, namespace: str, backend: KServeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rollback decided on canary v8 cannot hit v9: the controller's read and its patch are one compare-and-set.
+
+    Before, the controller checked a canary was live, then the backend re-read and patched against that later read,
+    so a promotion and a new deploy in between were rolled back instead.
+    """
+    controller = Controller(backend, InferenceServiceLog(backend))
+    controller.deploy(V7, 20, actor="ci")
+    controller.deploy(V8, 20, actor="ci")
+    seen = controller.status()
+    other_backend = KServeBackend(apiserver.client, namespace=namespace, name=NAME, image=IMAGE)
+    other = Controller(other_backend, InferenceServiceLog(other_backend))
+    reads = 0
+    get = backend._isvc.get
+
+    def racing_get() -> dict[str, Any] | None:
+        nonlocal reads
+        reads += 1
+        if reads == 2:  # between the controller's read and the backend's own
+            other.promote(actor="ci")
+            other.deploy(V9, 20, actor="ci")
+        return get()
+
+    monkeypatch.setattr(backend._isvc, "get", racing_get)
+    with pytest.raises(ConflictError):
+        controller.rollback(actor="monitor")
+    monkeypatch.setattr(backend._isvc, "get", get)
+    with pytest.raises(ConflictError, match="canary v8"):
+        controller.rollback(actor="monitor", expect_canary="8")
+    with pytest.raises(ConflictError, match="changed since"):
+        controller.rollback(actor="analysis", expect=seen.detail["version"])
+    state = controller.status()
+    assert (state.champion, state.canary, state.canary_percent) == (V8, V9, 20)
+    assert [t.action for t in controller.transitions()] == ["deploy", "deploy", "promote", "deploy"]
+
+
+def test_the_record_rides_in_the_transitions_own_patch(
+    apiserver: ApiServer, namespace: str, backend: KServeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No moment exists where the traffic moved and the log does not say so (or the reverse)."""
+    log = InferenceServiceLog(backend)
+
+    def separate_append(_: Transition) -> None:
+        raise AssertionError("a transition's record must not be a write of its own")
+
+    monkeypatch.setattr(log, "append", separate_append)
+    controller = Controller(backend, log)
+    controller.deploy(V7, 20, actor="ci")
+    controller.deploy(V8, 20, actor="ci")
+    done = controller.rollback(actor="monitor", reasons=["drift"])
+    obj = stored(apiserver, namespace)
+    assert obj["metadata"]["resourceVersion"] == done.state.detail["resourceVersion"]  # type: ignore[union-attr]
+    recorded = annotated(obj, TRANSITIONS_ANNOTATION)
+    assert [(r["action"], r["model"]["version"], r["actor"]) for r in recorded] == [
+        ("deploy", "7", "ci"), ("deploy", "8", "ci"), ("rollback", "8", "monitor"),
+    ]  # fmt: skip
+    assert obj["spec"]["predictor"]["canaryTrafficPercent"] == 0 and annotated(obj, CANARY_ANNOTATION) is None
 
 
 # --- the transition log on the InferenceService -------------------------------------------------------------------

@@ -17,7 +17,10 @@ imports mlflow, kserve or numpy: the drift monitor (its own environment) drives 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from bidflow.deploy.journal import Transition
 
 Role = Literal["champion", "canary"]
 Action = Literal["deploy", "promote", "rollback"]
@@ -80,6 +83,11 @@ class DeploymentBackend(Protocol):
     Every method raises ``DeploymentError`` when the transition is impossible (promote without a
     canary, deploy while a canary is still under test) and ``ConflictError`` when the deployment
     changed under it (KServe: a stale ``resourceVersion``).
+
+    ``resource_version`` and ``record`` are for a backend whose store checks versions and keeps the
+    transition log itself (KServe): act only if the store is still at ``resource_version``, and write
+    ``record`` in the same write as the effect. A backend without such a store (local processes, run
+    by the one controller that owns them) refuses them.
     """
 
     kind: str
@@ -88,14 +96,21 @@ class DeploymentBackend(Protocol):
         """The current state (reads the backend, never a cache)."""
         ...
 
-    def deploy(self, model: ModelVersion, percent: int) -> DeploymentState:
+    def deploy(
+        self,
+        model: ModelVersion,
+        percent: int,
+        *,
+        resource_version: str | None = None,
+        record: Transition | None = None,
+    ) -> DeploymentState:
         """First deploy: ``model`` becomes the champion. Later: ``model`` starts as the canary at ``percent``."""
         ...
 
-    def promote(self) -> DeploymentState:
+    def promote(self, *, resource_version: str | None = None, record: Transition | None = None) -> DeploymentState:
         """The canary takes all traffic and becomes the champion."""
         ...
 
-    def rollback(self) -> DeploymentState:
+    def rollback(self, *, resource_version: str | None = None, record: Transition | None = None) -> DeploymentState:
         """The canary gets no traffic; the champion serves everything."""
         ...

@@ -1,8 +1,20 @@
 """The canary controller: a backend that moves traffic, a log that records, a registry that mirrors.
 
-Every transition goes through ``Controller``: the backend carries it out, the transition (actor,
-reasons, metrics, resulting state) is appended to the log, then the MLflow registry is made to
-say the same (``champion`` / ``canary`` aliases, rolled-back versions tagged).
+Every transition goes through ``Controller``, one at a time:
+
+1. it reads the state and checks the caller's expectations against it (compare-and-set): ``expect``, the
+   state's ``detail["version"]`` the decision was based on (KServe: the InferenceService's resourceVersion;
+   local: the journal's sequence number), and ``expect_canary``, the canary version the decision was about
+   (the monitor rolls back the canary whose traffic drifted, never the one deployed since). A mismatch is a
+   ``ConflictError`` and nothing changes;
+2. the intent is recorded (the journal is written before the backend acts; a journal that cannot be written
+   refuses the transition, nothing moves), the backend carries it out (KServe: the resourceVersion read in 1
+   goes with the patch, so a change in between is refused by the apiserver, and the record rides in the same
+   patch), then the outcome is recorded;
+3. the MLflow registry is made to say the same (``champion`` / ``canary`` aliases, rolled-back versions tagged).
+
+Once the backend has acted, the transition stands: an outcome that cannot be written (a full disk) is logged,
+not raised, because the intent already committed it and a restart recovers the same state from it.
 
 Who runs a controller:
 
@@ -20,14 +32,15 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bidflow.deploy.backend import Action, DeploymentBackend, DeploymentState, ModelVersion
-from bidflow.deploy.journal import Transition, TransitionLog
+from bidflow.deploy.journal import Transition, TransitionLog, new_transition_id
 from bidflow.errors import BidflowError, ConflictError, DeploymentError
 
 if TYPE_CHECKING:
@@ -54,76 +67,238 @@ class DeploymentController(Protocol):
     def transitions(self) -> list[Transition]: ...
 
     def deploy(
-        self, model: ModelVersion, percent: int, *, actor: str, reasons: Sequence[str] = (), metrics: Any = None
+        self,
+        model: ModelVersion,
+        percent: int,
+        *,
+        actor: str,
+        reasons: Sequence[str] = (),
+        metrics: Any = None,
+        expect: str | None = None,
     ) -> Transition: ...
 
-    def promote(self, *, actor: str, reasons: Sequence[str] = (), metrics: Any = None) -> Transition: ...
+    def promote(
+        self,
+        *,
+        actor: str,
+        reasons: Sequence[str] = (),
+        metrics: Any = None,
+        expect: str | None = None,
+        expect_canary: str | None = None,
+    ) -> Transition: ...
 
-    def rollback(self, *, actor: str, reasons: Sequence[str] = (), metrics: Any = None) -> Transition: ...
+    def rollback(
+        self,
+        *,
+        actor: str,
+        reasons: Sequence[str] = (),
+        metrics: Any = None,
+        expect: str | None = None,
+        expect_canary: str | None = None,
+    ) -> Transition: ...
 
 
 @dataclass
 class Controller:
-    """Transitions over ``backend``, recorded in ``log`` and mirrored by ``mirror`` (when given)."""
+    """Transitions over ``backend``, recorded in ``log`` and mirrored by ``mirror`` (when given).
+
+    ``expect`` / ``expect_canary`` (every transition): act only if the state's ``detail["version"]`` / the live
+    canary's version are still these, else ``ConflictError`` (see the module docstring).
+    """
 
     backend: DeploymentBackend
     log: TransitionLog
     mirror: Mirror | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def status(self) -> DeploymentState:
-        return self.backend.status()
+        """The backend's state; ``detail["version"]`` is what a decision based on it passes back as ``expect``."""
+        state = self.backend.status()
+        if self.log.written_with_effect:  # the store versions itself (KServe: "" until the object exists)
+            version = str(state.detail.get("resourceVersion") or "")
+        else:  # the journal's sequence number: every transition appends to it
+            version = str(len(self.log.records()))
+        return replace(state, detail={**state.detail, "version": version})
 
     def transitions(self) -> list[Transition]:
+        """What happened, oldest first (intents and aborted transitions are the journal's own bookkeeping)."""
         return self.log.read()
 
     def deploy(
-        self, model: ModelVersion, percent: int, *, actor: str, reasons: Sequence[str] = (), metrics: Any = None
+        self,
+        model: ModelVersion,
+        percent: int,
+        *,
+        actor: str,
+        reasons: Sequence[str] = (),
+        metrics: Any = None,
+        expect: str | None = None,
     ) -> Transition:
         if not 0 <= percent <= 100:
             raise DeploymentError("canary traffic percent must be between 0 and 100", got=str(percent))
-        return self._record("deploy", model, self.backend.deploy(model, percent), actor, reasons, metrics)
+        return self._transition("deploy", model, percent, actor, reasons, metrics, expect, None)
 
-    def promote(self, *, actor: str, reasons: Sequence[str] = (), metrics: Any = None) -> Transition:
-        canary = self._canary("promote")
-        return self._record("promote", canary, self.backend.promote(), actor, reasons, metrics)
+    def promote(
+        self,
+        *,
+        actor: str,
+        reasons: Sequence[str] = (),
+        metrics: Any = None,
+        expect: str | None = None,
+        expect_canary: str | None = None,
+    ) -> Transition:
+        return self._transition("promote", None, 0, actor, reasons, metrics, expect, expect_canary)
 
-    def rollback(self, *, actor: str, reasons: Sequence[str] = (), metrics: Any = None) -> Transition:
-        canary = self._canary("roll back")
-        return self._record("rollback", canary, self.backend.rollback(), actor, reasons, metrics)
+    def rollback(
+        self,
+        *,
+        actor: str,
+        reasons: Sequence[str] = (),
+        metrics: Any = None,
+        expect: str | None = None,
+        expect_canary: str | None = None,
+    ) -> Transition:
+        return self._transition("rollback", None, 0, actor, reasons, metrics, expect, expect_canary)
 
     def sync_registry(self) -> None:
         """Mirror the current state and the whole log into the registry (idempotent)."""
         if self.mirror is not None:
-            self.mirror(self.backend.status(), self.log.read())
+            self.mirror(self.backend.status(), self.transitions())
 
-    def _canary(self, verb: str) -> ModelVersion:
-        state = self.backend.status()
-        if state.canary is None or (verb == "roll back" and state.canary_percent == 0):
-            raise DeploymentError(
-                f"nothing to {verb}: no canary is live",
-                got=f"champion {state.champion.version if state.champion else 'none'}",
-                hint="deploy a canary first (`bidflow canary deploy --version N`)",
-            )
-        return state.canary
-
-    def _record(
+    def _transition(
         self,
         action: Action,
-        model: ModelVersion,
-        state: DeploymentState,
+        model: ModelVersion | None,
+        percent: int,
         actor: str,
         reasons: Sequence[str],
         metrics: Any,
+        expect: str | None,
+        expect_canary: str | None,
     ) -> Transition:
-        transition = Transition(action, model, actor, tuple(reasons), dict(metrics or {}), state)
-        self.log.append(transition)
+        with self._lock:  # read, check and act as one step (the local controller is the only writer)
+            state = self.status()
+            version = state.detail["version"]
+            _check_expectations(action, state, version, expect, expect_canary)
+            if model is None:
+                model = _canary(state, "promote" if action == "promote" else "roll back")
+            target = _target(state, action, model, percent)
+            intent = Transition(
+                action, model, actor, tuple(reasons), dict(metrics or {}), target, phase="intent",
+                id=new_transition_id(),
+            )  # fmt: skip
+            if self.log.written_with_effect:  # one write: the record cannot exist without the effect or vice versa
+                record = replace(intent, phase="done")
+                reached = self._act(action, model, percent, resource_version=version or None, record=record)
+                done = record.outcome("done", reached)
+            else:
+                done = self._journalled(intent, percent)
         log.info("%s %s v%s by %s: %s", action, model.name, model.version, actor, "; ".join(reasons) or "-")
         if self.mirror is not None:
             try:
-                self.mirror(state, self.log.read())
+                self.mirror(done.state or target, self.transitions())
             except BidflowError as exc:  # traffic has moved and is recorded; the registry catches up later
                 log.warning("registry not updated after %s (run `bidflow canary status` to retry): %s", action, exc)
-        return transition
+        return done
+
+    def _journalled(self, intent: Transition, percent: int) -> Transition:
+        """Intent, effect, outcome (see the module docstring for what each failure means)."""
+        assert intent.model is not None
+        try:
+            self.log.append(intent)
+        except OSError as exc:
+            raise DeploymentError(
+                f"the transition journal cannot be written, so the {intent.action} was not carried out; nothing "
+                "was changed",
+                where=str(getattr(self.log, "path", "the transition journal")),
+                got=repr(exc),
+                hint="free space on (or fix) the state folder (canary.state), then run the command again",
+            ) from exc
+        try:
+            reached = self._act(intent.action, intent.model, percent)
+        except BidflowError as exc:  # a refusal: backends raise these before they move anything
+            self._close(intent.outcome("aborted", None, reasons=(*intent.reasons, f"failed: {exc.what}")))
+            raise
+        except Exception as exc:
+            # Unexpected, so it may have struck after the effect: record what the backend shows now, so the journal
+            # never commits to a state nobody serves.
+            now = self.backend.status()
+            if intent.state is not None and _serving(now) == _serving(intent.state):
+                self._close(intent.outcome("done", now))
+            else:
+                self._close(intent.outcome("aborted", None, reasons=(*intent.reasons, f"failed: {exc!r}")))
+            raise
+        done = intent.outcome("done", reached)
+        self._close(done)
+        return done
+
+    def _close(self, outcome: Transition) -> None:
+        try:
+            self.log.append(outcome)
+        except OSError as exc:
+            # The intent is on disk: a restart resolves it to the same state, so the caller is told what happened.
+            log.error("the %s outcome of %s was not recorded (%s); recovery on restart completes it",
+                      outcome.phase, outcome.action, exc)  # fmt: skip
+
+    def _act(
+        self,
+        action: Action,
+        model: ModelVersion,
+        percent: int,
+        resource_version: str | None = None,
+        record: Transition | None = None,
+    ) -> DeploymentState:
+        if action == "deploy":
+            return self.backend.deploy(model, percent, resource_version=resource_version, record=record)
+        if action == "promote":
+            return self.backend.promote(resource_version=resource_version, record=record)
+        return self.backend.rollback(resource_version=resource_version, record=record)
+
+
+def _check_expectations(
+    action: Action, state: DeploymentState, version: str, expect: str | None, expect_canary: str | None
+) -> None:
+    if expect is not None and expect != version:
+        raise ConflictError(
+            f"the deployment changed since the state this {action} was decided on; nothing was changed",
+            got=f"version {expect} expected, now {version}",
+            hint="read the state again (`bidflow canary status`) and decide again",
+        )
+    if expect_canary is not None:
+        live = state.canary.version if state.canary is not None and state.canary_percent > 0 else None
+        if live != expect_canary:
+            raise ConflictError(
+                f"the {action} was decided on canary v{expect_canary}, which is no longer the live canary; "
+                "nothing was changed",
+                got=f"live canary: {'v' + live if live else 'none'}",
+                hint="the decision has to be made again on the current canary",
+            )
+
+
+def _serving(state: DeploymentState) -> tuple[ModelVersion | None, ModelVersion | None, int]:
+    canary = state.canary if state.canary_percent > 0 else None
+    return state.champion, canary, state.canary_percent if canary else 0
+
+
+def _canary(state: DeploymentState, verb: str) -> ModelVersion:
+    if state.canary is None or (verb == "roll back" and state.canary_percent == 0):
+        raise DeploymentError(
+            f"nothing to {verb}: no canary is live",
+            got=f"champion {state.champion.version if state.champion else 'none'}",
+            hint="deploy a canary first (`bidflow canary deploy --version N`)",
+        )
+    return state.canary
+
+
+def _target(state: DeploymentState, action: Action, model: ModelVersion, percent: int) -> DeploymentState:
+    """The state ``action`` is meant to reach from ``state`` (what an intent records)."""
+    if action == "deploy":
+        if state.champion is None:
+            return DeploymentState(champion=model)
+        return DeploymentState(champion=state.champion, canary=model, canary_percent=percent)
+    if action == "promote":
+        return DeploymentState(champion=model)
+    return DeploymentState(champion=state.champion)
 
 
 def registry_mirror(config: Config) -> Mirror:
@@ -177,16 +352,41 @@ class RouterClient:
         return result
 
     def deploy(
-        self, model: ModelVersion, percent: int, *, actor: str, reasons: Sequence[str] = (), metrics: Any = None
+        self,
+        model: ModelVersion,
+        percent: int,
+        *,
+        actor: str,
+        reasons: Sequence[str] = (),
+        metrics: Any = None,
+        expect: str | None = None,
     ) -> Transition:
-        body = {"model": model.to_dict(), "percent": percent} | _why(actor, reasons, metrics)
+        body = {"model": model.to_dict(), "percent": percent} | _why(actor, reasons, metrics, expect, None)
         return Transition.from_dict(self._call("POST", "/admin/deploy", body))
 
-    def promote(self, *, actor: str, reasons: Sequence[str] = (), metrics: Any = None) -> Transition:
-        return Transition.from_dict(self._call("POST", "/admin/promote", _why(actor, reasons, metrics)))
+    def promote(
+        self,
+        *,
+        actor: str,
+        reasons: Sequence[str] = (),
+        metrics: Any = None,
+        expect: str | None = None,
+        expect_canary: str | None = None,
+    ) -> Transition:
+        body = _why(actor, reasons, metrics, expect, expect_canary)
+        return Transition.from_dict(self._call("POST", "/admin/promote", body))
 
-    def rollback(self, *, actor: str, reasons: Sequence[str] = (), metrics: Any = None) -> Transition:
-        return Transition.from_dict(self._call("POST", "/admin/rollback", _why(actor, reasons, metrics)))
+    def rollback(
+        self,
+        *,
+        actor: str,
+        reasons: Sequence[str] = (),
+        metrics: Any = None,
+        expect: str | None = None,
+        expect_canary: str | None = None,
+    ) -> Transition:
+        body = _why(actor, reasons, metrics, expect, expect_canary)
+        return Transition.from_dict(self._call("POST", "/admin/rollback", body))
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -207,8 +407,11 @@ class RouterClient:
             ) from exc
 
 
-def _why(actor: str, reasons: Sequence[str], metrics: Any) -> dict[str, Any]:
-    return {"actor": actor, "reasons": list(reasons), "metrics": metrics or {}}
+def _why(
+    actor: str, reasons: Sequence[str], metrics: Any, expect: str | None, expect_canary: str | None
+) -> dict[str, Any]:
+    body = {"actor": actor, "reasons": list(reasons), "metrics": metrics or {}}
+    return body | {k: v for k, v in (("expect", expect), ("expect_canary", expect_canary)) if v is not None}
 
 
 def _error_detail(exc: urllib.error.HTTPError) -> str:

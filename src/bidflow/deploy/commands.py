@@ -149,6 +149,7 @@ def analyse_command(
 
     config = _config(ctx, backend)
     controller = _controller(config)
+    seen = controller.status()  # before the figures: --apply acts only if nothing changed since (compare-and-set)
     window = _window(config, controller, monitor_url)
     verdict = analyse(window, config.canary, labelled=kind(config, config.canary.kind).thresholded)
     if as_json:
@@ -157,7 +158,14 @@ def analyse_command(
         out.print(f"[bold]{verdict.outcome}[/]: " + "; ".join(verdict.reasons), highlight=False)
     if apply and verdict.outcome != "continue":
         act = controller.promote if verdict.outcome == "promote" else controller.rollback
-        _print_transition(act(actor=_actor(actor, "analysis"), reasons=verdict.reasons, metrics=window.to_dict()))
+        done = act(
+            actor=_actor(actor, "analysis"),
+            reasons=verdict.reasons,
+            metrics=window.to_dict(),
+            expect=seen.detail.get("version"),
+            expect_canary=seen.canary.version if seen.canary is not None else None,
+        )
+        _print_transition(done)
     raise typer.Exit({"promote": EXIT_PROMOTE, "rollback": EXIT_ROLLBACK}.get(verdict.outcome, EXIT_CONTINUE))
 
 

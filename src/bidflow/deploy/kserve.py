@@ -38,7 +38,9 @@ Every write is a JSON merge patch carrying the ``metadata.resourceVersion`` it w
 it (409) when anyone changed the InferenceService in between; that becomes :class:`~bidflow.errors.ConflictError`.
 A caller that decided on an earlier ``status()`` passes its ``detail["resourceVersion"]`` to ``deploy`` /
 ``promote`` / ``rollback`` (``resource_version=``) and gets ``ConflictError`` if anything changed since. Transitions
-are never retried: the decision has to be made again. The verbs used are ``get`` and ``patch`` (and ``create`` for
+are never retried: the decision has to be made again. The controller passes the resourceVersion of the state it
+checked, and the transition's record (``record=``) rides in the same patch as its effect: the log and the traffic
+cannot disagree, whatever dies in between. The verbs used are ``get`` and ``patch`` (and ``create`` for
 the very first deploy), so the chart's rollback-controller Role (get/list/watch/patch) is enough to roll back.
 
 Operators must know:
@@ -189,12 +191,20 @@ class KServeBackend:
             )
         return self._state(observed)
 
-    def deploy(self, model: ModelVersion, percent: int, *, resource_version: str | None = None) -> DeploymentState:
+    def deploy(
+        self,
+        model: ModelVersion,
+        percent: int,
+        *,
+        resource_version: str | None = None,
+        record: Transition | None = None,
+    ) -> DeploymentState:
         """Create the InferenceService with ``model`` as the champion, or start ``model`` as the canary at ``percent``.
 
         ``resource_version`` (all three transitions): act only if the InferenceService is still at this version,
         e.g. the ``status().detail["resourceVersion"]`` a decision was based on; otherwise ``ConflictError``.
         Default: the version just read, so only a write racing this very call conflicts.
+        ``record`` (all three): appended to ``bidflow.io/transitions`` in the same write as the effect.
         """
         if not 0 <= percent <= 100:
             raise DeploymentError("canary traffic percent must be between 0 and 100", got=str(percent))
@@ -204,6 +214,8 @@ class KServeBackend:
                 raise self._changed(resource_version, None, "the InferenceService no longer exists")
             body = self._spec(model, canary_percent=None)
             body["metadata"]["annotations"] = {CHAMPION_ANNOTATION: _json(model.to_dict())}
+            if record is not None:
+                body["metadata"]["annotations"][TRANSITIONS_ANNOTATION] = _log_text([], record, LOG_LIMIT)
             return self._state(self._observe(self._isvc.create(body)))
         champion = observed.champion
         if champion is None:
@@ -248,9 +260,9 @@ class KServeBackend:
             },
             "spec": {"predictor": predictor},
         }
-        return self._write(observed, patch, resource_version)
+        return self._write(observed, patch, resource_version, record)
 
-    def promote(self, *, resource_version: str | None = None) -> DeploymentState:
+    def promote(self, *, resource_version: str | None = None, record: Transition | None = None) -> DeploymentState:
         """The canary takes all traffic (``canaryTrafficPercent`` removed) and becomes the champion."""
         observed = self._read_existing("promote", resource_version)
         canary = observed.canary
@@ -266,9 +278,9 @@ class KServeBackend:
             "metadata": {"annotations": {CHAMPION_ANNOTATION: _json(canary.to_dict()), CANARY_ANNOTATION: None}},
             "spec": {"predictor": {"canaryTrafficPercent": None}},
         }
-        return self._write(observed, patch, resource_version)
+        return self._write(observed, patch, resource_version, record)
 
-    def rollback(self, *, resource_version: str | None = None) -> DeploymentState:
+    def rollback(self, *, resource_version: str | None = None, record: Transition | None = None) -> DeploymentState:
         """The canary gets no traffic (``canaryTrafficPercent: 0``); it is recorded in ``bidflow.io/rolled-back``."""
         observed = self._read_existing("roll back", resource_version)
         canary = observed.canary
@@ -286,7 +298,7 @@ class KServeBackend:
             "metadata": {"annotations": {CANARY_ANNOTATION: None, ROLLED_BACK_ANNOTATION: _json(rolled_back)}},
             "spec": {"predictor": {"canaryTrafficPercent": 0}},
         }
-        return self._write(observed, patch, resource_version)
+        return self._write(observed, patch, resource_version, record)
 
     # -- helpers --
 
@@ -339,7 +351,16 @@ class KServeBackend:
             "-o yaml`",
         )
 
-    def _write(self, observed: _Observed, patch: dict[str, Any], resource_version: str | None) -> DeploymentState:
+    def _write(
+        self, observed: _Observed, patch: dict[str, Any], resource_version: str | None, record: Transition | None
+    ) -> DeploymentState:
+        if record is not None:
+            entries = _json_list(
+                ((observed.obj.get("metadata") or {}).get("annotations") or {}).get(TRANSITIONS_ANNOTATION),
+                TRANSITIONS_ANNOTATION,
+                self._isvc.ref,
+            )
+            patch["metadata"]["annotations"][TRANSITIONS_ANNOTATION] = _log_text(entries, record, LOG_LIMIT)
         return self._state(self._observe(self._isvc.patch(resource_version or observed.resource_version, patch)))
 
     def _observe(self, obj: dict[str, Any]) -> _Observed:
@@ -416,7 +437,12 @@ class InferenceServiceLog:
     annotations per object). Each append is a read and a merge patch carrying that read's resourceVersion; when
     someone else wrote in between (409), the append re-reads and tries again (up to ``attempts`` times) — an append
     does not depend on the state it read, so nothing is lost or overwritten — then gives up with ``ConflictError``.
+
+    The controller does not append transitions here: :class:`KServeBackend` writes each record in the patch that
+    carries the transition out (``written_with_effect``).
     """
+
+    written_with_effect = True
 
     def __init__(self, backend: KServeBackend, *, limit: int = LOG_LIMIT, attempts: int = 3) -> None:
         """Args:
@@ -431,7 +457,6 @@ class InferenceServiceLog:
         self._isvc = backend._isvc
 
     def append(self, transition: Transition) -> None:
-        entry = json.loads(json.dumps(transition.to_dict(), default=str))
         for attempt in range(1, self.attempts + 1):
             obj = self._isvc.get()
             if obj is None:
@@ -440,11 +465,7 @@ class InferenceServiceLog:
                     where=self._isvc.ref,
                     hint="the first deploy creates it",
                 )
-            entries = [*self._entries(obj), entry][-self.limit :]
-            text = _json(entries)
-            while len(text.encode()) > MAX_ANNOTATION_BYTES and len(entries) > 1:
-                entries = entries[1:]
-                text = _json(entries)
+            text = _log_text(self._entries(obj), transition, self.limit)
             patch = {"metadata": {"annotations": {TRANSITIONS_ANNOTATION: text}}}
             try:
                 self._isvc.patch(str(obj["metadata"]["resourceVersion"]), patch)
@@ -465,9 +486,22 @@ class InferenceServiceLog:
                 continue  # an entry edited by hand into something unreadable; the rest still counts
         return found
 
+    def records(self) -> list[Transition]:
+        return self.read()  # every record here is a transition that happened (written with its effect)
+
     def _entries(self, obj: dict[str, Any]) -> list[Any]:
         annotations = (obj.get("metadata") or {}).get("annotations") or {}
         return _json_list(annotations.get(TRANSITIONS_ANNOTATION), TRANSITIONS_ANNOTATION, self._isvc.ref)
+
+
+def _log_text(entries: list[Any], transition: Transition, limit: int) -> str:
+    """The ``bidflow.io/transitions`` value with ``transition`` appended (newest ``limit``, within the byte cap)."""
+    entries = [*entries, json.loads(json.dumps(transition.to_dict(), default=str))][-limit:]
+    text = _json(entries)
+    while len(text.encode()) > MAX_ANNOTATION_BYTES and len(entries) > 1:
+        entries = entries[1:]
+        text = _json(entries)
+    return text
 
 
 # --- annotation values ----------------------------------------------------------------------------------------

@@ -195,27 +195,33 @@ def build_router(state: RouterState) -> Starlette:
     background: list[asyncio.Task[None]] = []
 
     async def proxy(request: Request) -> Response:
-        routes = state.backend.routes
-        if routes.champion is None:
-            return JSONResponse({"error": "no model deployed yet: `bidflow canary deploy --version N`"}, 503)
+        # The body first: nothing may be awaited between picking a server and counting the request on it.
         body = await request.body()
         path = request.url.path
         scoring = request.method == "POST" and (path.endswith(":predict") or path.endswith("/infer"))
-        role: Role = route(request_id(path, body), routes.percent) if scoring and routes.canary else "champion"
-        if request.method == "POST" and path.endswith(":explain"):
-            asked = request.headers.get(ROLE_HEADER, "champion")
-            if asked not in ("champion", "canary"):
-                return JSONResponse({"error": f"'{ROLE_HEADER}' names a role: champion or canary", "got": asked}, 400)
-            if asked == "canary" and routes.canary is None:
-                return JSONResponse({"error": "no canary is deployed to explain"}, 409)
-            role = "canary" if asked == "canary" else "champion"
-        server: Server = routes.canary if role == "canary" and routes.canary is not None else routes.champion
+        asked = request.headers.get(ROLE_HEADER, "champion")
+        explain = request.method == "POST" and path.endswith(":explain")
+        if explain and asked not in ("champion", "canary"):
+            return JSONResponse({"error": f"'{ROLE_HEADER}' names a role: champion or canary", "got": asked}, 400)
+        # Picking a server and counting the request in flight on it is one step under the lock a transition holds
+        # to replace the routes: a server that left the routes has every request that picked it counted, so it is
+        # not stopped under them (no await in here).
+        with state.backend.routes_lock:
+            routes = state.backend.routes
+            if routes.champion is None:
+                return JSONResponse({"error": "no model deployed yet: `bidflow canary deploy --version N`"}, 503)
+            role: Role = route(request_id(path, body), routes.percent) if scoring and routes.canary else "champion"
+            if explain:
+                if asked == "canary" and routes.canary is None:
+                    return JSONResponse({"error": "no canary is deployed to explain"}, 409)
+                role = "canary" if asked == "canary" else "champion"
+            server: Server = routes.canary if role == "canary" and routes.canary is not None else routes.champion
+            server.inflight += 1
         stats = state.stats[role]
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         url = f"http://{state.backend.cfg.host}:{server.port}{path}"
         if request.url.query:
             url += "?" + request.url.query
-        server.inflight += 1
         started = time.perf_counter()
         try:
             upstream = await client.request(request.method, url, content=body, headers=headers)
@@ -244,7 +250,7 @@ def build_router(state: RouterState) -> Starlette:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def admin_state(_: Request) -> Response:
-        return JSONResponse(state.backend.status().to_dict())
+        return JSONResponse(state.controller.status().to_dict())
 
     async def admin_transitions(_: Request) -> Response:
         return JSONResponse([t.to_dict() for t in state.controller.transitions()])
@@ -294,11 +300,21 @@ def build_router(state: RouterState) -> Starlette:
             "actor": str(body.get("actor", "unknown")),
             "reasons": [str(r) for r in body.get("reasons", [])],
             "metrics": body.get("metrics") or {},
+            "expect": None if body.get("expect") is None else str(body["expect"]),
         }
+
+    def expect_canary(body: dict[str, Any]) -> str | None:
+        return None if body.get("expect_canary") is None else str(body["expect_canary"])
 
     def deploy(body: dict[str, Any]) -> Any:
         model = ModelVersion.from_dict(body["model"])
         return state.controller.deploy(model, int(body["percent"]), **why(body))
+
+    def promote(body: dict[str, Any]) -> Any:
+        return state.controller.promote(**why(body), expect_canary=expect_canary(body))
+
+    def rollback(body: dict[str, Any]) -> Any:
+        return state.controller.rollback(**why(body), expect_canary=expect_canary(body))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -322,8 +338,8 @@ def build_router(state: RouterState) -> Starlette:
         Route("/admin/transitions", admin_transitions, methods=["GET"]),
         Route("/admin/metrics", admin_metrics, methods=["GET"]),
         Route("/admin/deploy", transition(deploy), methods=["POST"]),
-        Route("/admin/promote", transition(lambda b: state.controller.promote(**why(b))), methods=["POST"]),
-        Route("/admin/rollback", transition(lambda b: state.controller.rollback(**why(b))), methods=["POST"]),
+        Route("/admin/promote", transition(promote), methods=["POST"]),
+        Route("/admin/rollback", transition(rollback), methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/{path:path}", proxy, methods=["GET", "POST"]),
     ]
@@ -333,22 +349,24 @@ def build_router(state: RouterState) -> Starlette:
 def serve_router(config: Config, config_path: Path | None = None) -> None:
     """Run the local deployment (router + model servers) until SIGINT/SIGTERM.
 
-    The last recorded transition's state is restored first, so a restarted router serves what it
-    served before.
+    The state the journal commits to is restored first (``bidflow.deploy.local.recover``: a transition
+    interrupted by a crash is completed, servers a killed router left running are adopted or stopped),
+    so a restarted router serves what was recorded.
     """
     import uvicorn
 
     from bidflow.deploy.canary import Controller, registry_mirror
     from bidflow.deploy.journal import FileLog
-    from bidflow.deploy.local import ProcessBackend
+    from bidflow.deploy.local import ProcessBackend, recover
 
     cfg = config.canary
     backend = ProcessBackend(cfg, registered_name(config, config.canary.kind), config_path)
     journal = FileLog(cfg.state / "transitions.jsonl")
-    recorded = journal.read()
-    if recorded and recorded[-1].state is not None:
-        log.info("restoring the last recorded deployment (%s)", recorded[-1].action)
-        backend.restore(recorded[-1].state)
+    restored = recover(backend, journal)
+    if restored is not None:
+        log.info("restored the recorded deployment: champion v%s, canary %s",
+                 restored.champion.version if restored.champion else "-",
+                 f"v{restored.canary.version}" if restored.canary else "-")  # fmt: skip
     controller = Controller(backend, journal, registry_mirror(config))
     payloads = None
     if cfg.monitor_url:

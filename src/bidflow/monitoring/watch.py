@@ -310,6 +310,8 @@ class Monitor:
                 actor="monitor",
                 reasons=[*verdict.reasons, *_attribution_reason(attribution)],
                 metrics={"window": window.to_dict(), "drift": report.to_dict(), "attribution": attribution},
+                # The window judged this version: if another canary is live by now, the decision is not about it.
+                expect_canary=version,
             )
         except BidflowError as exc:
             self.errors.append(f"rollback failed: {exc.render()}"[:300])

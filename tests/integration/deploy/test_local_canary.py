@@ -9,7 +9,10 @@ come back serving what the transition log says.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +30,7 @@ from bidflow.deploy.split import route
 from bidflow.errors import DeploymentError
 from bidflow.modeling.train import TrainedModel, save_model
 from bidflow.monitoring.auth import monitor_token
-from tests.conftest import free_port, running_router, small_config
+from tests.conftest import REPO, free_port, running_router, small_config
 
 pytestmark = pytest.mark.integration
 
@@ -171,3 +174,45 @@ def test_stopping_the_router_stops_its_model_servers(config_file: Path) -> None:
         assert _listening(config.canary.champion_port)
     # running_router sent SIGTERM and waited for the router to exit: its model servers went with it.
     assert not _listening(config.canary.champion_port)
+
+
+def test_a_router_killed_with_sigkill_is_replaced_without_a_leftover_server(
+    config_file: Path, auctions: list[Auction]
+) -> None:
+    """kill -9 of the router leaves its model server running; the next router adopts it (recorded pid and start
+    token), serves through it, and stops it when it stops itself."""
+    config = load_config(config_file, environ={})
+    command = [sys.executable, "-m", "bidflow.cli", "--config", str(config_file), "canary", "serve"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BIDFLOW__")}
+    with (config_file.parent / "router.log").open("ab") as log:
+        killed = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://{config.canary.host}:{config.canary.router_port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert killed.poll() is None and time.monotonic() < deadline
+            try:
+                before = RouterClient(url, timeout_s=2).status()
+                break
+            except DeploymentError:
+                time.sleep(0.2)
+    finally:
+        killed.kill()
+        killed.wait()
+    leftover = before.detail["champion_pid"]
+    assert before.champion is not None and _alive(leftover) and _listening(config.canary.champion_port)
+
+    with running_router(config_file) as url:
+        after = RouterClient(url).status()
+        assert after.champion == before.champion and after.ready
+        assert after.detail["champion_pid"] == leftover, "the recorded server is adopted, not raced"
+        report = asyncio.run(replay(auctions[:100], f"{url}/v1/models/bid_filter:predict", concurrency=4))
+        assert report.failed == 0, report.failures
+    assert not _listening(config.canary.champion_port) and not _alive(leftover)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -26,7 +26,7 @@ class Controller:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
 
-    def rollback(self, *, actor: str, reasons: Any = (), metrics: Any = None) -> Transition:
+    def rollback(self, *, actor: str, reasons: Any = (), metrics: Any = None, **expectations: Any) -> Transition:
         self.backend.routes = Routes(champion=self.backend.routes.champion)
         return Transition("rollback", V2, actor, tuple(reasons))
 

@@ -40,7 +40,9 @@ class RecordingController:
         canary = None if self.rollbacks else V2
         return DeploymentState(champion=self.champion, canary=canary, canary_percent=20 if canary else 0)
 
-    def rollback(self, *, actor: str, reasons: Sequence[str] = (), metrics: Any = None) -> Transition:
+    def rollback(
+        self, *, actor: str, reasons: Sequence[str] = (), metrics: Any = None, expect_canary: str | None = None
+    ) -> Transition:
         self.rollbacks.append((actor, tuple(reasons), dict(metrics or {})))
         return Transition("rollback", V2, actor, tuple(reasons), dict(metrics or {}), self.status())
 
