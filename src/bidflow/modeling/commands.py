@@ -130,6 +130,11 @@ def evaluate(
             f", calls saved {c['calls_saved_share']:.1%} at bid recall {c['bid_recall']:.1%} "
             f"(own thresholds, {report.exploration_share:.0%} exploration)"
         )
+    if "oracle_share_at_target" in c and report.candidate.at_target is not None:
+        line += (
+            f"; at {report.target_recall:.0%} bid recall it saves {report.candidate.at_target.calls_saved_share:.1%}"
+            f" of calls, {c['oracle_share_at_target']:.1%} of the oracle's"
+        )
     out.print(f"[green]gate passed[/]: {report.candidate.ref} on {report.rows:,} held-out rows: {line}")
     for note in report.gate.notes:
         out.print(f"[yellow]note[/]: {note}")

@@ -56,6 +56,10 @@ def test_train_evaluate_fairness_promote(config_file: Path, tmp_path: Path) -> N
     assert "gate passed" in out and "no champion yet" in out
     report = json.loads((tmp_path / "reports" / "evaluation-bid_filter" / "evaluation.json").read_text())
     assert report["gate"]["passed"] and report["candidate"]["realized"]["calls_saved_share"] > 0
+    # Generated logs carry the oracle: the report and the command line put the model beside it.
+    share = report["candidate"]["metrics"]["oracle_share_at_target"]
+    assert 0 < share < 1 and report["oracle"]["at_target"]["calls_saved_share"] > 0
+    assert f"{share:.1%} of the oracle's" in " ".join(out.split())
     html = (tmp_path / "reports" / "evaluation-bid_filter" / "evaluation.html").read_text()
     # ROC, calibration, economics and the candidate's SHAP summary: self-contained
     assert html.count("data:image/png;base64,") == 4 and 'alt="shap_candidate"' in html
