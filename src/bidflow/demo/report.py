@@ -25,7 +25,7 @@ import numpy as np
 from bidflow.kinds import registered_name
 from bidflow.modeling import explain_report
 from bidflow.modeling.plots import calibration_figure, economics_figure, png, roc_figure
-from bidflow.modeling.report import economics_curves, oracle_headline
+from bidflow.modeling.report import economics_curves, oracle_gap_table, oracle_headline
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -119,6 +119,8 @@ def write_demo_report(outcome: DemoOutcome, config: Config) -> Path:
             f"calls saved, <b>{realized.bid_recall:.1%}</b> of bids and {realized.value_kept_share:.1%} of bid value "
             f"kept, with {evaluation.exploration_share:.0%} of auctions exploring (every partner called).</p>"
         ) + oracle_headline(evaluation)
+        if evaluation.oracle_gaps:
+            summary += oracle_gap_table(evaluation, rows=5)
     parts.append(
         _section(
             "Bid-filter economics",

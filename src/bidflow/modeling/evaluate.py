@@ -42,6 +42,8 @@ from bidflow.modeling.dataset import labels, window_bounds
 from bidflow.modeling.economics import (
     Economics,
     FilterPolicy,
+    FloatArray,
+    choose_policy,
     economics_curve,
     estimate_from,
     policy_economics,
@@ -127,6 +129,32 @@ class GateResult:
 
 
 @dataclass(frozen=True)
+class PartnerGap:
+    """One partner's calls saved at the target bid recall by the candidate and by the oracle (no exploration)."""
+
+    partner: str
+    calls: int
+    saved: int
+    oracle_saved: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"partner": self.partner, "calls": self.calls, "saved": self.saved, "oracle_saved": self.oracle_saved}
+
+
+def partner_gaps(
+    partners: npt.NDArray[Any], y: npt.NDArray[np.float32], scores: FloatArray, oracle: FloatArray, target: float
+) -> tuple[PartnerGap, ...]:
+    """Where a model loses against the oracle: per partner, largest gap first (thresholds chosen on these rows)."""
+    saved = {}
+    for name, values in (("model", scores), ("oracle", oracle)):
+        policy = choose_policy(partners, y, values, target_recall=target, exploration_share=0.0)
+        saved[name] = pd.Series(~policy.model_mask(partners, values)).groupby(partners).sum()
+    calls = pd.Series(partners).value_counts()
+    gaps = [PartnerGap(str(p), int(calls[p]), int(saved["model"][p]), int(saved["oracle"][p])) for p in calls.index]
+    return tuple(sorted(gaps, key=lambda g: (g.saved - g.oracle_saved, g.partner)))
+
+
+@dataclass(frozen=True)
 class EvaluationReport:
     """Candidate vs champion on one window, and the gate."""
 
@@ -140,6 +168,7 @@ class EvaluationReport:
     y: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
     oracle: ModelEvaluation | None = None
     objective: FilterObjective = "recall"
+    oracle_gaps: tuple[PartnerGap, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -150,6 +179,7 @@ class EvaluationReport:
             "candidate": self.candidate.to_json(),
             "champion": self.champion.to_json() if self.champion else None,
             "oracle": self.oracle.to_json() if self.oracle else None,
+            "oracle_gaps": [gap.to_json() for gap in self.oracle_gaps],
             "objective": self.objective,
             "gate": self.gate.to_json(),
             "explanations": self._explanations(),
@@ -354,10 +384,13 @@ def evaluate(
         champ = _scored(frame, y, champion, cfg, explain, role="champion", ref=champion_ref)
     window = window_bounds(frame[time_column]) if time_column in frame.columns else ("?", "?")
     oracle = evaluate_oracle(frame, y, cfg) if cand.realized is not None else None
+    gaps: tuple[PartnerGap, ...] = ()
     if oracle is not None:
         for model in (cand, champ):
             if model is not None:
                 model.metrics.update(oracle_shares(model, oracle))
+        partners = frame["partner"].astype(str).to_numpy()
+        gaps = partner_gaps(partners, y, cand.scores, oracle.scores, cfg.target_bid_recall)
     return EvaluationReport(
         window=window,
         rows=len(frame),
@@ -369,6 +402,7 @@ def evaluate(
         y=y,
         oracle=oracle,
         objective=cfg.objective,
+        oracle_gaps=gaps,
     )
 
 

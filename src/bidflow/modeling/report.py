@@ -65,6 +65,8 @@ def evaluation_html(report: EvaluationReport, figures: Mapping[str, Figure]) -> 
     ]
     if report.candidate.realized is not None:
         parts += ["<h2>Bid-filter economics</h2>", oracle_headline(report), _economics_table(models, report.oracle)]
+    if report.oracle_gaps:
+        parts += ["<h3>Where the candidate falls short of the oracle</h3>", oracle_gap_table(report)]
     explained = [m.explanation for m in models if m.explanation is not None]
     if explained:
         parts += [
@@ -178,6 +180,20 @@ def oracle_headline(report: EvaluationReport) -> str:
         f"with thresholds chosen on this window): {'; '.join(lines)}. Thresholds follow the "
         f"<code>{escape(report.objective)}</code> objective in serving.</p>"
     )
+
+
+def oracle_gap_table(report: EvaluationReport, rows: int = 10) -> str:
+    """The partners where the candidate saves fewest calls against the oracle (HTML)."""
+    target = f"{report.target_recall:.0%}"
+    note = (
+        f"<p>Calls saved per partner at {target} bid recall, thresholds chosen on this window, exploration "
+        f"left out; the {rows} partners with the largest gap first.</p>"
+    )
+    body = [
+        [g.partner, f"{g.calls:,}", f"{g.saved:,}", f"{g.oracle_saved:,}", f"{g.saved - g.oracle_saved:+,}"]
+        for g in report.oracle_gaps[:rows]
+    ]
+    return note + _table(["partner", "calls", "candidate saves", "oracle saves", "difference"], body)
 
 
 def economics_curves(report: EvaluationReport, candidate: str = "candidate") -> dict[str, list[tuple[float, Any]]]:

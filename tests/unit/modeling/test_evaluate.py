@@ -133,6 +133,12 @@ def test_the_report_leads_the_economics_with_the_share_of_the_oracle(trained: Tr
     assert f"{share:.2%} of the oracle's</b>" in page
     assert "oracle: thresholds at target bid value on this window" in page
     assert set(economics_curves(report)) == {"candidate", "oracle"}
+    # Per partner, largest gap first: the partners' calls add up to the window's.
+    gaps = report.oracle_gaps
+    assert sum(g.calls for g in gaps) == len(split_rows[1])
+    differences = [g.saved - g.oracle_saved for g in gaps]
+    assert differences == sorted(differences)
+    assert "Where the candidate falls short of the oracle" in page and gaps[0].partner in page
 
 
 def test_ranking_by_expected_value_saves_more_calls_at_the_same_value_kept(split_rows: Rows) -> None:
