@@ -53,7 +53,7 @@ PRICE_SLICES: Final = (
     "partner_publisher_stats__mean_price_24h",
 )
 PRICE_COLUMNS: Final = (PRICE_BASE, *PRICE_SLICES)
-_MIN_PRICE: Final = 1e-6  # CPM: keeps a threshold divided by a price finite
+MIN_PRICE: Final = 1e-6  # CPM: keeps a threshold divided by a price finite
 
 
 def price_estimate(base: npt.ArrayLike, slices: Sequence[npt.ArrayLike]) -> FloatArray:
@@ -69,7 +69,7 @@ def price_estimate(base: npt.ArrayLike, slices: Sequence[npt.ArrayLike]) -> Floa
     for values in slices:
         ratio = np.asarray(values, dtype=np.float64) / np.where(known, mean, 1.0)
         estimate = estimate * np.where(known & np.isfinite(ratio) & (ratio > 0), ratio, 1.0)
-    return np.maximum(estimate, _MIN_PRICE)
+    return np.maximum(estimate, MIN_PRICE)
 
 
 def reads_prices(names: Sequence[str]) -> bool:
@@ -80,11 +80,6 @@ def reads_prices(names: Sequence[str]) -> bool:
 def estimate_from(columns: Any) -> FloatArray:
     """``price_estimate`` of rows given by column (a DataFrame, or a dict of arrays) holding ``PRICE_COLUMNS``."""
     return price_estimate(columns[PRICE_BASE], [columns[name] for name in PRICE_SLICES])
-
-
-def matrix_estimate(matrix: npt.NDArray[Any], columns: Sequence[int]) -> FloatArray:
-    """``price_estimate`` of a model matrix's rows; ``columns`` index ``PRICE_COLUMNS`` in it (serving)."""
-    return price_estimate(matrix[:, columns[0]], [matrix[:, j] for j in columns[1:]])
 
 
 def exploration_bucket(auction_id: str) -> float:

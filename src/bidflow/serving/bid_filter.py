@@ -46,7 +46,7 @@ import numpy.typing as npt
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from bidflow.errors import ModelError, OpenRTBError
-from bidflow.modeling.economics import PRICE_COLUMNS, is_exploration, matrix_estimate, reads_prices
+from bidflow.modeling.economics import PRICE_COLUMNS, is_exploration, reads_prices
 from bidflow.openrtb import decode_request, decode_request_obj
 from bidflow.openrtb.features import FEATURE_NAMES, request_features
 from bidflow.openrtb.model import BidRequest
@@ -59,6 +59,7 @@ from bidflow.serving.errors import RequestError
 from bidflow.serving.explanations import explain_rows, top_of
 from bidflow.serving.metrics import serving_metrics
 from bidflow.serving.online import GuardedReader, Lookup
+from bidflow.serving.value_scale import scale_thresholds
 
 if TYPE_CHECKING:
     from bidflow.config import Config
@@ -125,8 +126,7 @@ class Policy:
         """The rows' thresholds as scores must reach them: a value threshold over each row's CPM estimate."""
         if self.price_columns is None:
             return thresholds
-        scaled: npt.NDArray[np.float64] = thresholds / matrix_estimate(x, self.price_columns)
-        return scaled
+        return scale_thresholds(thresholds, x, self.price_columns)
 
 
 @dataclass(frozen=True)
@@ -173,6 +173,8 @@ class BidFilterModel(ServedModel):
         price_columns = None
         if model.policy.ranking == "expected_value":
             price_columns = tuple(model.spec.names.index(name) for name in PRICE_COLUMNS)
+            warm = np.ones((1, len(model.spec.names)), dtype=np.float32)  # the matrices served are float32
+            scale_thresholds(np.zeros(1), warm, price_columns)  # compiled at load, not on the first auction
         return Policy(
             assembler,
             dict(model.policy.thresholds),

@@ -111,3 +111,17 @@ def test_a_value_policy_needs_a_model_that_reads_prices(
     model = BidFilterModel("bid_filter_wrong", Config(), served.ModelSource("bid_filter_wrong", uri=str(tmp_path)))
     assert not model.load()
     assert "reads no partner prices" in (model.not_ready_reason or "")
+
+
+def test_the_served_scaling_is_the_offline_estimate() -> None:
+    from bidflow.serving.value_scale import scale_thresholds
+
+    rng = np.random.default_rng(11)
+    x = rng.lognormal(0.0, 1.0, size=(400, 9)).astype(np.float32)
+    x[rng.random(x.shape) < 0.1] = np.nan  # unknown prices
+    x[rng.random(x.shape) < 0.05] = 0.0  # a slice that never bid
+    x[:5, 2] = -1.0
+    columns = (2, 7, 0, 5)
+    thresholds = rng.random(400)
+    estimate = price_estimate(x[:, 2].astype(np.float64), [x[:, j].astype(np.float64) for j in (7, 0, 5)])
+    np.testing.assert_allclose(scale_thresholds(thresholds, x, columns), thresholds / estimate, rtol=1e-12)
