@@ -122,6 +122,10 @@ class ConflictError(DeploymentError):
     """Someone else changed the deployment between our read and our write; re-read and decide again."""
 
 
+class StateUnavailable(DeploymentError):
+    """The deployment's state cannot be recorded (disk full, I/O error), so nothing moved; try again later."""
+
+
 class MonitorError(BidflowError):
     """The drift monitor cannot fit, load or run its detectors."""
 

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from bidflow.deploy.backend import Action, DeploymentBackend, DeploymentState, ModelVersion
 from bidflow.deploy.journal import Transition, TransitionLog, new_transition_id
-from bidflow.errors import BidflowError, ConflictError, DeploymentError
+from bidflow.errors import BidflowError, ConflictError, DeploymentError, StateUnavailable
 
 if TYPE_CHECKING:
     from bidflow.config import Config
@@ -207,7 +207,7 @@ class Controller:
         try:
             self.log.append(intent)
         except OSError as exc:
-            raise DeploymentError(
+            raise StateUnavailable(
                 f"the transition journal cannot be written, so the {intent.action} was not carried out; nothing "
                 "was changed",
                 where=str(getattr(self.log, "path", "the transition journal")),
@@ -396,7 +396,7 @@ class RouterClient:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
             detail = _error_detail(exc)
-            cls = ConflictError if exc.code == 409 else DeploymentError
+            cls = {409: ConflictError, 503: StateUnavailable}.get(exc.code, DeploymentError)
             raise cls(detail, where=self.url + path, got=f"HTTP {exc.code}") from exc
         except (urllib.error.URLError, OSError) as exc:
             raise DeploymentError(

@@ -37,7 +37,7 @@ import msgspec
 
 from bidflow.deploy.backend import ModelVersion, Role
 from bidflow.deploy.split import route
-from bidflow.errors import BidflowError, ConflictError
+from bidflow.errors import BidflowError, ConflictError, StateUnavailable
 from bidflow.kinds import registered_name
 from bidflow.monitoring.auth import authorized
 
@@ -285,6 +285,8 @@ def build_router(state: RouterState) -> Starlette:
                     done = await asyncio.to_thread(act, body)
                 except ConflictError as exc:
                     return JSONResponse({"error": exc.render()}, 409)
+                except StateUnavailable as exc:  # the router's own disk, not the request: a server-side 503
+                    return JSONResponse({"error": exc.render()}, 503)
                 except BidflowError as exc:
                     return JSONResponse({"error": exc.render()}, 400)
                 except (KeyError, TypeError, ValueError) as exc:

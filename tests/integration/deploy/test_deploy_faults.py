@@ -33,7 +33,7 @@ from bidflow.deploy.canary import Controller, RouterClient
 from bidflow.deploy.journal import FileLog
 from bidflow.deploy.local import START_TOKEN_ENV, ProcessBackend, Server
 from bidflow.deploy.router import RouterState, build_router
-from bidflow.errors import ConflictError, DeploymentError
+from bidflow.errors import ConflictError, DeploymentError, StateUnavailable
 from bidflow.monitoring.auth import monitor_token
 from tests.conftest import REPO, free_port
 from tests.integration.deploy.router_runner import stub_command
@@ -229,9 +229,9 @@ def test_enospc_on_the_canary_deploys_intent_refuses_it(routers: Any, config_fil
     router.stop()
     router = routers("enospc-intent:deploy")
     before = router.client.status()
-    with pytest.raises(DeploymentError, match="journal cannot be written") as refused:
+    with pytest.raises(StateUnavailable, match="journal cannot be written") as refused:
         router.client.deploy(V2, 50, actor="test")
-    assert "HTTP 400" in (refused.value.got or "")
+    assert "HTTP 503" in (refused.value.got or "")  # the router's disk, not the request: not a client error
     after = router.client.status()
     assert (after.champion, after.canary, after.canary_percent) == (V1, None, 0)
     assert after.detail["version"] == before.detail["version"]
