@@ -219,7 +219,7 @@ def _ingest_one(path: Path, source: str, staging: Path, progress: Callable[[int]
             try:
                 record = decoder.decode(line)
                 validate_request(record.request)
-                batch.add(record)
+                batch.add(record, number - 1)
             except msgspec.ValidationError as exc:
                 error = error_from_validation(exc)
                 quarantine.add(number, error.path, error.what, line, summary)
@@ -239,7 +239,9 @@ def _ingest_one(path: Path, source: str, staging: Path, progress: Callable[[int]
     quarantine.close(summary)
     summary.auctions = batch.auctions
     if batch.auctions:
-        _write_partitions(attach_oracle(batch.to_table(), path), staging, _safe_name(source), summary)
+        lines, per_line = np.asarray(batch.lines, np.int64), np.asarray(batch.calls_per_auction, np.int64)
+        table = attach_oracle(batch.to_table(), path, lines, per_line)
+        _write_partitions(table, staging, _safe_name(source), summary)
     return summary
 
 
@@ -270,8 +272,9 @@ class _Batch:
         self.features: list[RequestFeatures] = []
         self.calls_per_auction: list[int] = []
         self.calls: list[Outcome] = []
+        self.lines: list[int] = []  # each auction's 0-based line in its file (the oracle's key)
 
-    def add(self, record: AuctionRecord) -> None:
+    def add(self, record: AuctionRecord, line: int) -> None:
         # Types, ranges and required fields were enforced by the decoder; what is left are the
         # rules that span fields or calls.
         calls = record.outcomes
@@ -286,6 +289,7 @@ class _Batch:
         self.auction_id.append(record.request.id)
         self.calls_per_auction.append(len(calls))
         self.calls.extend(calls)
+        self.lines.append(line)
 
     def to_table(self) -> pa.Table:
         take = pa.array(np.repeat(np.arange(self.auctions), self.calls_per_auction))

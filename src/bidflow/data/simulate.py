@@ -9,7 +9,7 @@ Each line is one auction::
 only for bids. The partners called are the publisher's configured bidders, also listed in
 ``request.imp[0].ext.prebid.bidder`` as Prebid Server would send them.
 
-Beside each hour's log lies its **oracle** (``auctions.oracle.parquet``, ``bidflow.data.oracle``):
+Beside each hour's log lies its **oracle** (``auctions.oracle.arrow``, ``bidflow.data.oracle``):
 for every partner call, the true probability that it came back with a bid and the expected value
 of what came back, computed from the same parameters as the draw. No exchange log has this; it is
 ground truth for evaluating filters against the best any model could do on this market.
@@ -170,7 +170,7 @@ def _write_hour(
                 progress(stop - start)
             yield _Part(stop - start, int(hi - lo), int(np.count_nonzero(outcomes.status[lo:hi] == BID)))
         gz.close()
-    write_oracle(oracle_path(path), id_prefix, outcomes)
+    write_oracle(oracle_path(path), outcomes)
     tmp.replace(path)  # the log last: a log on disk always has its oracle beside it
 
 

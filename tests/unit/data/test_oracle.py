@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
+from pyarrow import feather
 
 from bidflow.config import IngestConfig
 from bidflow.data.batch import read_frame
@@ -16,7 +18,7 @@ from bidflow.data.ingest import ingest
 from bidflow.data.oracle import ORACLE_BID_VALUE, ORACLE_P_BID, oracle_path
 from bidflow.data.simulate import simulate
 from bidflow.errors import IngestError
-from tests.conftest import small_config
+from tests.conftest import read_log, small_config
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +33,8 @@ def large_sample(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
 
 def test_every_log_has_its_oracle_beside_it(generated_logs: Path) -> None:
     for log in generated_logs.rglob("*.jsonl.gz"):
-        oracle = pq.read_table(oracle_path(log))
-        assert oracle.column_names == ["auction_id", "partner", ORACLE_P_BID, ORACLE_BID_VALUE]
+        oracle = feather.read_table(oracle_path(log))
+        assert oracle.column_names == ["line", "partner", ORACLE_P_BID, ORACLE_BID_VALUE]
         p = oracle[ORACLE_P_BID].to_numpy()
         assert ((p >= 0) & (p <= 0.95)).all()
 
@@ -79,16 +81,39 @@ def test_ingest_keeps_the_oracle_in_its_own_columns(generated_logs: Path, tmp_pa
     ingest(generated_logs, tmp_path / "out", IngestConfig(workers=1))
     frame = read_frame(tmp_path / "out")
     assert frame[ORACLE_P_BID].notna().all() and frame[ORACLE_BID_VALUE].notna().all()
-    oracle = pq.read_table(oracle_path(next(generated_logs.rglob("*.jsonl.gz")))).to_pandas()
+    log = sorted(generated_logs.rglob("*.jsonl.gz"))[0]
+    oracle = feather.read_table(oracle_path(log)).to_pandas()
+    # The oracle's line is the auction's line in the log: key it by the auction id read from that line.
+    ids = [record["request"]["id"] for record in read_log(log)]
+    oracle["auction_id"] = [ids[line] for line in oracle["line"]]
+    oracle["partner"] = oracle["partner"].astype(str)
     joined = frame.merge(oracle, on=["auction_id", "partner"], suffixes=("", "_file"))
     assert len(joined) == len(oracle)
     assert np.array_equal(joined[ORACLE_P_BID].to_numpy(), joined[f"{ORACLE_P_BID}_file"].to_numpy())
 
 
+def test_quarantined_lines_leave_the_rest_of_the_oracle_in_place(generated_logs: Path, tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    shutil.copytree(generated_logs, raw)
+    log = sorted(raw.rglob("*.jsonl.gz"))[0]
+    lines = gzip.decompress(log.read_bytes()).splitlines(keepends=True)
+    lines[3] = b'{"not": "an auction"}\n'  # quarantined: the calls after it must keep their own oracle rows
+    log.write_bytes(gzip.compress(b"".join(lines)))
+    ingest(raw, tmp_path / "out", IngestConfig(workers=1, max_bad_share=0.5))
+    frame = read_frame(tmp_path / "out")
+    reference = tmp_path / "reference"
+    ingest(generated_logs, reference, IngestConfig(workers=1))
+    expected = read_frame(reference)
+    expected = expected[expected["auction_id"] != json.loads(lines[3].decode()).get("request", {}).get("id", "")]
+    merged = frame.merge(expected, on=["auction_id", "partner"], suffixes=("", "_ref"))
+    assert len(merged) == len(frame) and len(frame) < len(expected)
+    assert np.array_equal(merged[ORACLE_P_BID].to_numpy(), merged[f"{ORACLE_P_BID}_ref"].to_numpy())
+
+
 def test_a_log_without_an_oracle_ingests_with_null_columns(generated_logs: Path, tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     shutil.copytree(generated_logs, raw)
-    for oracle in raw.rglob("*.oracle.parquet"):
+    for oracle in raw.rglob("*.oracle.arrow"):
         oracle.unlink()
     ingest(raw, tmp_path / "out", IngestConfig(workers=1))
     frame = read_frame(tmp_path / "out")
@@ -99,10 +124,10 @@ def test_a_log_without_an_oracle_ingests_with_null_columns(generated_logs: Path,
 def test_an_oracle_that_does_not_cover_the_log_is_refused(generated_logs: Path, tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     shutil.copytree(generated_logs, raw)
-    oracle = next(raw.rglob("*.oracle.parquet"))
-    table = pq.read_table(oracle)
-    pq.write_table(table.slice(0, table.num_rows - 5), oracle)
-    with pytest.raises(IngestError, match="does not cover every partner call") as caught:
+    oracle = next(raw.rglob("*.oracle.arrow"))
+    table = feather.read_table(oracle)
+    feather.write_feather(table.slice(0, table.num_rows - 5), oracle)
+    with pytest.raises(IngestError, match="does not match its partner calls") as caught:
         ingest(raw, tmp_path / "out", IngestConfig(workers=1))
-    assert "5 calls without one" in str(caught.value)
+    assert f"{table.num_rows - 5:,} rows" in str(caught.value)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.parquet"))
