@@ -7,7 +7,6 @@ stale file left in ``runs/demo`` beforehand must be gone: every run starts from 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bidflow.demo.report import SECTIONS
+from bidflow.deploy.journal import FileLog
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -52,7 +52,8 @@ def test_the_demo_trains_deploys_detects_drift_and_rolls_back(demo: tuple[Path, 
     assert "bid_filter v2 is the canary at 20 %" in out
     assert "failed 0" in out and "rolled back v2 by monitor: drift in the canary's traffic" in out
     assert "gate stopped the batch as expected" in out and "unseen_categories(publisher_id)" in out
-    transitions = [json.loads(line) for line in (root / "deploy" / "transitions.jsonl").read_text().splitlines()]
+    # What happened: each transition's outcome (the journal also holds the intent written before it).
+    transitions = [t.to_dict() for t in FileLog(root / "deploy" / "transitions.jsonl").read()]
     assert [(t["action"], t["model"]["version"], t["actor"]) for t in transitions] == [
         ("deploy", "1", "pipeline"),
         ("deploy", "2", "pipeline"),
