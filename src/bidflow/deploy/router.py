@@ -181,6 +181,18 @@ class RouterState:
         self.stats = {"champion": RoleStats(), "canary": RoleStats()}
 
 
+def _other_route(state: RouterState, failed: Role) -> tuple[Role, Server] | None:
+    """The other role's server, counted in flight (under the routes' lock), or None when there is none."""
+    with state.backend.routes_lock:
+        routes = state.backend.routes
+        other: Role = "champion" if failed == "canary" else "canary"
+        server = routes.champion if other == "champion" else routes.canary
+        if server is None:
+            return None
+        server.inflight += 1
+        return other, server
+
+
 def build_router(state: RouterState) -> Starlette:
     """The router's ASGI app over ``state`` (in-process tests use it directly)."""
     import httpx
@@ -217,20 +229,36 @@ def build_router(state: RouterState) -> Starlette:
                 role = "canary" if asked == "canary" else "champion"
             server: Server = routes.canary if role == "canary" and routes.canary is not None else routes.champion
             server.inflight += 1
-        stats = state.stats[role]
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
-        url = f"http://{state.backend.cfg.host}:{server.port}{path}"
-        if request.url.query:
-            url += "?" + request.url.query
+        target = path + ("?" + request.url.query if request.url.query else "")
+
+        async def forward(to: Server) -> httpx.Response:
+            try:
+                return await client.request(
+                    request.method, f"http://{state.backend.cfg.host}:{to.port}{target}", content=body, headers=headers
+                )
+            finally:
+                to.inflight -= 1
+
         started = time.perf_counter()
         try:
-            upstream = await client.request(request.method, url, content=body, headers=headers)
+            upstream = await forward(server)
         except httpx.HTTPError as exc:
-            stats.requests += 1
-            stats.errors += 1
-            return JSONResponse({"error": f"{role} model server unreachable: {exc}"}, 502)
-        finally:
-            server.inflight -= 1
+            state.stats[role].requests += 1
+            state.stats[role].errors += 1  # counted against the role that failed: the analysis sees a dead canary
+            other = _other_route(state, role) if scoring and isinstance(exc, httpx.ConnectError) else None
+            if other is None:
+                return JSONResponse({"error": f"{role} model server unreachable: {exc}"}, 502)
+            # The connection was refused, so nothing reached the dead server: the auction is scored by the other
+            # role's server instead, and a killed model server costs no auction while it is replaced.
+            role, server = other
+            try:
+                upstream = await forward(server)
+            except httpx.HTTPError as again:
+                state.stats[role].requests += 1
+                state.stats[role].errors += 1
+                return JSONResponse({"error": f"no model server reachable: {exc}; then {again}"}, 502)
+        stats = state.stats[role]
         if scoring:
             stats.requests += 1
             stats.latencies_ms.append((time.perf_counter() - started) * 1000)

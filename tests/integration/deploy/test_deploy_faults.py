@@ -465,3 +465,21 @@ def test_a_rollback_decided_on_one_canary_does_not_hit_the_next(routers: Any, co
     assert (state.champion, state.canary, state.canary_percent) == (V2, V3, 30)
     done = router.client.rollback(actor="monitor", expect_canary="3", expect=state.detail["version"])
     assert done.model == V3
+
+
+@pytest.mark.parametrize("killed", ["canary", "champion"])
+def test_a_killed_model_server_costs_no_auction(routers: Any, config_file: Path, killed: str) -> None:
+    """kill -9 of one role's server: its share is scored by the other's, and its errors still count against it."""
+    router = routers()
+    router.client.deploy(V1, 0, actor="test")
+    router.client.deploy(V2, 50, actor="test")
+    state = router.client.status()
+    os.kill(state.detail[f"{killed}_pid"], signal.SIGKILL)
+    survivor = state.detail["champion_pid" if killed == "canary" else "canary_pid"]
+    deadline = time.monotonic() + 10
+    while alive(state.detail[f"{killed}_pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    answers = router.predict(40)
+    assert all(code == 200 for code, _ in answers), answers
+    assert {pid for _, pid in answers} == {survivor}
+    assert router.client.metrics()[killed]["errors"] > 0  # the analysis still sees the dead role fail
