@@ -229,7 +229,8 @@ def build_router(state: RouterState) -> Starlette:
                 role = "canary" if asked == "canary" else "champion"
             server: Server = routes.canary if role == "canary" and routes.canary is not None else routes.champion
             server.inflight += 1
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        # Surrounding white space is not part of a header's value (RFC 9110), and the client refuses to send it.
+        headers = {k: v.strip() for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         target = path + ("?" + request.url.query if request.url.query else "")
 
         async def forward(to: Server) -> httpx.Response:
@@ -243,6 +244,8 @@ def build_router(state: RouterState) -> Starlette:
         started = time.perf_counter()
         try:
             upstream = await forward(server)
+        except httpx.LocalProtocolError as exc:  # what the client sent cannot be forwarded: its mistake, not ours
+            return JSONResponse({"error": f"the request cannot be forwarded: {exc}"}, 400)
         except httpx.HTTPError as exc:
             state.stats[role].requests += 1
             state.stats[role].errors += 1  # counted against the role that failed: the analysis sees a dead canary
