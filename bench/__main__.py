@@ -15,15 +15,19 @@ BENCHMARKS = [
     "ingest",
     "openrtb_decode",
     "online_features",
+    "stream",
     "train",
     "economics",
     "ctr",
+    "fraud",
     "pipeline",
     "serving",
+    "replay",
     "bidder_serving",
     "explain",
     "monitor",
     "bidder",
+    "soak",
 ]
 README = Path(__file__).with_name("README.md")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"

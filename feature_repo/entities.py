@@ -54,3 +54,12 @@ ctr_region = Entity(
 adexchange = Entity(
     name="adexchange", join_keys=["adexchange"], value_type=ValueType.STRING, description="Ad exchange id."
 )
+
+# --- fraud (TalkingData clicks) ----------------------------------------------------------------
+# TalkingData encodes every id as an integer; the stream processor writes them as INT64 keys.
+click_ip = Entity(name="click_ip", join_keys=["ip"], value_type=ValueType.INT64, description="IP of a click.")
+click_app = Entity(name="click_app", join_keys=["app"], value_type=ValueType.INT64, description="App advertised.")
+click_device = Entity(
+    name="click_device", join_keys=["device"], value_type=ValueType.INT64, description="Device type of a click."
+)
+click_os = Entity(name="click_os", join_keys=["os"], value_type=ValueType.INT64, description="OS version of a click.")

@@ -14,7 +14,21 @@ training and serving at once: neither side has its own list.
 
 from datetime import timedelta
 
-from entities import ad_format, adexchange, country, ctr_region, device_type, domain, partner, publisher, slot
+from entities import (
+    ad_format,
+    adexchange,
+    click_app,
+    click_device,
+    click_ip,
+    click_os,
+    country,
+    ctr_region,
+    device_type,
+    domain,
+    partner,
+    publisher,
+    slot,
+)
 from feast import FeatureView, Field
 from feast.types import Float64, Int64, String
 from sources import (
@@ -22,6 +36,9 @@ from sources import (
     ctr_domain_stats_source,
     ctr_region_stats_source,
     ctr_slot_stats_source,
+    fraud_ip_app_velocity_push,
+    fraud_ip_device_os_velocity_push,
+    fraud_ip_velocity_push,
     partner_country_stats_source,
     partner_device_stats_source,
     partner_format_stats_source,
@@ -161,4 +178,53 @@ ctr_adexchange_stats = FeatureView(
     schema=[Field(name="adexchange", dtype=String), *_ctr_window("1h"), *_ctr_window("24h")],
     source=ctr_adexchange_stats_source,
     description="Historical CTR per ad exchange.",
+)
+
+# --- fraud: streaming click velocity (TalkingData) --------------------------------------------
+# Written by the stream processor within seconds of each click; a row is the key's windows as of its
+# latest click (bidflow.features.velocity). After 24 h without a click every window is empty, so the
+# ttl's defaults are then the exact values (seconds_since_previous: NaN, no click within 24 h).
+VELOCITY_TTL = timedelta(days=1)
+IP = Field(name="ip", dtype=Int64)
+
+fraud_ip_velocity = FeatureView(
+    name="fraud_ip_velocity",
+    entities=[click_ip],
+    ttl=VELOCITY_TTL,
+    schema=[
+        IP,
+        _count("clicks_10m", "clicks of the IP in the 10 min up to its latest click"),
+        _count("clicks_24h", "clicks of the IP in the 24 h up to its latest click"),
+        _count("distinct_apps_24h", "apps the IP clicked on in those 24 h"),
+    ],
+    source=fraud_ip_velocity_push,
+    description="Click velocity per IP.",
+)
+fraud_ip_app_velocity = FeatureView(
+    name="fraud_ip_app_velocity",
+    entities=[click_ip, click_app],
+    ttl=VELOCITY_TTL,
+    schema=[
+        IP,
+        Field(name="app", dtype=Int64),
+        _count("clicks_10m", "clicks of the IP on the app in the 10 min up to its latest one"),
+        _count("clicks_24h", "clicks of the IP on the app in the 24 h up to its latest one"),
+    ],
+    source=fraud_ip_app_velocity_push,
+    description="Click velocity per IP x app.",
+)
+fraud_ip_device_os_velocity = FeatureView(
+    name="fraud_ip_device_os_velocity",
+    entities=[click_ip, click_device, click_os],
+    ttl=VELOCITY_TTL,
+    schema=[
+        IP,
+        Field(name="device", dtype=Int64),
+        Field(name="os", dtype=Int64),
+        _count("clicks_10m", "clicks of the IP x device x os in the 10 min up to its latest one"),
+        _count("clicks_24h", "clicks of the IP x device x os in the 24 h up to its latest one"),
+        _ratio("seconds_since_previous", "seconds between its latest two clicks (NaN: none within 24 h)"),
+    ],
+    source=fraud_ip_device_os_velocity_push,
+    description="Click velocity per IP x device x os (one user behind a NAT, roughly).",
 )

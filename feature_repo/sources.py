@@ -16,7 +16,7 @@ The table names are the file names ``bidflow.features.build`` writes (a unit tes
 
 import os
 
-from feast import FileSource
+from feast import FileSource, PushSource
 
 OFFLINE_URI_ENV = "BIDFLOW_FEATURES_OFFLINE_URI"
 DEFAULT_OFFLINE_DIR = "data/offline"
@@ -50,3 +50,17 @@ ctr_domain_stats_source = _source("ctr_domain_stats", "iPinYou 2997: impressions
 ctr_slot_stats_source = _source("ctr_slot_stats", "iPinYou 2997: impressions and CTR per ad slot.")
 ctr_region_stats_source = _source("ctr_region_stats", "iPinYou 2997: impressions and CTR per region.")
 ctr_adexchange_stats_source = _source("ctr_adexchange_stats", "iPinYou 2997: impressions and CTR per exchange.")
+
+
+# Streaming velocity features (bidflow.features.streaming): the processor writes the online store;
+# the same rows, computed offline (bidflow.features.velocity), are the push sources' batch sources.
+# Rows are stamped at the key's latest click, not at a window end.
+def _push(table: str, description: str) -> PushSource:
+    return PushSource(name=f"{table}_push", batch_source=_source(table, description))
+
+
+fraud_ip_velocity_push = _push("fraud_ip_velocity", "Per IP: clicks over 10 min / 24 h, distinct apps.")
+fraud_ip_app_velocity_push = _push("fraud_ip_app_velocity", "Per IP x app: clicks over 10 min / 24 h.")
+fraud_ip_device_os_velocity_push = _push(
+    "fraud_ip_device_os_velocity", "Per IP x device x os: clicks over 10 min / 24 h, gap to the previous click."
+)

@@ -20,7 +20,9 @@ from bidflow.config import Config, load_config, override
 from bidflow.deploy.commands import register_canary_commands
 from bidflow.errors import BidflowError
 from bidflow.features.commands import features_cli
+from bidflow.features.stream_commands import stream_cli
 from bidflow.modeling.commands import register_modeling_commands
+from bidflow.modeling.fraud_commands import register_fraud_commands
 from bidflow.observability.commands import register_ops_commands
 from bidflow.pipelines.commands import register_pipeline_commands
 from bidflow.serving.commands import register_serving_commands
@@ -36,12 +38,14 @@ cli = typer.Typer(
 openrtb_cli = typer.Typer(help="Work with OpenRTB 2.5/2.6 bid requests.", no_args_is_help=True)
 cli.add_typer(openrtb_cli, name="openrtb")
 cli.add_typer(features_cli, name="features")
+cli.add_typer(stream_cli, name="stream")
 register_modeling_commands(cli)
 register_serving_commands(cli)
 register_explain_command(cli)
 register_pipeline_commands(cli)
 register_canary_commands(cli)
 register_bidder_commands(cli)
+register_fraud_commands(cli)
 register_ops_commands(cli)
 
 out = Console()

@@ -504,6 +504,45 @@ class BidderConfig(_Section):
         return self
 
 
+class StreamConfig(_Section):
+    """The streaming velocity features: click events on a Redis Stream -> ``bidflow stream process``."""
+
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis holding the click stream")
+    stream: str = Field(default="bidflow:clicks", description="the stream's key")
+    group: str = Field(default="velocity", description="consumer group of the processor")
+    consumer: str = Field(default="processor-1", description="the processor's name in its group")
+    online_store: str | None = Field(
+        default=None,
+        description="Feast Redis connection string the processor writes (host:port,db=N); None: the "
+        "online store of features.environment, which must then be Redis",
+    )
+    sink: Literal["redis", "feast"] = Field(
+        default="redis", description="redis: direct HSETs in Feast's layout; feast: FeatureStore.push"
+    )
+    allowed_lateness_s: int = Field(default=60, ge=0, description="how far behind the latest click one may arrive")
+    batch: int = Field(default=5_000, ge=1, description="most entries read per step")
+    block_ms: int = Field(default=100, ge=1, description="longest wait for new entries per read")
+    checkpoint_every_s: float = Field(default=10.0, gt=0, description="how often the state is saved")
+    key_ttl_s: int | None = Field(
+        default=2 * 86_400, ge=1, description="Redis expiry of each written key (None: keys never expire)"
+    )
+
+
+class FraudConfig(_Section):
+    """The fraud (invalid click) kind on TalkingData AdTracking clicks."""
+
+    source: Path = Field(
+        default=Path("../shared/data/talkingdata_adtracking_sample/train_sample_2017-11-06_to_08.csv.gz"),
+        description="TalkingData clicks (research use only: read in place, never copied)",
+    )
+    holdout_day: str = Field(default="2017-11-08", description="UTC day held out for evaluation (the last one)")
+    validation_share: float = Field(
+        default=0.25, gt=0, lt=1, description="latest share of the clicks before the hold-out, for tuning"
+    )
+    bootstrap: int = Field(default=1_000, ge=100, description="bootstrap resamples of the hold-out AUC interval")
+    seed: int = 7
+
+
 class Config(_Section):
     """All of bidflow's settings."""
 
@@ -521,6 +560,8 @@ class Config(_Section):
     monitor: MonitorConfig = MonitorConfig()
     explain: ExplainConfig = ExplainConfig()
     bidder: BidderConfig = BidderConfig()
+    stream: StreamConfig = StreamConfig()
+    fraud: FraudConfig = FraudConfig()
     kinds: dict[str, str] = Field(
         default_factory=dict,
         description="model kinds beyond the built-in ones: name -> 'module:attribute' of a bidflow.kinds.Kind",

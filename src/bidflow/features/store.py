@@ -335,24 +335,44 @@ def check_offline_sources(store: FeatureStore, views: Sequence[str] | None = Non
 # --- materialization -----------------------------------------------------------------------------
 
 
+def batch_views(store: FeatureStore) -> list[str]:
+    """The views materialization fills: every view but those fed by a push source.
+
+    A push-fed view (the streaming velocity features) is written by its stream processor; its
+    offline table exists for training sets and need not be there for a batch materialization.
+    """
+    from feast.data_source import PushSource
+
+    with feast_errors(store):
+        return [view.name for view in store.list_feature_views() if not isinstance(view.stream_source, PushSource)]
+
+
 def materialize(store: FeatureStore, start: datetime, end: datetime, views: Sequence[str] | None = None) -> None:
-    """Load the latest row per entity with ``start <= event_timestamp <= end`` into the online store."""
+    """Load the latest row per entity with ``start <= event_timestamp <= end`` into the online store.
+
+    No ``views``: every batch view (``batch_views``).
+    """
     if end < start:
         raise FeatureStoreError("materialization window is empty", expected="start <= end", got=f"{start} > {end}")
+    views = list(views) if views else batch_views(store)
     check_offline_sources(store, views)
     check_online_store(store)
     with feast_errors(store):
-        store.materialize(start_date=start, end_date=end, feature_views=list(views) if views else None)
+        store.materialize(start_date=start, end_date=end, feature_views=views)
 
 
 def materialize_incremental(
     store: FeatureStore, end: datetime | None = None, views: Sequence[str] | None = None
 ) -> None:
-    """Materialize each view from where its last materialization ended (or ``end - ttl``) to ``end``."""
+    """Materialize each view from where its last materialization ended (or ``end - ttl``) to ``end``.
+
+    No ``views``: every batch view (``batch_views``).
+    """
+    views = list(views) if views else batch_views(store)
     check_offline_sources(store, views)
     check_online_store(store)
     with feast_errors(store):
-        store.materialize_incremental(end_date=end or datetime.now(UTC), feature_views=list(views) if views else None)
+        store.materialize_incremental(end_date=end or datetime.now(UTC), feature_views=views)
 
 
 # --- training sets -------------------------------------------------------------------------------

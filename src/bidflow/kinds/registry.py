@@ -16,6 +16,7 @@ BUILTIN: Final = {
     "bid_filter": "bidflow.kinds.bid_filter:KIND",
     "ctr": "bidflow.kinds.ctr:KIND",
     "bidder": "bidflow.kinds.bidder:KIND",
+    "fraud": "bidflow.kinds.fraud:KIND",
 }
 
 

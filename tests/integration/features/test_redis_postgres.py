@@ -120,7 +120,7 @@ def test_production_yaml_sql_registry_and_redis(
     assert store.config.registry.registry_type == "sql" and store.config.online_store.type == "redis"
     write_tables(build_bid_features(read_batch(ingested)), cfg.offline)
     summary = feature_store.apply(store, cfg)
-    assert summary.feature_services == ["bid_filter", "ctr"]
+    assert summary.feature_services == ["bid_filter", "ctr", "fraud"]
     last = read_frame(ingested)["ts"].max().to_pydatetime()
     views = [v.view for v in OnlineFeatureReader(store, "bid_filter", direct=False).spec.views]
     feature_store.materialize(store, last - timedelta(days=1), last, views)

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from bidflow.errors import InputError
-from bidflow.features import build
+from bidflow.features import build, velocity
 from bidflow.features.build import (
     PRIOR_BIDS,
     PRIOR_CALLS,
@@ -158,9 +158,11 @@ def test_empty_input_is_an_input_error() -> None:
 def test_tables_match_the_feature_views(tables: dict[str, pd.DataFrame], definitions: dict[str, Any]) -> None:
     """What build writes is exactly what the views declare (names and types), no more, no less."""
     ctr = build_ctr_features(pd.DataFrame({"click": [0, 1], "hour": [3, 4], **{k: ["v", "v"] for k in CTR_KEYS}}), T0)
-    written = tables | ctr
+    clicks = pd.DataFrame({"event_id": ["a", "b"], "ip": [1, 1], "app": [2, 3], "device": [1, 1], "os": [4, 4],
+                           "channel": [5, 5], "ts": [1_510_000_000, 1_510_000_060]})  # fmt: skip
+    written = tables | ctr | velocity.offline_tables(clicks)
     views = {n: v for n, v in definitions.items() if type(v).__name__ == "FeatureView"}
-    assert set(written) == set(views) == set(build.BID_TABLES) | set(build.CTR_TABLES)
+    assert set(written) == set(views) == set(build.BID_TABLES) | set(build.CTR_TABLES) | set(velocity.VIEWS)
     kinds = {"Int64": "int64", "Float64": "float64", "String": "object"}
     for name, view in views.items():
         assert view.batch_source.path.endswith(f"/{name}.parquet")

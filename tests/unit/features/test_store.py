@@ -182,13 +182,13 @@ def test_definitions_follow_the_offline_base_and_leave_no_trace(tmp_path: Path) 
             os.environ[feature_store.OFFLINE_URI_ENV] = before_env
 
 
-def test_apply_registers_both_services_and_removes_stale_objects(cfg: FeaturesConfig) -> None:
+def test_apply_registers_every_service_and_removes_stale_objects(cfg: FeaturesConfig) -> None:
     from feast import Entity, FeatureView, Field, FileSource, ValueType
     from feast.types import Float64, String
 
     store = feature_store.open_store(cfg)
     summary = feature_store.apply(store, cfg)
-    assert summary.feature_services == ["bid_filter", "ctr"]
+    assert summary.feature_services == ["bid_filter", "ctr", "fraud"]
     assert "partner_stats" in summary.feature_views
     stray = Entity(name="stray", join_keys=["stray"], value_type=ValueType.STRING)
     store.apply(

@@ -18,9 +18,9 @@ TOY = {"kinds": {"toy": "tests.kinds.toy:KIND"}}
 
 
 def test_the_built_in_kinds_and_a_registered_one_are_listed() -> None:
-    assert kind_names(Config()) == ("bid_filter", "ctr", "bidder")
+    assert kind_names(Config()) == ("bid_filter", "ctr", "bidder", "fraud")
     config = Config.model_validate(TOY)
-    assert kind_names(config) == ("bid_filter", "ctr", "bidder", "toy")
+    assert kind_names(config) == ("bid_filter", "ctr", "bidder", "fraud", "toy")
     toy = kind(config, "toy")
     assert isinstance(toy, Kind) and toy.label == "bought" and registered_name(config, "toy") == "toy_model"
 
@@ -28,7 +28,7 @@ def test_the_built_in_kinds_and_a_registered_one_are_listed() -> None:
 def test_an_unknown_kind_names_the_registered_ones() -> None:
     with pytest.raises(ConfigError, match="unknown model kind") as error:
         kind(Config(), "toy")
-    assert error.value.expected == "bid_filter, ctr, bidder"
+    assert error.value.expected == "bid_filter, ctr, bidder, fraud"
 
 
 def test_a_registration_that_leads_nowhere_is_a_clear_error() -> None:

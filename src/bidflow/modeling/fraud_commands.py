@@ -1,0 +1,72 @@
+"""``bidflow fraud ...``: train the fraud model against its baselines, and write the velocity feature tables.
+
+pandas, xgboost and sklearn are imported inside the commands, so ``bidflow --help`` does not pay for them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from bidflow.kinds.fraud import NAME
+
+if TYPE_CHECKING:
+    from bidflow.config import Config
+
+fraud_cli = typer.Typer(help="The fraud (invalid click) kind on TalkingData clicks.", no_args_is_help=True)
+out = Console()
+SourceArgument = Annotated[Path | None, typer.Argument(help="TalkingData clicks (default: fraud.source).")]
+
+
+def register_fraud_commands(cli: typer.Typer) -> None:
+    """Add the kind's command group to the top-level ``bidflow`` app (once, however often called)."""
+    if not any(group.typer_instance is fraud_cli for group in cli.registered_groups):
+        cli.add_typer(fraud_cli, name=NAME)
+
+
+def _config(ctx: typer.Context) -> Config:
+    config: Config = ctx.obj
+    return config
+
+
+@fraud_cli.command()
+def train(
+    ctx: typer.Context,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the model (model/) and report.json.")],
+    source: SourceArgument = None,
+) -> None:
+    """Fit the fraud model and its two baselines on a time split; score them on the hold-out day."""
+    from bidflow.features.talkingdata import read_clicks
+    from bidflow.modeling.fraud import compare
+
+    config = _config(ctx)
+    from bidflow.modeling.train import save_model
+
+    report, model = compare(read_clicks(source or config.fraud.source), config.fraud)
+    save_model(model, out_dir / "model")
+    (out_dir / "report.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
+    for name, found in report.models.items():
+        out.print(f"{name:18} AUC {found.auc:.4f} [{found.auc_low:.4f}, {found.auc_high:.4f}]  "
+                  f"PR-AUC {found.pr_auc:.4f}  log loss {found.log_loss:.5f}")  # fmt: skip
+    money = report.economics
+    out.print(f"threshold keeping {money.keep:.0%} of validation conversions: {money.flagged_share:.1%} of hold-out "
+              f"clicks invalid, {money.conversions_lost:.1%} of its conversions lost")  # fmt: skip
+    out.print(f"[green]wrote[/] the model to {out_dir / 'model'} (`python -m bidflow.serving` serves it) and "
+              f"{out_dir / 'report.json'}")  # fmt: skip
+
+
+@fraud_cli.command("features")
+def features(ctx: typer.Context, source: SourceArgument = None) -> None:
+    """Write the velocity views' offline tables (their push sources' batch sources) under features.offline."""
+    from bidflow.features.build import write_tables
+    from bidflow.features.talkingdata import read_clicks
+    from bidflow.features.velocity import offline_tables
+
+    config = _config(ctx)
+    summary = write_tables(offline_tables(read_clicks(source or config.fraud.source)), config.features.offline)
+    tables = ", ".join(f"{name} {rows:,}" for name, rows in summary.rows.items())
+    out.print(f"[green]wrote[/] {tables} under [bold]{summary.out}[/] ({summary.first} .. {summary.last})")
