@@ -4,12 +4,15 @@ Feast keeps one hash per entity key (+ project), a field per feature (murmur3 of
 and ``_ts:<view>``. A Lua script gathers every HMGET server-side and answers two strings, the byte
 length of every value and the values back to back, so the client parses two replies instead of
 thousands; they are decoded as fixed-width records (``online_records``).
+
+This module is the one place that touches Feast's private Redis helpers (``redis_client``,
+``view_fields``); the stream processor's writer (``online_writer``) uses them from here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
@@ -19,6 +22,7 @@ from bidflow.features.online_records import PAYLOAD, KeyEncoder, decode_seconds,
 from bidflow.features.spec import ServiceSpec, ViewSpec
 
 if TYPE_CHECKING:
+    import redis
     from feast import FeatureStore
 
 # Gathers the HMGET replies for many keys server-side, so the client parses two strings instead of
@@ -70,6 +74,22 @@ class _Layout:
         return out
 
 
+def redis_client(connection_string: str, **settings: Any) -> redis.Redis:
+    """A redis-py client for Feast's Redis connection string (``host:port,db=N,password=...``), as Feast builds it."""
+    import redis
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    nodes, kwargs = RedisOnlineStore._parse_connection_string(connection_string)
+    return redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **(kwargs | settings))
+
+
+def view_fields(view: str, features: Sequence[str]) -> list[bytes]:
+    """The hash fields Feast writes a view's row under: its timestamp field, then murmur3 of ``view:feature``."""
+    from feast.infra.online_stores.helpers import _mmh3
+
+    return [f"_ts:{view}".encode(), *(_mmh3(f"{view}:{f}") for f in features)]
+
+
 def _bulk(item: bytes) -> bytes:
     """One RESP bulk string."""
     return b"$%d\r\n%s\r\n" % (len(item), item)
@@ -92,23 +112,17 @@ class RedisBackend:
     def __init__(self, store: FeatureStore, spec: ServiceSpec, *, timeout_s: float | None = None) -> None:
         import hashlib
 
-        import redis
-        from feast.infra.online_stores.helpers import _mmh3
-        from feast.infra.online_stores.redis import RedisOnlineStore
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        online = store.config.online_store
-        nodes, kwargs = RedisOnlineStore._parse_connection_string(online.connection_string)
+        settings: dict[str, Any] = {}
         if timeout_s is not None:  # every socket wait bounded, a failed connection not retried
-            kwargs |= {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s, "retry": Retry(NoBackoff(), 0)}
-        self._client = redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **kwargs)
+            settings = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+            settings["retry"] = Retry(NoBackoff(), 0)
+        self._client = redis_client(store.config.online_store.connection_string, **settings)
         self._sha = hashlib.sha1(_GATHER_LUA.encode()).hexdigest().encode()
         self._keys = KeyEncoder(spec, store.project.encode("utf-8"), wrap=_bulk)
-        self._fields = {
-            view.name: [f"_ts:{view.view}".encode(), *(_mmh3(f"{view.view}:{f}") for f in view.features)]
-            for view in spec.views
-        }
+        self._fields = {view.name: view_fields(view.view, view.features) for view in spec.views}
         self._argv: dict[FetchShape, tuple[bytes, int]] = {}
         self._layouts: dict[FetchShape, _Layout] = {}
 

@@ -153,10 +153,9 @@ class RedisSink:
     def __init__(self, store: FeatureStore, *, key_ttl_s: int | None = None, timeout_s: float | None = None) -> None:
         import hashlib
 
-        import redis
-        from feast.infra.online_stores.helpers import _mmh3
-        from feast.infra.online_stores.redis import RedisOnlineStore
         from feast.value_type import ValueType
+
+        from bidflow.features.online_redis import redis_client, view_fields
 
         online = store.config.online_store
         if getattr(online, "type", None) != "redis":
@@ -166,10 +165,8 @@ class RedisSink:
                 got=str(getattr(online, "type", online)),
             )
         types = check_views(store)
-        nodes, kwargs = RedisOnlineStore._parse_connection_string(online.connection_string)
-        if timeout_s is not None:
-            kwargs |= {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
-        self._client = redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **kwargs)
+        settings = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s} if timeout_s is not None else {}
+        self._client = redis_client(online.connection_string, **settings)
         self._sha = _bulk(hashlib.sha1(_WRITE_LUA.encode()).hexdigest().encode())
         self._project = store.project.encode("utf-8")
         ttl = _bulk(b"%d" % (key_ttl_s or 0))
@@ -185,7 +182,7 @@ class RedisSink:
                 name = keys[i].encode("utf-8")
                 head.append(struct.pack("<II", ValueType.STRING.value, len(name)) + name)
             self._prefix[view] = b"".join(head)
-            fields = [f"_ts:{view}".encode(), *(_mmh3(f"{view}:{f}") for f in FEATURES[view])]
+            fields = view_fields(view, FEATURES[view])
             argv = [ttl, _bulk(b"%d" % len(fields)), *(_bulk(f) for f in fields)]
             self._argv[view] = (b"".join(argv), len(argv))
             self._encoders[view] = tuple(_int64 if kind == "Int64" else _double for kind in types[view])
