@@ -21,6 +21,8 @@ def run() -> list[Result]:
     rate = summary.auctions / summary.seconds
     detail = (
         f"{summary.auctions:,} auctions, {summary.calls / summary.auctions:.1f} partner calls each, "
-        f"{summary.bytes_written / summary.auctions:.0f} B/auction gzip, {summary.seconds:.1f} s"
+        f"{summary.bytes_written / summary.auctions:.0f} B/auction gzip, {summary.seconds:.1f} s; each hour's oracle "
+        "(every call's true P(bid) and expected bid value, Arrow IPC) written beside its log: the generator without "
+        "it measured 101,379/s (2026-12-07, the run before the oracle), about 9 % more"
     )
     return [Result("simulate: auctions/s (1 core, gzip JSON lines)", rate, "auctions/s", detail, ">= 100,000")]
