@@ -231,7 +231,9 @@ def build_router(state: RouterState) -> Starlette:
             server.inflight += 1
         # Surrounding white space is not part of a header's value (RFC 9110), and the client refuses to send it.
         headers = {k: v.strip() for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
-        target = path + ("?" + request.url.query if request.url.query else "")
+        # Forwarded as it arrived (still percent-encoded): the decoded path may hold what no URL can (a NUL).
+        raw_path = request.scope.get("raw_path") or path.encode()
+        target = raw_path.decode("latin-1") + ("?" + request.url.query if request.url.query else "")
 
         async def forward(to: Server) -> httpx.Response:
             try:
@@ -244,7 +246,7 @@ def build_router(state: RouterState) -> Starlette:
         started = time.perf_counter()
         try:
             upstream = await forward(server)
-        except httpx.LocalProtocolError as exc:  # what the client sent cannot be forwarded: its mistake, not ours
+        except (httpx.LocalProtocolError, httpx.InvalidURL) as exc:  # the client's request cannot be forwarded
             return JSONResponse({"error": f"the request cannot be forwarded: {exc}"}, 400)
         except httpx.HTTPError as exc:
             state.stats[role].requests += 1
