@@ -131,6 +131,8 @@ def test_champion_drift_starts_one_retraining_run_that_ends_gated(setup: tuple[P
             )
         )
         assert answered.failed == 0, answered.failures
+        # The router hands served payloads to the monitor in batches off the request path: wait for the last.
+        wait_for(lambda: httpx.get(f"{monitor}/status", timeout=5).json()["counts"]["payloads"] >= answered.ok)
         status = httpx.get(f"{monitor}/status", timeout=5).json()
         assert status["counts"]["alerts"] >= 2, status["counts"]  # window after window of the champion's drift
         assert status["counts"]["retrain_runs"] == 1
