@@ -65,6 +65,60 @@ class SimulateConfig(_Section):
         return value.astimezone(UTC)
 
 
+Engine = Literal["pandas", "spark"]
+ENGINE_HELP = "pandas: in this process (the embedded default); spark: on the Spark session of the spark: section"
+
+
+class SparkPodResources(_Section):
+    """Cores and JVM memory of the Spark driver's or an executor's pod."""
+
+    cores: int = Field(default=1, ge=1, description="CPU cores (the pod's request and Spark's task slots)")
+    memory: str = Field(default="2g", pattern=r"^[0-9]+[kmgt]?$", description="JVM heap, such as 512m or 4g")
+
+
+class SparkExecutorResources(SparkPodResources):
+    """The executors: how many, and each one's cores and memory."""
+
+    instances: int = Field(default=2, ge=1, description="executor pods")
+
+
+class SparkKubernetesConfig(_Section):
+    """Spark jobs on Kubernetes: SparkApplication resources run by the Kubeflow Spark Operator.
+
+    ``bidflow.deploy.spark_application`` renders them and the ``submit_spark_job`` component creates them;
+    the chart (``sparkOperator`` values) creates the service account and RBAC they need.
+    """
+
+    namespace: str = Field(default="bidflow", min_length=1, description="where SparkApplications are created")
+    image: str = Field(default="", description="driver and executor image; empty: the component image of this release")
+    service_account: str = Field(
+        default="bidflow-spark", min_length=1, description="the driver's and executors' account (IRSA on EKS)"
+    )
+    driver: SparkPodResources = SparkPodResources()
+    executor: SparkExecutorResources = SparkExecutorResources()
+    retries: int = Field(default=0, ge=0, description="reruns of a failed application (0: restartPolicy Never)")
+    timeout_s: float = Field(default=7200.0, gt=0, description="the component gives up waiting after this long")
+    ttl_s: int = Field(default=86400, ge=0, description="the operator deletes a finished application after this")
+
+
+class SparkConfig(_Section):
+    """The Spark session that steps with ``engine: spark`` run on (``bidflow.engines.spark``)."""
+
+    master: str = Field(
+        default="local[*]", min_length=1, description="Spark master URL: local[N] in one JVM here, or a cluster's"
+    )
+    app_name: str = Field(default="bidflow", min_length=1, description="application name shown by Spark")
+    driver_memory: str = Field(
+        default="2g", pattern=r"^[0-9]+[kmgt]?$", description="spark.driver.memory (JVM size such as 2g)"
+    )
+    shuffle_partitions: int = Field(
+        default=8, ge=1, description="spark.sql.shuffle.partitions: partitions after a group-by or join"
+    )
+    conf: dict[str, str] = Field(
+        default_factory=dict, description="further Spark settings (spark.* keys), applied last"
+    )
+
+
 class IngestConfig(_Section):
     """Raw logs to parquet (``bidflow ingest``)."""
 
@@ -72,6 +126,7 @@ class IngestConfig(_Section):
         default=0.01, ge=0.0, le=1.0, description="fail the run if more lines than this share are malformed"
     )
     workers: int = Field(default=0, ge=0, description="processes, one file each at a time; 0 = one per core")
+    engine: Engine = Field(default="pandas", description=ENGINE_HELP)
 
 
 class ValidateConfig(_Section):
@@ -96,6 +151,9 @@ class FeaturesConfig(_Section):
     repo: Path = Path("feature_repo")
     environment: Literal["local", "production"] = "local"
     offline: Path = Path("data/features")
+    engine: Engine = Field(
+        default="pandas", description=f"aggregated views and point-in-time training sets. {ENGINE_HELP}"
+    )
     offline_uri: str | None = Field(
         default=None,
         description="base URI the Feast sources point to when applied (s3://... in production); "
@@ -161,6 +219,7 @@ class TrainSettings(_Section):
         description="category codes by training frequency (label-free) or by smoothed label rate, training rows "
         "coded out of fold",
     )
+    engine: Engine = Field(default="pandas", description=f"xgboost in this process or xgboost.spark. {ENGINE_HELP}")
 
 
 class _PerKind:
@@ -245,6 +304,12 @@ class EvaluateSettings(_Section):
     )
     calibration_bins: int = Field(default=10, ge=2, description="equal-width bins of the expected calibration error")
     max_auc_drop: float = Field(default=0.005, ge=0.0, description="candidate AUC may be at most this below champion")
+    max_pr_auc_drop: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="candidate PR-AUC may be at most this below champion's (None: not gated; for kinds with rare "
+        "positives, where AUC barely moves)",
+    )
     max_logloss_increase: float = Field(
         default=0.02, ge=0.0, description="candidate log loss may exceed the champion's by at most this share"
     )
@@ -504,10 +569,28 @@ class BidderConfig(_Section):
         return self
 
 
+class KinesisConfig(_Section):
+    """The click stream on Amazon Kinesis Data Streams (``stream.source: kinesis``, the EKS variant)."""
+
+    stream_name: str = Field(default="bidflow-clicks", min_length=1, description="the Kinesis data stream")
+    region: str | None = Field(default=None, description="AWS region; None: the SDK's (AWS_REGION, set on EKS)")
+    endpoint_url: str | None = Field(default=None, description="another Kinesis endpoint (tests: moto_server)")
+    poll_interval_s: float = Field(
+        default=1.0, gt=0, description="wait before asking again once the shard has nothing new (5 reads/s per shard)"
+    )
+
+
 class StreamConfig(_Section):
     """The streaming velocity features: click events on a Redis Stream -> ``bidflow stream process``."""
 
-    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis holding the click stream")
+    source: Literal["redis", "kinesis"] = Field(
+        default="redis", description="where clicks arrive: the Redis Stream `stream`, or Kinesis (`kinesis`)"
+    )
+    kinesis: KinesisConfig = KinesisConfig()
+
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Redis holding the click stream and the processor's checkpoint"
+    )
     stream: str = Field(default="bidflow:clicks", description="the stream's key")
     group: str = Field(default="velocity", description="consumer group of the processor")
     consumer: str = Field(default="processor-1", description="the processor's name in its group")
@@ -540,6 +623,13 @@ class FraudConfig(_Section):
         default=0.25, gt=0, lt=1, description="latest share of the clicks before the hold-out, for tuning"
     )
     bootstrap: int = Field(default=1_000, ge=100, description="bootstrap resamples of the hold-out AUC interval")
+    converting_share: tuple[float, float] = Field(
+        default=(0.0005, 0.05),
+        description="the data gate's bounds on the share of converting clicks (the sample: 0.24 %)",
+    )
+    max_duplicate_share: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="the data gate's limit on exact duplicate clicks (same ids, second)"
+    )
     seed: int = 7
 
 
@@ -562,6 +652,7 @@ class Config(_Section):
     bidder: BidderConfig = BidderConfig()
     stream: StreamConfig = StreamConfig()
     fraud: FraudConfig = FraudConfig()
+    spark: SparkConfig = SparkConfig()
     kinds: dict[str, str] = Field(
         default_factory=dict,
         description="model kinds beyond the built-in ones: name -> 'module:attribute' of a bidflow.kinds.Kind",

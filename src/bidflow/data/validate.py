@@ -164,12 +164,16 @@ def _schema_checks(df: pd.DataFrame) -> list[CheckResult]:
     try:
         schema.validate(df, lazy=True)
     except pandera.errors.SchemaErrors as exc:
-        return _summarise(exc.failure_cases)
+        return summarise_failures(exc.failure_cases, _FRAME_CHECKS)
     return [CheckResult("schema", "schema", "*", True, f"{len(schema.columns)} columns conform", "batch schema")]
 
 
-def _summarise(cases: pd.DataFrame) -> list[CheckResult]:
-    """One result per failing (check, column), from pandera's one-row-per-failing-value table."""
+def summarise_failures(cases: pd.DataFrame, frame_checks: tuple[str, ...]) -> list[CheckResult]:
+    """One result per failing (check, column), from pandera's one-row-per-failing-value table.
+
+    ``frame_checks`` name the schema's frame-level checks: pandera lists every column of a failing
+    row for those, so they are counted by row instead.
+    """
     results = []
     for check, group in cases.groupby("check", sort=True):
         name = str(check)
@@ -178,7 +182,7 @@ def _summarise(cases: pd.DataFrame) -> list[CheckResult]:
                 results.append(
                     CheckResult("schema", _PRESENCE_CHECKS[name], str(missing_or_extra), False, "-", "batch schema")
                 )
-        elif name in _FRAME_CHECKS:  # a frame-level check lists every column of a failing row
+        elif name in frame_checks:
             rows = group["index"].nunique()
             results.append(CheckResult("schema", name, "", False, f"{rows} failing row(s)", "none"))
         else:

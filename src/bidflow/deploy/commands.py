@@ -212,8 +212,7 @@ def replay_command(
             raise InputError("an instance kind replays one rows file", got=", ".join(map(str, logs)))
         source = logs[0] if logs else served.default_source(config)
         rows = select_rows(served.load_rows(config, source, None, None), only or [])
-        fields = served.spec((), None).names  # the fields a request carries: the model's own columns
-        auctions = list(read_instances(rows, fields, per_request=per_request, limit=limit))
+        auctions = list(read_instances(rows, served.fields, per_request=per_request, limit=limit))
     else:
         raise ConfigError(f"kind '{served.name}' has no replay", where="canary.kind", got=str(served.replay))
     endpoint = url or f"http://{config.canary.host}:{config.canary.router_port}"

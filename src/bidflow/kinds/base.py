@@ -185,6 +185,9 @@ class Kind:
             columns (None: it is not watched, and no drift reference is written for it).
         replay: how its traffic is replayed through the router (``openrtb``: auction logs;
             ``instances``: its rows as KServe v1 instances; None: not replayable).
+        request_fields: the fields one of its scoring requests carries, when they are not the
+            model's own columns (``spec((), None).names``): keys of its online features, or a raw
+            value a column is derived from (the fraud kind sends ``click_time``, not ``hour``).
         partner_column: the column naming the demand partner of a row; set, the kind is
             ``thresholded``.
         commands: the ``bidflow`` command group that fits, gates and replays a kind that does not
@@ -214,6 +217,7 @@ class Kind:
     bias_slices: tuple[str, ...] | None = None
     drift: DriftShape | None = None
     replay: str | None = None
+    request_fields: tuple[str, ...] | None = None
     partner_column: str | None = None
     commands: str | None = None
     gates: tuple[str, ...] = ("evaluation", "fairness")
@@ -240,6 +244,11 @@ class Kind:
             got=self.name,
             hint=f"use `bidflow {self.commands} --help`: it fits, replays and gates this kind",
         )
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The fields of one scoring request (replays send these columns of its rows)."""
+        return self.request_fields if self.request_fields is not None else self.spec((), None).names
 
     @property
     def thresholded(self) -> bool:

@@ -57,7 +57,9 @@ def train(
     since: SinceOption = None,
     until: Annotated[
         datetime | None,
-        typer.Option(help="Train on rows before this UTC time (default: all but the latest evaluate.holdout_hours)."),
+        typer.Option(
+            help="Train on rows before this UTC time (default: all but the latest evaluate[.<kind>].holdout_hours)."
+        ),
     ] = None,
     features: Annotated[
         Features | None,
@@ -103,7 +105,7 @@ def evaluate(
         str, typer.Option(help="Champion: alias or version number; 'none' to compare with nothing.")
     ] = "champion",
     since: Annotated[
-        datetime | None, typer.Option(help="Window start, UTC (default: the latest evaluate.holdout_hours).")
+        datetime | None, typer.Option(help="Window start, UTC (default: the latest evaluate[.<kind>].holdout_hours).")
     ] = None,
     until: UntilOption = None,
     report_dir: Annotated[
@@ -147,7 +149,7 @@ def fairness(
     model: ModelOption = DEFAULT_KIND,
     candidate: Annotated[str, typer.Option(help="Model to check: alias or version number.")] = "candidate",
     since: Annotated[
-        datetime | None, typer.Option(help="Window start, UTC (default: the latest evaluate.holdout_hours).")
+        datetime | None, typer.Option(help="Window start, UTC (default: the latest evaluate[.<kind>].holdout_hours).")
     ] = None,
     until: UntilOption = None,
     slice_by: Annotated[

@@ -311,6 +311,16 @@ def gate(candidate: ModelEvaluation, champion: ModelEvaluation | None, cfg: Eval
                 f"candidate AUC >= champion {h['auc']:.4f} - {cfg.max_auc_drop}",
             )
         )
+        if cfg.max_pr_auc_drop is not None:
+            checks.append(
+                Check(
+                    "pr_auc",
+                    bool(c["pr_auc"] >= h["pr_auc"] - cfg.max_pr_auc_drop),
+                    c["pr_auc"],
+                    h["pr_auc"] - cfg.max_pr_auc_drop,
+                    f"candidate PR-AUC >= champion {h['pr_auc']:.4f} - {cfg.max_pr_auc_drop}",
+                )
+            )
         checks.append(
             Check(
                 "logloss",

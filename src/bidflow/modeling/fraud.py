@@ -24,6 +24,7 @@ import numpy as np
 from bidflow.errors import ModelError
 from bidflow.features.talkingdata import LABEL
 from bidflow.features.velocity import FEATURES, VIEWS, offline_tables, point_in_time
+from bidflow.kinds.fraud import RAW
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from bidflow.config import FraudConfig
     from bidflow.modeling.train import TrainedModel
 
-RAW: Final = ("app", "device", "os", "channel", "hour")
 VELOCITY: Final = tuple(f"{view}__{feature}" for view in VIEWS for feature in FEATURES[view])
 # The small grid both XGBoost models are tuned over on the validation split.
 GRID: Final = {"max_depth": (3, 5, 7), "min_child_weight": (1.0, 5.0)}

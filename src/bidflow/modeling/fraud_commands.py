@@ -59,6 +59,26 @@ def train(
               f"{out_dir / 'report.json'}")  # fmt: skip
 
 
+@fraud_cli.command("validate")
+def validate(
+    ctx: typer.Context,
+    source: SourceArgument = None,
+    report_dir: Annotated[Path, typer.Option("--report", help="Folder for validation.{md,html,json}.")] = Path(
+        "reports/validation-fraud"
+    ),
+) -> None:
+    """The fraud kind's data gate: values, converting share and duplicates; exit 1 with the report if it fails."""
+    from bidflow.data.validate import enforce, write_report
+    from bidflow.data.validate_clicks import validate_clicks
+
+    config = _config(ctx)
+    result = validate_clicks(source or config.fraud.source, config.fraud, config.validate_)
+    html = write_report(result, report_dir)
+    out.print(f"{len(result.checks)} checks over {result.rows:,} clicks ({result.window}): "
+              f"{len(result.failures)} failed; report {html}")  # fmt: skip
+    enforce(result, html)
+
+
 @fraud_cli.command("features")
 def features(ctx: typer.Context, source: SourceArgument = None) -> None:
     """Write the velocity views' offline tables (their push sources' batch sources) under features.offline."""

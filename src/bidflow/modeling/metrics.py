@@ -22,6 +22,20 @@ def auc(y: Array, p: Array) -> float:
     return float(roc_auc_score(labels, p))
 
 
+def pr_auc(y: Array, p: Array) -> float:
+    """Area under the precision-recall curve (average precision); NaN when ``y`` holds a single class.
+
+    With few positives (fraud: 0.24 % of clicks convert) ROC AUC is dominated by the easy negatives;
+    PR-AUC moves with the ranking of the rare positives, which is what a threshold acts on.
+    """
+    from sklearn.metrics import average_precision_score
+
+    labels = np.asarray(y)
+    if len(labels) == 0 or labels.min() == labels.max():
+        return float("nan")
+    return float(average_precision_score(labels, p))
+
+
 def log_loss(y: Array, p: Array) -> float:
     """Mean binary cross-entropy with clipped probabilities; NaN on no rows."""
     labels = np.asarray(y, dtype=np.float64)
@@ -58,11 +72,12 @@ def expected_calibration_error(y: Array, p: Array, bins: int = 10) -> float:
 
 
 def classification_metrics(y: Array, p: Array, bins: int = 10) -> dict[str, float]:
-    """AUC, log loss, expected calibration error, base rate and mean prediction."""
+    """AUC, PR-AUC, log loss, expected calibration error, base rate and mean prediction."""
     labels = np.asarray(y, dtype=np.float64)
     probs = np.asarray(p, dtype=np.float64)
     return {
         "auc": auc(labels, probs),
+        "pr_auc": pr_auc(labels, probs),
         "logloss": log_loss(labels, probs),
         "ece": expected_calibration_error(labels, probs, bins),
         "positive_rate": float(labels.mean()) if len(labels) else float("nan"),

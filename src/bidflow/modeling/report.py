@@ -44,7 +44,7 @@ def evaluation_html(report: EvaluationReport, figures: Mapping[str, Figure]) -> 
     """The evaluation report as one HTML page."""
     verdict = _verdict(report.gate.passed)
     models = [report.candidate] + ([report.champion] if report.champion else [])
-    metric_names = ["auc", "logloss", "ece", "positive_rate", "mean_prediction"]
+    metric_names = ["auc", "pr_auc", "logloss", "ece", "positive_rate", "mean_prediction"]
     if report.candidate.realized is not None:
         metric_names += ["calls_saved_share", "bid_recall", "value_kept_share", "calls_saved_share_at_target"]
     rows = [[name, *[_num(m.metrics.get(name)) for m in models]] for name in metric_names]

@@ -91,19 +91,33 @@ def train_step(
     path = _source(config, kind, source)
     rows = inputs.load_rows(config, kind, source=path, since=since, until=until)
     if until is None:
-        rows, _ = inputs.split_holdout(rows, config.evaluate.holdout_hours)
+        rows, _ = inputs.split_holdout(rows, config.evaluate.for_kind(kind).holdout_hours)
     settings = config.train.for_kind(kind)
     frame, spec = inputs.with_features(rows, config, kind, feature_source or settings.feature_source)
     policy = config.evaluate.for_kind(kind) if kind_of(config, kind).thresholded else None
-    model = train.fit(
-        frame,
-        spec,
-        settings,
-        time_column=inputs.TIME,
-        policy=policy,
-        refit=settings.refit,
-        category_order=settings.category_order,
-    )
+    if settings.engine == "spark":
+        from bidflow.engines import spark_pandas
+
+        model = spark_pandas.fit(
+            config.spark,
+            frame,
+            spec,
+            settings,
+            time_column=inputs.TIME,
+            policy=policy,
+            refit=settings.refit,
+            category_order=settings.category_order,
+        )
+    else:
+        model = train.fit(
+            frame,
+            spec,
+            settings,
+            time_column=inputs.TIME,
+            policy=policy,
+            refit=settings.refit,
+            category_order=settings.category_order,
+        )
 
     valid = frame[latest_hours(frame[inputs.TIME], settings.validation_hours)]
     y, p = valid[spec.label].to_numpy(np.float64), model.predict(valid)
@@ -438,7 +452,7 @@ def _window(
 ) -> pd.DataFrame:
     rows = inputs.load_rows(config, kind, source=_source(config, kind, source), since=since, until=until)
     if since is None and until is None:
-        _, rows = inputs.split_holdout(rows, config.evaluate.holdout_hours)
+        _, rows = inputs.split_holdout(rows, config.evaluate.for_kind(kind).holdout_hours)
     if len(rows) == 0:
         raise ModelError("evaluation window has no rows")
     return inputs.with_service(rows, config, services)

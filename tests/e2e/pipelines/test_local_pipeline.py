@@ -220,6 +220,45 @@ def test_ctr_pipeline_registers_and_deploys_its_candidate(tmp_path: Path, pip_sh
     assert {"deploy-canary", "fit-drift-detector"} <= task_dirs(tmp_path)
 
 
+def fraud_settings(shared_data: Path, **extra: dict[str, Any]) -> dict[str, Any]:
+    clicks = shared_data / "talkingdata_adtracking_sample" / "train_sample_2017-11-06_to_08.csv.gz"  # read in place
+    # The hold-out is the sample's last day, as in bidflow.yaml: its last hour alone has a handful of conversions.
+    return {"fraud": {"source": str(clicks)}, "evaluate": {"fraud": {"holdout_hours": 24}}} | extra
+
+
+def test_fraud_pipeline_validates_gates_registers_and_deploys(tmp_path: Path, pip_shim: Path,
+                                                              shared_data: Path) -> None:  # fmt: skip
+    settings = fraud_settings(shared_data, canary={"kind": "fraud"})  # a deployment serving the fraud kind
+    result = run_pipeline(tmp_path, None, pip_shim, settings, "--pipeline", "fraud", router=True)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "evaluation gate passed" in result.stdout and "bias gate passed" in result.stdout
+    assert "registered fraud_talkingdata v1 as 'candidate'" in result.stdout
+    (version,) = versions(tmp_path, "fraud_talkingdata")
+    assert version.tags["gate.evaluation"] == version.tags["gate.fairness"] == "passed"
+    assert {"validate-clicks", "build-fraud-features", "materialize-features", "train-model", "evaluate-model",
+            "check-bias", "register-model", "deploy-canary", "fit-drift-detector"} <= task_dirs(tmp_path)  # fmt: skip
+    assert "deployed version 1 as champion" in result.stdout
+    (run,) = (tmp_path / "run" / "outputs").iterdir()
+    assert "PASSED" in (run / "validate-clicks" / "report").read_text()
+    evaluation = (run / "evaluate-model" / "report").read_text()
+    assert "pr_auc" in evaluation  # the fraud kind's gate metric is in its report
+    features = sorted(p.name for p in (tmp_path / "features").iterdir())
+    assert {"fraud_ip_velocity", "fraud_ip_app_velocity", "fraud_ip_device_os_velocity"} <= {
+        name.split(".")[0] for name in features
+    }, features
+
+
+def test_fraud_pipeline_stops_at_its_data_gate(tmp_path: Path, pip_shim: Path, shared_data: Path) -> None:
+    # The real sample converts 0.24 % of its clicks: a gate expecting half of them to convert fails it.
+    settings = fraud_settings(shared_data)
+    settings["fraud"] = settings["fraud"] | {"converting_share": [0.4, 0.6]}
+    result = run_pipeline(tmp_path, None, pip_shim, settings, "--pipeline", "fraud")
+    assert result.returncode == 1
+    assert "data validation failed" in result.stdout and "converting_share" in result.stdout
+    assert "Inner task failed: 'validate-clicks'" in result.stderr
+    assert "build-fraud-features" not in task_dirs(tmp_path) and not (tmp_path / "mlflow.db").exists()
+
+
 def test_the_shim_sees_the_install_kfp_local_does_for_a_default_component(tmp_path: Path, pip_shim: Path) -> None:
     """The behaviour the components avoid: a plain ``@dsl.component`` pip-installs kfp into this venv."""
     script = tmp_path / "naive.py"

@@ -1,7 +1,8 @@
-"""The fraud kind: registered, listed, refused by the tabular loop; its model beats raw ids when velocity matters."""
+"""The fraud kind: registered, listed, trained by the tabular loop; its model beats raw ids when velocity matters."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 
 from bidflow.cli import cli
 from bidflow.config import Config, FraudConfig
-from bidflow.errors import ConfigError, ModelError
+from bidflow.errors import ModelError
 from bidflow.kinds import kind
 from bidflow.kinds.fraud import NAME
 from bidflow.modeling.fraud import RAW, VELOCITY, compare, economics, scores, split
@@ -20,18 +21,33 @@ from tests.conftest import SHARED_DATA
 DAY0 = 1_509_926_400  # 2017-11-06 00:00 UTC
 
 
-def test_listed_and_refused_by_the_tabular_loop() -> None:
+def test_listed_and_trained_through_the_tabular_loop() -> None:
     result = CliRunner().invoke(cli, ["kinds"], env={"COLUMNS": "250"})
-    assert result.exit_code == 0 and NAME in result.output and f"bidflow {NAME}" in result.output
+    assert result.exit_code == 0 and NAME in result.output
     found = kind(Config(), NAME)
-    assert found.feature_service == NAME and not found.tabular
-    with pytest.raises(ConfigError, match=f"bidflow {NAME} --help"):
-        found.require_tabular("train")
-    with pytest.raises(ConfigError):
-        found.spec()
+    assert found.feature_service == NAME and found.tabular and found.pipeline is not None
+    found.require_tabular("train")  # accepted
+    spec = found.spec(VELOCITY, NAME)
+    assert spec.names == (*RAW, *VELOCITY) and spec.categorical == () and spec.label == "is_attributed"
     rows = found.load_rows(Config(), SHARED_DATA / "talkingdata_adtracking_sample" /
                            "train_sample_2017-11-06_to_08.csv.gz", None, None)  # fmt: skip
     assert len(rows) == 71_439 and rows["ts"].is_monotonic_increasing and rows["is_attributed"].sum() == 168
+    assert str(rows["ts"].dt.tz) == "UTC" and (rows["ts"].astype("int64") // 10**9 == rows["click_time"]).all()
+    assert (rows["hour"] == rows["ts"].dt.hour).all()
+    assert set(found.fields) == {"ip", "app", "device", "os", "channel", "click_time"} <= set(rows.columns)
+
+
+def test_the_window_and_the_entity_rows(tmp_path: Path) -> None:
+    source = SHARED_DATA / "talkingdata_adtracking_sample" / "train_sample_2017-11-06_to_08.csv.gz"
+    found = kind(Config(), NAME)
+    since = datetime(2017, 11, 8, tzinfo=UTC)
+    rows = found.load_rows(Config(), source, since, None)
+    assert len(rows) == 34_035 and rows["ts"].min() >= pd.Timestamp(since)
+    entities = found.entities(Config(), source, since, datetime(2017, 11, 8, 1, tzinfo=UTC))
+    assert set(entities.columns) == {"is_attributed", "ip", "app", "device", "os", "event_timestamp"}
+    assert len(entities) == 1_950
+    with pytest.raises(ModelError, match="no TalkingData clicks"):
+        found.load_rows(Config(), source, datetime(2020, 1, 1, tzinfo=UTC), None)
 
 
 def synthetic_clicks(n: int = 6_000, seed: int = 0) -> pd.DataFrame:

@@ -165,3 +165,23 @@ def test_ranking_by_expected_value_saves_more_calls_at_the_same_value_kept(split
     assert ranked.calls_saved_share > by_p.calls_saved_share
     realized = report.candidate.realized
     assert realized is not None and realized.value_kept_share >= 0.95 - cfg.max_recall_shortfall
+
+
+def test_pr_auc_is_gated_only_where_a_kind_asks_for_it() -> None:
+    from bidflow.config import EvaluateSettings
+    from bidflow.modeling.evaluate import ModelEvaluation, gate
+    from bidflow.modeling.metrics import classification_metrics
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(20_000) < 0.003).astype(float)  # rare positives, as the fraud kind's
+    sharp = np.clip(0.001 + 0.6 * y * rng.random(len(y)) + 0.01 * rng.random(len(y)), 0, 1)
+    blurred = np.clip(0.001 + 0.02 * y * rng.random(len(y)) + 0.01 * rng.random(len(y)), 0, 1)
+    champion = ModelEvaluation("champion", "v1", classification_metrics(y, sharp))
+    candidate = ModelEvaluation("candidate", "v2", classification_metrics(y, blurred))
+    assert candidate.metrics["pr_auc"] < champion.metrics["pr_auc"] - 0.1
+    loose = EvaluateSettings(max_auc_drop=1.0, max_logloss_increase=10.0, max_ece_increase=1.0)
+    assert "pr_auc" not in {c.name for c in gate(candidate, champion, loose).checks}
+    verdict = gate(candidate, champion, loose.model_copy(update={"max_pr_auc_drop": 0.03}))
+    (check,) = [c for c in verdict.checks if c.name == "pr_auc"]
+    assert not check.passed and not verdict.passed and check.limit == pytest.approx(champion.metrics["pr_auc"] - 0.03)
+    assert gate(champion, champion, loose.model_copy(update={"max_pr_auc_drop": 0.0})).passed

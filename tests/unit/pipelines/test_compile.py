@@ -132,8 +132,8 @@ def test_register_runs_only_when_both_gates_pass(name: str, compiled: dict[str, 
 @pytest.mark.parametrize("name", TABULAR)
 def test_caching_and_retries_are_set_per_task(name: str, compiled: dict[str, Path]) -> None:
     tasks = _tasks(_documents(compiled[name])[0])
-    stateful = {"build-features", "build-ctr-features", "apply-features", "materialize-features", "evaluate-model",
-                "check-bias", "register-model"}  # fmt: skip
+    stateful = {"build-features", "build-ctr-features", "build-fraud-features", "apply-features",
+                "materialize-features", "evaluate-model", "check-bias", "register-model"}  # fmt: skip
     for task_name, task in tasks.items():
         if "componentRef" not in task or task_name.startswith(("condition", "importer")):
             continue
@@ -143,6 +143,8 @@ def test_caching_and_retries_are_set_per_task(name: str, compiled: dict[str, Pat
             assert caching and retries == 0
         elif task_name == "validate-data":
             assert not caching and retries == 0
+        elif task_name == "validate-clicks":  # reads only its input file: a rerun may reuse its verdict
+            assert caching and retries == 0
         elif task_name in ("train-model", "deploy-canary"):
             assert not caching and retries == 1
         elif task_name == "fit-drift-detector":
@@ -207,7 +209,7 @@ def test_compile_command_writes_every_pipeline(tmp_path: Path) -> None:
     register_pipeline_commands(cli)  # idempotent: cli.py may register it too
     result = CliRunner().invoke(cli, ["pipeline", "compile", "--out", str(tmp_path)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bid_filter.yaml", "bidder.yaml", "ctr.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bid_filter.yaml", "bidder.yaml", "ctr.yaml", "fraud.yaml"]
     assert (tmp_path / "ctr.yaml").read_text() == (GOLDEN / "ctr.yaml").read_text()
 
 
