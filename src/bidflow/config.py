@@ -117,6 +117,7 @@ class SparkConfig(_Section):
     conf: dict[str, str] = Field(
         default_factory=dict, description="further Spark settings (spark.* keys), applied last"
     )
+    kubernetes: SparkKubernetesConfig = SparkKubernetesConfig()
 
 
 class IngestConfig(_Section):
@@ -581,7 +582,7 @@ class KinesisConfig(_Section):
 
 
 class StreamConfig(_Section):
-    """The streaming velocity features: click events on a Redis Stream -> ``bidflow stream process``."""
+    """The streaming velocity features: click events on a Redis Stream or Kinesis -> ``bidflow stream process``."""
 
     source: Literal["redis", "kinesis"] = Field(
         default="redis", description="where clicks arrive: the Redis Stream `stream`, or Kinesis (`kinesis`)"

@@ -29,7 +29,36 @@ def test_every_copied_path_exists(dockerfile: str) -> None:
     assert copies
     for *sources, _target in copies:
         for source in sources:
-            assert list(REPO.glob(source)), f"{dockerfile}: {source}"
+            found = list(REPO.glob(source))
+            assert found, f"{dockerfile}: {source}"
+            for path in found:  # and the build context has it: BuildKit reads <Dockerfile>.dockerignore
+                assert in_context(REPO / dockerfile, path.relative_to(REPO).as_posix()), f"{dockerfile}: {path}"
+
+
+def in_context(dockerfile: Path, path: str) -> bool:
+    """Whether ``path`` (relative to the repository) survives the Dockerfile's .dockerignore (last match wins)."""
+    from fnmatch import fnmatch
+
+    ignore = dockerfile.with_name(dockerfile.name + ".dockerignore")
+    if not ignore.is_file():
+        return True
+    kept = True
+    prefixes = [path, *("/".join(path.split("/")[:n]) for n in range(1, path.count("/") + 1))]
+    for line in ignore.read_text(encoding="utf-8").splitlines():
+        pattern = line.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        keep = pattern.startswith("!")
+        pattern = pattern.lstrip("!").rstrip("/")
+        if any(fnmatch(prefix, pattern) for prefix in prefixes):
+            kept = keep
+    return kept
+
+
+def test_the_context_check_sees_an_ignored_file() -> None:
+    dockerfile = REPO / "components/Dockerfile"
+    assert in_context(dockerfile, "src/bidflow/cli.py") and not in_context(dockerfile, "tests/conftest.py")
+    assert not in_context(dockerfile, "src/bidflow/__pycache__/cli.cpython-311.pyc")
 
 
 @pytest.mark.parametrize("dockerfile", ["monitor/Dockerfile", "components/Dockerfile"])

@@ -77,12 +77,15 @@ class Auction:
         bids: the partners that bid (reported to the monitor when the auction was explored).
         outcomes: whether the answer can say the auction was explored (OpenRTB auctions; an
             instance batch has no partners and no outcomes).
+        due_s: seconds after the replay's start before which it is not sent (None: as soon as a
+            worker is free); a replay paced by event time (``bidflow.deploy.click_replay``) sets it.
     """
 
     id: str
     body: bytes
     bids: tuple[str, ...]
     outcomes: bool = True
+    due_s: float | None = None
 
 
 @dataclass
@@ -475,6 +478,8 @@ async def replay(
                     schedule[0] = due + interval
                     if (wait := due - clock()) > 0:
                         await asyncio.sleep(wait)
+                if auction.due_s is not None and (wait := started + auction.due_s - clock()) > 0:
+                    await asyncio.sleep(wait)
                 sent = clock()
                 report.sent += 1
                 try:
@@ -535,11 +540,12 @@ async def replay_with_progress(
     concurrency: int = 8,
     monitor_url: str | None = None,
     monitor_token: str | None = None,
+    label: str = "replay",
 ) -> ReplayReport:
     """``replay`` with a progress bar on ``console``: answers, decisions/s, recent p99 and failures, live."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = (TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[live]}"))
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[live]}"))
     with Progress(*columns, TimeRemainingColumn(), console=console, transient=False) as progress:
         task = progress.add_task("replay", total=len(auctions), live="")
         started = time.perf_counter()

@@ -1,11 +1,14 @@
-"""``bidflow stream ...``: put clicks on the Redis Stream, and run the velocity processor over it.
+"""``bidflow stream ...``: put clicks on the stream, and run the velocity processor over it.
 
-Redis, Feast and pandas are imported inside the commands, so ``bidflow --help`` does not pay for them.
+The stream is the one ``stream.source`` names: the Redis Stream ``stream.stream`` (local), or the
+Kinesis data stream ``stream.kinesis.stream_name`` (EKS). Redis, boto3, Feast and pandas are imported
+inside the commands, so ``bidflow --help`` does not pay for them.
 """
 
 from __future__ import annotations
 
 import gc
+import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -17,8 +20,14 @@ if TYPE_CHECKING:
     from bidflow.config import Config
     from bidflow.features.online_writer import Sink
 
-stream_cli = typer.Typer(help="Streaming velocity features: click events on Redis Streams.", no_args_is_help=True)
+stream_cli = typer.Typer(
+    help="Streaming velocity features: click events on Redis Streams or Kinesis.", no_args_is_help=True
+)
 out = Console()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _config(ctx: typer.Context) -> Config:
@@ -48,11 +57,11 @@ def publish(
     source: Annotated[Path | None, typer.Argument(help="TalkingData clicks (default: fraud.source).")] = None,
     day: Annotated[str | None, typer.Option(help="Only this UTC day (YYYY-MM-DD).")] = None,
     speedup: Annotated[
-        float, typer.Option(help="Event time per wall-clock second (0: as fast as Redis takes them).", min=0)
+        float, typer.Option(help="Event time per wall-clock second (0: as fast as the stream takes them).", min=0)
     ] = 0.0,
 ) -> None:
     """Append clicks to the stream in event-time order, optionally paced at SPEEDUP x real time."""
-    from bidflow.features.streaming import ClickStream, connect
+    from bidflow.features.stream_source import open_publisher
     from bidflow.features.talkingdata import read_clicks
     from bidflow.features.velocity import clicks_from_frame
 
@@ -61,7 +70,8 @@ def publish(
     if day is not None:
         frame = frame[frame["day"] == day]
     clicks = list(clicks_from_frame(frame))
-    stream = ClickStream(connect(config.stream.redis_url), config.stream.stream)
+    stream = open_publisher(config.stream)
+    name = config.stream.kinesis.stream_name if config.stream.source == "kinesis" else config.stream.stream
     started, first = time.monotonic(), clicks[0].ts if clicks else 0
     sent, reported = 0, started
     step = 1_000 if speedup == 0 else max(1, int(speedup))  # clicks per send (about a second of events paced)
@@ -75,7 +85,7 @@ def publish(
             reported = time.monotonic()
             out.print(f"{sent:,} of {len(clicks):,} clicks published, event time {chunk[-1].ts - first:,} s in")
     rate = sent / max(time.monotonic() - started, 1e-9)
-    out.print(f"[green]published[/] {sent:,} clicks to [bold]{config.stream.stream}[/] ({rate:,.0f}/s)")
+    out.print(f"[green]published[/] {sent:,} clicks to [bold]{name}[/] ({rate:,.0f}/s)")
 
 
 @stream_cli.command()
@@ -84,14 +94,19 @@ def process(
     idle_exit: Annotated[bool, typer.Option(help="Stop once the stream has nothing new (tests, backfills).")] = False,
 ) -> None:
     """Run the velocity processor: read the stream, keep the windows, write the online store."""
+    from bidflow.features.stream_source import open_source
     from bidflow.features.streaming import StreamProcessor, connect
 
     config = _config(ctx)
-    processor = StreamProcessor(connect(config.stream.redis_url), open_sink(config), config.stream, freeze_gc=True)
+    client = connect(config.stream.redis_url)
+    source = open_source(config.stream, client)
+    processor = StreamProcessor(client, open_sink(config), config.stream, source=source, freeze_gc=True)
     replayed = processor.start()
-    out.print(f"processing [bold]{config.stream.stream}[/] as {config.stream.group}/{config.stream.consumer} "
+    out.print(f"processing [bold]{source.where}[/] as {config.stream.group}/{config.stream.consumer} "
               f"(replayed {replayed:,} entries after the checkpoint)")  # fmt: skip
     total, last_report = 0, time.monotonic()
+    # Kubernetes stops a pod with SIGTERM: end the loop as Ctrl-C does, so the last checkpoint is saved.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             batch = processor.step()
@@ -106,6 +121,7 @@ def process(
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         processor.checkpoint()
         processor.close()
         gc.unfreeze()  # the processor froze the collector's view of its state (``freeze_gc``); hand it back

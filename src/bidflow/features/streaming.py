@@ -1,22 +1,27 @@
-"""The streaming feature pipeline: click events on a Redis Stream -> velocity windows -> the online store.
+"""The streaming feature pipeline: click events on a stream -> velocity windows -> the online store.
 
-Producer: ``ClickStream.publish`` appends clicks (one compact field per entry) with pipelined XADDs.
+Producer: ``ClickStream.publish`` appends clicks to a Redis Stream (one compact field per entry) with
+pipelined XADDs; ``bidflow.features.kinesis_source.KinesisClickStream`` puts the same bytes on Kinesis.
 
-Processor: ``StreamProcessor`` reads the stream through a consumer group, applies each batch to a
-``VelocityState`` (event-time windows, allowed lateness, duplicates skipped by event id), writes the
-rows of the keys the batch changed to the online store (``bidflow.features.online_writer``), then
-acknowledges the batch. Delivery is at least once and every write is the key's whole current row, so
-a redelivered batch rewrites the same values.
+Processor: ``StreamProcessor`` reads batches from a click source (``bidflow.features.stream_source``:
+a Redis Stream through a consumer group, or a Kinesis shard), applies each to a ``VelocityState``
+(event-time windows, allowed lateness, duplicates skipped by event id), writes the rows of the keys
+the batch changed to the online store (``bidflow.features.online_writer``), then acknowledges the
+batch. Delivery is at least once and every write is the key's whole current row, so a redelivered
+batch rewrites the same values.
 
-Restart: every ``checkpoint_every_s`` the state is saved to Redis with the id of the last entry it
-includes (msgpack). A starting processor restores that checkpoint and replays, in stream order, every
-entry after it up to the group's last delivered id (acknowledged or not): the state depends only on
-the sequence of entries it saw, so the replay rebuilds exactly the state that was lost, and the keys
-it touched are written once at its end. The stream must therefore keep the entries since the last
-checkpoint (trimming it is left to whoever sizes its retention).
+Restart: every ``checkpoint_every_s`` the state is saved to Redis with the source's position of the
+last entry it includes (msgpack: a stream entry id, or a sequence number per Kinesis shard). A starting
+processor restores that checkpoint and replays, in stream order, the entries after it that a stopped
+processor may have handed out (Redis: up to the group's last delivered id; Kinesis, which keeps no
+such record: up to the shard's tip). The state depends only on the sequence of entries it saw, so the
+replay rebuilds exactly the state that was lost, and the keys it touched are written once at its end.
+The stream must therefore keep the entries since the last checkpoint (sizing its retention is left
+to whoever runs it).
 
-One processor per stream: a consumer group with several consumers would split one IP's clicks
-between states. Scaling out means one stream per shard of IPs.
+One processor per stream: a consumer group with several consumers (or several Kinesis shards read in
+whatever interleaving) would split one IP's clicks between states or reorder the clicks the lateness
+is judged on. Scaling out means one stream per shard of IPs.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ if TYPE_CHECKING:
     import redis
 
     from bidflow.config import StreamConfig
+    from bidflow.features.stream_source import ClickSource
 
 log = logging.getLogger(__name__)
 
@@ -129,18 +135,16 @@ class Batch:
     latencies_ms: list[int] = field(default_factory=list)  # per entry: added to the stream -> row written
 
 
-def _entry_ms(entry_id: bytes) -> int:
-    return int(entry_id.split(b"-", 1)[0])
-
-
 class StreamProcessor:
     """Keeps the velocity windows of one click stream and writes them to the online store.
 
     Args:
-        client: the Redis connection of the stream (and of the checkpoint).
+        client: the Redis connection of the checkpoint (and of the stream, for the default source).
         sink: where rows go (``RedisSink`` or ``FeastPushSink``).
         settings: stream, group, consumer, lateness, batch size, checkpoint cadence.
-        now_ms: the clock latencies are measured with (Redis stamps entry ids with its own clock in ms).
+        source: where clicks come from (``bidflow.features.stream_source``); None: the Redis Stream
+            ``settings.stream`` on ``client``.
+        now_ms: the clock latencies are measured with (the stream stamps arrivals with its own clock in ms).
         freeze_gc: after each batch, move every object the process holds out of the cyclic garbage
             collector's view (``gc.freeze``). The state is a day of clicks in millions of small
             containers without cycles, which every full collection would walk again; freezing keeps
@@ -156,60 +160,55 @@ class StreamProcessor:
         sink: Sink,
         settings: StreamConfig,
         *,
+        source: ClickSource | None = None,
         now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         freeze_gc: bool = False,
     ) -> None:
+        if source is None:
+            from bidflow.features.redis_source import RedisStreamSource
+
+            source = RedisStreamSource(client, settings)
         self._client = client
         self._sink = sink
+        self._source = source
         self.settings = settings
         self._now_ms = now_ms
         self._freeze_gc = freeze_gc
-        self._checkpoint_key = f"{settings.stream}:{settings.group}:checkpoint"
+        self._checkpoint_key = source.checkpoint_key
         self.state = VelocityState(settings.allowed_lateness_s)
-        self._last_id = b"0-0"  # the last entry the state includes
         self._saved_at = time.monotonic()
         self._clean = True  # no batch is between being read and being acknowledged
-        self._read = [
-            b"XREADGROUP", b"GROUP", settings.group.encode(), settings.consumer.encode(),
-            b"COUNT", b"%d" % settings.batch, b"BLOCK", b"%d" % settings.block_ms,
-            b"STREAMS", settings.stream.encode(), b">",
-        ]  # fmt: skip
 
     # --- start-up ---------------------------------------------------------------------------------
 
     def start(self) -> int:
-        """Join (or create) the consumer group, restore the checkpoint and replay what came after it.
+        """Restore the checkpoint, join the stream after it and replay what a stopped processor handed out.
 
         Returns:
             the number of entries replayed.
         """
-        from redis.exceptions import RedisError, ResponseError
+        from redis.exceptions import RedisError
 
-        stream, group = self.settings.stream, self.settings.group
         try:
-            try:
-                self._client.xgroup_create(stream, group, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-            self._restore()
-            delivered = self._last_delivered()
-            return self._replay(delivered)
+            saved = self._restore()
         except RedisError as exc:
-            raise FeatureStoreError("stream processor could not start", where=stream, got=str(exc)) from exc
+            raise FeatureStoreError("stream processor could not read its checkpoint", where=self._checkpoint_key,
+                                    got=str(exc)) from exc  # fmt: skip
+        self._source.open(saved)
+        return self._replay()
 
-    def _restore(self) -> None:
+    def _restore(self) -> dict[str, Any] | None:
+        """The checkpoint's state into ``self.state``; the source's position saved with it (None: no checkpoint)."""
         import msgspec
 
         raw = self._client.get(self._checkpoint_key)
         if raw is None:
-            return
+            return None
         try:
             with _no_gc():
                 saved = msgspec.msgpack.decode(raw)  # type: ignore[arg-type]
-                self.state = VelocityState.restore(saved["state"])
-            self._last_id = saved["id"].encode()
-        except (msgspec.DecodeError, KeyError, TypeError, ValueError) as exc:
+                self.state = VelocityState.restore(saved.pop("state"))
+        except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FeatureStoreError("unreadable stream processor checkpoint", where=self._checkpoint_key,
                                     got=f"{type(exc).__name__}: {exc}", hint="delete the key to start from the "
                                     "stream's beginning") from exc  # fmt: skip
@@ -221,28 +220,16 @@ class StreamProcessor:
                 got=str(self.state.allowed_lateness_s),
                 hint="changing the lateness changes which clicks count: rebuild (delete the checkpoint and the group)",
             )
+        position: dict[str, Any] = saved
+        return position
 
-    def _last_delivered(self) -> bytes:
-        for info in self._client.xinfo_groups(self.settings.stream):
-            name = info["name"]
-            if (name.decode() if isinstance(name, bytes) else name) == self.settings.group:
-                found = info["last-delivered-id"]
-                return found if isinstance(found, bytes) else str(found).encode()
-        raise FeatureStoreError("consumer group vanished", where=f"{self.settings.stream} {self.settings.group}")
-
-    def _replay(self, until: bytes) -> int:
-        """Apply the entries after the checkpoint up to ``until`` (delivered before a stop), write, acknowledge."""
+    def _replay(self) -> int:
+        """Apply what the source says a stopped processor handed out, acknowledge it, write the touched keys once."""
         replayed = 0
-        start = b"(" + self._last_id
-        while _id_key(self._last_id) < _id_key(until):
-            entries: Any = self._client.xrange(self.settings.stream, start, until, count=self.settings.batch)
-            if not entries:
-                break
-            ids = [entry_id for entry_id, _ in entries]
-            self._apply(ids, [fields[FIELD] for _, fields in entries])
-            self._client.xack(self.settings.stream, self.settings.group, *ids)
-            replayed += len(ids)
-            start = b"(" + self._last_id
+        for delivery in self._source.catch_up():
+            self._apply(delivery.values)
+            self._source.ack(delivery)
+            replayed += len(delivery.values)
         if replayed:
             self._sink.write(self.state.rows())
             log.info("replayed %d stream entries after the checkpoint", replayed)
@@ -250,53 +237,28 @@ class StreamProcessor:
 
     # --- the loop ---------------------------------------------------------------------------------
 
-    def _apply(self, ids: Sequence[bytes], values: Sequence[bytes]) -> None:
+    def _apply(self, values: Sequence[bytes]) -> None:
         self.state.add_all([decode(raw) for raw in values])
-        self._last_id = ids[-1]
 
     def step(self, *, measure: bool = False) -> Batch:
-        """Read one batch (waiting up to ``block_ms``), apply it, write the changed rows, acknowledge it."""
-        from redis.exceptions import RedisError
-
-        try:
-            reply = self._read_raw()
-        except RedisError as exc:
-            raise FeatureStoreError("stream read failed", where=self.settings.stream, got=str(exc)) from exc
-        if not reply:
+        """Read one batch (waiting a little for one), apply it, write the changed rows, acknowledge it."""
+        delivery = self._source.read()
+        if delivery is None:
             self._maybe_checkpoint()
             return Batch()
-        entries = _entries(reply)
-        ids = [entry_id for entry_id, _ in entries]
         self._clean = False
-        self._apply(ids, [value for _, value in entries])
+        self._apply(delivery.values)
         rows = self._sink.write(self.state.rows())
-        batch = Batch(entries=len(ids), rows=rows)
+        batch = Batch(entries=len(delivery.values), rows=rows)
         if measure:
             now = self._now_ms()
-            batch.latencies_ms = [now - _entry_ms(entry_id) for entry_id in ids]
-        try:
-            self._client.xack(self.settings.stream, self.settings.group, *ids)
-        except RedisError as exc:
-            raise FeatureStoreError("stream acknowledgement failed", where=self.settings.stream, got=str(exc)) from exc
+            batch.latencies_ms = [now - arrival for arrival in delivery.arrivals_ms()]
+        self._source.ack(delivery)
         self._clean = True
         self._maybe_checkpoint()
         if self._freeze_gc:
             gc.freeze()
         return batch
-
-    def _read_raw(self) -> Any:
-        """XREADGROUP's reply as Redis sent it (nested lists of bytes): redis-py's reply callback
-        would build a dict per entry, which costs more than the rest of the processing."""
-        pool = self._client.connection_pool
-        connection = pool.get_connection()
-        try:
-            connection.send_command(*self._read)  # type: ignore[no-untyped-call]
-            return connection.read_response()
-        except Exception:
-            connection.disconnect()  # type: ignore[no-untyped-call]
-            raise
-        finally:
-            pool.release(connection)
 
     def run_until_idle(self, idle_steps: int = 1) -> int:
         """Process until ``idle_steps`` reads in a row find nothing; the entries processed."""
@@ -312,18 +274,23 @@ class StreamProcessor:
             self.checkpoint()
 
     def checkpoint(self) -> None:
-        """Save the state with the id of the last entry it includes (every entry up to it is written).
+        """Save the state with the source's position of the last entry it includes (every entry up to it is written).
 
         Nothing is saved while a batch is half done (a step that failed between reading and
         acknowledging): the next start replays it from the previous checkpoint instead.
         """
         import msgspec
+        from redis.exceptions import RedisError
 
         if not self._clean:
             return
         with _no_gc():  # a snapshot allocates a list per key: collections would walk the whole state meanwhile
-            payload = msgspec.msgpack.encode({"id": self._last_id.decode(), "state": self.state.snapshot()})
-        self._client.set(self._checkpoint_key, payload)
+            payload = msgspec.msgpack.encode(self._source.position() | {"state": self.state.snapshot()})
+        try:
+            self._client.set(self._checkpoint_key, payload)
+        except RedisError as exc:
+            raise FeatureStoreError("could not save the stream processor checkpoint", where=self._checkpoint_key,
+                                    got=str(exc)) from exc  # fmt: skip
         self._saved_at = time.monotonic()
 
     def close(self) -> None:
@@ -340,27 +307,3 @@ def _no_gc() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
-
-
-def _id_key(entry_id: bytes) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition(b"-")
-    return int(ms), int(seq or 0)
-
-
-def _entries(reply: Any) -> list[tuple[bytes, bytes]]:
-    """(entry id, click field) of a raw XREADGROUP reply: per stream (a RESP3 map or RESP2 pairs), its
-    entries as [id, [field, value, ...]]."""
-    out = []
-    streams = reply.values() if isinstance(reply, dict) else (entries for _, entries in reply)
-    for stream_entries in streams:
-        for entry_id, fields in stream_entries:
-            if fields is None:  # an entry deleted while pending
-                continue
-            if fields[0] == FIELD:
-                out.append((entry_id, fields[1]))
-                continue
-            found = dict(zip(fields[::2], fields[1::2], strict=True)).get(FIELD)
-            if found is None:
-                raise InputError("a stream entry without a click", where=entry_id.decode(), expected="field c")
-            out.append((entry_id, found))
-    return out

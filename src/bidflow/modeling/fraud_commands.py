@@ -79,6 +79,63 @@ def validate(
     enforce(result, html)
 
 
+@fraud_cli.command("replay")
+def replay(
+    ctx: typer.Context,
+    source: SourceArgument = None,
+    day: Annotated[str | None, typer.Option(help="Only this UTC day (YYYY-MM-DD; default: every click).")] = None,
+    speedup: Annotated[
+        float, typer.Option(min=0.001, help="Event time per wall-clock second (60: a day in 24 min).")
+    ] = 60.0,
+    delay_ms: Annotated[
+        float, typer.Option(min=0, help="Score each click this long after it goes onto the stream (processor lag).")
+    ] = 1_000.0,
+    url: Annotated[
+        str | None, typer.Option(help="Endpoint (default: the local router, canary.host:canary.router_port).")
+    ] = None,
+    per_request: Annotated[int, typer.Option(min=1, max=256, help="Clicks per scoring request.")] = 1,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Scoring requests in flight.")] = 8,
+    limit: Annotated[int | None, typer.Option(min=1, help="Send at most this many scoring requests.")] = None,
+    only: Annotated[
+        list[str] | None, typer.Option(help="Only clicks with COLUMN=VALUE (repeat for several; a drift drill).")
+    ] = None,
+) -> None:
+    """Replay clicks through the click stream and the served fraud model at SPEEDUP x real time, live."""
+    import asyncio
+
+    from bidflow.deploy.click_replay import replay_clicks
+    from bidflow.deploy.replay import select_rows
+    from bidflow.errors import ConfigError, InputError
+    from bidflow.features.stream_source import open_publisher
+    from bidflow.kinds import kind, registered_name
+
+    config = _config(ctx)
+    if url is None and config.canary.kind != NAME:
+        raise ConfigError("the local deployment serves another kind", where="canary.kind", expected=NAME,
+                          got=config.canary.kind, hint="set canary.kind: fraud, or pass --url")  # fmt: skip
+    fraud = kind(config, NAME)
+    rows = fraud.load_rows(config, source or config.fraud.source, None, None)
+    if day is not None:
+        rows = rows[rows["day"] == day]
+        if rows.empty:
+            raise InputError("no clicks on that day", got=day, hint="the sample's days: 2017-11-06 .. 2017-11-08")
+    rows = select_rows(rows, only or [])
+    endpoint = (url or f"http://{config.canary.host}:{config.canary.router_port}").rstrip("/")
+    target = f"{endpoint}/v1/models/{registered_name(config, NAME)}:predict"
+    out.print(f"replaying {len(rows):,} clicks at {speedup:g}x onto {config.stream.source} stream and to {target}")
+    report, published = asyncio.run(
+        replay_clicks(rows, fraud.fields, open_publisher(config.stream), target, out, speedup=speedup,
+                      delay_s=delay_ms / 1000, per_request=per_request, concurrency=concurrency, limit=limit)
+    )  # fmt: skip
+    summary = report.summary()
+    out.print(f"{published:,} clicks published; {summary['sent']:,} scoring requests in {summary['seconds']} s, "
+              f"failed {summary['failed']}, p50 {summary['p50_ms']:.2f} ms, p99 {summary['p99_ms']:.2f} ms, "
+              f"answered by {summary['roles']}", highlight=False)  # fmt: skip
+    if report.failed:
+        out.print("first failures: " + " | ".join(report.failures[:3]), highlight=False)
+        raise typer.Exit(1)
+
+
 @fraud_cli.command("features")
 def features(ctx: typer.Context, source: SourceArgument = None) -> None:
     """Write the velocity views' offline tables (their push sources' batch sources) under features.offline."""

@@ -179,7 +179,7 @@ def test_event_ids_with_a_comma_do_not_reach_the_stream(event_id: str) -> None:
 
 
 def test_stream_replies_in_both_protocols() -> None:
-    from bidflow.features.streaming import _entries
+    from bidflow.features.redis_source import _entries
 
     entries = [[b"1-0", [b"c", b"x"]], [b"2-0", None], [b"3-0", [b"z", b"0", b"c", b"y"]]]
     assert _entries({b"s": entries}) == _entries([[b"s", entries]]) == [(b"1-0", b"x"), (b"3-0", b"y")]
