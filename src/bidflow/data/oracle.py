@@ -25,7 +25,6 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 from pyarrow import feather
-from scipy.special import ndtr
 
 from bidflow.data.partners import PARTNER_IDS
 from bidflow.errors import IngestError
@@ -56,6 +55,8 @@ def answer_oracle(
         sigma: the log-normal's spread.
         floor: the request's floor (0: none); a CPM below it is not returned.
     """
+    from scipy.special import ndtr  # here, not at the top: ingest imports this module and never calls it
+
     with np.errstate(divide="ignore"):
         z = np.log(floor / median) / sigma  # -inf without a floor: every price clears it
     # For a log-normal V = m exp(sigma Z): P(V >= f) = Phi(-z), E[V 1{V >= f}] = m exp(sigma^2 / 2) Phi(sigma - z).

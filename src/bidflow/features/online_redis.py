@@ -95,6 +95,39 @@ def _bulk(item: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(item), item)
 
 
+def call_script(client: redis.Redis, command: bytes, script: str, what: str) -> Any:
+    """Send one packed EVALSHA ``command`` on a pooled connection and return its reply.
+
+    A server that does not know the script (new, restarted or flushed) gets ``script`` loaded and the
+    command once more; a connection that failed mid-reply is dropped, so no caller reads a half reply.
+
+    Raises:
+        FeatureStoreError: Redis refused or could not be reached (``what``: read or write, for the message).
+    """
+    from redis.exceptions import NoScriptError, RedisError
+
+    pool = client.connection_pool
+    try:
+        for attempt in (1, 2):
+            connection = pool.get_connection()
+            try:
+                connection.send_packed_command([command])  # type: ignore[no-untyped-call]
+                return connection.read_response()
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                client.script_load(script)
+            except Exception:
+                connection.disconnect()  # type: ignore[no-untyped-call]
+                raise
+            finally:
+                pool.release(connection)
+    except RedisError as exc:
+        raise FeatureStoreError(f"Redis online {what} failed", where=str(client), got=str(exc),
+                                hint="is Redis up?") from exc  # fmt: skip
+    raise AssertionError("unreachable")
+
+
 class RedisBackend:
     """Feast's Redis layout: one hash per entity key (+ project), a field per feature, ``_ts:<view>``.
 
@@ -142,30 +175,8 @@ class RedisBackend:
         return layout.split(seconds, values)
 
     def _call(self, command: bytes) -> tuple[bytes, bytes]:
-        from redis.exceptions import NoScriptError, RedisError
-
-        pool = self._client.connection_pool
-        try:
-            for attempt in (1, 2):
-                connection = pool.get_connection()
-                try:
-                    connection.send_packed_command([command])  # type: ignore[no-untyped-call]
-                    lengths, data = connection.read_response()
-                    return bytes(lengths), bytes(data)
-                except NoScriptError:
-                    if attempt == 2:
-                        raise
-                    self._client.script_load(_GATHER_LUA)  # a restarted or flushed server forgot it
-                except Exception:
-                    connection.disconnect()  # type: ignore[no-untyped-call]  # no half-read reply for the next caller
-                    raise
-                finally:
-                    pool.release(connection)
-        except RedisError as exc:
-            raise FeatureStoreError(
-                "Redis online read failed", where=str(self._client), got=str(exc), hint="is Redis up?"
-            ) from exc
-        raise AssertionError("unreachable")
+        lengths, data = call_script(self._client, command, _GATHER_LUA, "read")
+        return bytes(lengths), bytes(data)
 
     def _argv_for(self, views: Sequence[ViewSpec], counts: tuple[int, ...]) -> tuple[bytes, int]:
         args: list[bytes] = [b"%d" % len(views)]

@@ -249,29 +249,9 @@ class RedisSink:
         return written
 
     def _call(self, command: bytes) -> None:
-        from redis.exceptions import NoScriptError, RedisError
+        from bidflow.features.online_redis import call_script
 
-        pool = self._client.connection_pool
-        try:
-            for attempt in (1, 2):
-                connection = pool.get_connection()
-                try:
-                    connection.send_packed_command([command])  # type: ignore[no-untyped-call]
-                    connection.read_response()
-                    return
-                except NoScriptError:
-                    if attempt == 2:
-                        raise
-                    self._client.script_load(_WRITE_LUA)  # a new, restarted or flushed server
-                except Exception:
-                    connection.disconnect()  # type: ignore[no-untyped-call]  # no half-read reply for the next use
-                    raise
-                finally:
-                    pool.release(connection)
-        except RedisError as exc:
-            raise FeatureStoreError(
-                "Redis online write failed", where=str(self._client), got=str(exc), hint="is Redis up?"
-            ) from exc
+        call_script(self._client, command, _WRITE_LUA, "write")
 
     def close(self) -> None:
         self._client.close()
