@@ -11,14 +11,19 @@ click reads was written by ``bidflow stream process`` from the replayed clicks.
 3. ``bidflow stream process`` runs, and ``bidflow fraud replay`` sends the hold-out day's clicks of one
    device type only (4 % of the day's traffic) onto the stream and, a moment later each, through the
    router: the monitor finds the drift in the canary's traffic and rolls v2 back by itself, with no
-   failed request; the processor accepted every published click.
+   failed request; the processor accepted every published click;
+4. the same drift in the champion's traffic starts one retraining run (``monitor.retrain: local``): the
+   fraud pipeline under kfp.local, which validates the clicks, rebuilds the features, trains, gates
+   and, if both gates pass, registers v3 and deploys it as the new canary.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +53,11 @@ WINDOW = 100  # clicks per detection window: one device type of 78 is a strong d
 DAY = "2017-11-08"  # the hold-out day
 DRIFTED = "device=2"
 REPO = Path(__file__).resolve().parents[2]
+RUN_TIMEOUT_S = 900  # the retraining run: the fraud pipeline under kfp.local on a loaded 2-core machine
+
+
+def jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +109,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
             "window_size": WINDOW,
             "detector": str(root / "deploy" / "detector"),
             "p_value": 0.01,
+            "retrain": "local",
+            "retrain_command": [sys.executable, "-m", "bidflow.cli"],
         },
     }
     settings["canary"]["monitor_url"] = f"http://127.0.0.1:{settings['monitor']['port']}"
@@ -173,6 +185,21 @@ def test_a_drifted_fraud_canary_is_rolled_back_while_the_stream_runs(setup: tupl
             assert 'bidflow_drift_detected{feature="device",role="canary"} 1.0' in metrics
             v2 = registry.resolve(config.registry, registered_name(config, "fraud"), "2")
             assert v2.tags["deploy.rolled_back"] == "true" and "device" in v2.tags["deploy.rollback_reason"]
+
+            state = config.canary.state
+            (request, *later) = jsonl(state / "retrain_requests.jsonl")
+            assert request["pipeline"] == "fraud" and request["version"] == "1" and request["decision"] == "started"
+            assert {r["decision"] for r in later} <= {"running", "cooldown"}
+            deadline = time.monotonic() + RUN_TIMEOUT_S
+            while len(events := jsonl(state / "retrain_runs.jsonl")) < 2:
+                assert time.monotonic() < deadline, (state / "retrain" / request["run"] / "run.log").read_text()[-4000:]
+                time.sleep(1.0)
+            outcome = events[-1]
+            assert outcome["event"] in {"succeeded", "gate_failed"}, outcome
+            assert set(outcome["gates"]) == {"evaluation", "bias"}
+            if outcome["event"] == "succeeded":
+                assert outcome["version"] == "3" and outcome["deployed_as"] == "canary"
+                assert (config.monitor.detector / "3").is_dir()  # the monitor watches the new canary
         finally:
             processor.terminate()  # SIGTERM, as Kubernetes stops it: it checkpoints and prints its counters
             try:
