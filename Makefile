@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_LINK_MODE := copy
 
-.PHONY: help setup monitor-setup browser prometheus demo test test-unit lint bench pipelines observability dvc-repro clean
+.PHONY: help setup monitor-setup browser prometheus demo test test-unit lint bench bench-crossover pipelines observability dvc-repro clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ lint: setup ## ruff and mypy over src/
 
 bench: setup ## run the benchmarks and rewrite the table in bench/README.md
 	$(BIN)/python -m bench
+
+bench-crossover: setup ## pandas against Spark (local mode) at 1x, 4x and 16x the default data; rewrites its rows in bench/README.md
+	$(BIN)/python -m bench crossover online_memory
 
 pipelines: setup ## compile the Kubeflow pipelines to IR YAML under pipelines/ (the golden files tests compare)
 	$(BIN)/bidflow pipeline compile --out pipelines

@@ -15,6 +15,7 @@ BENCHMARKS = [
     "ingest",
     "openrtb_decode",
     "online_features",
+    "online_memory",
     "stream",
     "train",
     "economics",
@@ -24,10 +25,12 @@ BENCHMARKS = [
     "serving",
     "replay",
     "bidder_serving",
+    "fraud_serving",
     "explain",
     "monitor",
     "bidder",
     "soak",
+    "crossover",
 ]
 README = Path(__file__).with_name("README.md")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
