@@ -67,8 +67,9 @@ lint: setup ## ruff and mypy over src/
 bench: setup ## run the benchmarks and rewrite the table in bench/README.md
 	$(BIN)/python -m bench
 
-bench-crossover: setup ## pandas against Spark (local mode) at 1x, 4x and 16x the default data; rewrites its rows in bench/README.md
+bench-crossover: setup ## pandas against Spark (local mode) at 1x, 4x and 16x the default data, then docs/CAPACITY.md from the rows
 	$(BIN)/python -m bench crossover online_memory
+	$(BIN)/python -m bench.capacity
 
 pipelines: setup ## compile the Kubeflow pipelines to IR YAML under pipelines/ (the golden files tests compare)
 	$(BIN)/bidflow pipeline compile --out pipelines

@@ -1,13 +1,14 @@
 """Benchmark: the offline steps through pandas and through Spark (local mode) at 1x, 4x and 16x the default data.
 
 The default data is the demo's (``simulate``: 6 hours, 20,000 auctions an hour on average); 4x and 16x
-raise the auctions per hour. Each scale is generated once (not timed) and ingested once (timed; both
-engines read the same parquet). Then, per engine, the steps a user runs, each as its own process so its
-memory is its own:
+raise the auctions per hour. Each scale is generated once (not timed). Then, per engine, the steps a
+user runs, each as its own process so its memory is its own:
 
-* pandas: ``bidflow features build`` -> ``bidflow features training-set`` (Feast's file offline store)
-  -> ``bidflow train`` (xgboost; it joins its own training set again, as a user's run does);
-* spark: ``python -m bidflow.engines.spark_jobs features`` -> ``training-set`` -> ``train``
+* pandas: ``bidflow ingest`` (one process per hourly file) -> ``bidflow features build`` -> ``bidflow
+  features apply`` -> ``bidflow features training-set`` (Feast's file offline store) -> ``bidflow train``
+  (xgboost; it joins its own training set again, as a user's run does);
+* spark: ``bidflow ingest`` with ``ingest.engine: spark`` (a Spark task per file) -> ``python -m
+  bidflow.engines.spark_jobs features`` -> ``bidflow features apply`` -> ``training-set`` -> ``train``
   (``xgboost.spark``, the training set joined on Spark), on ``local[*]``.
 
 Per step: wall time, peak memory (the resident memory of the step's whole process tree, sampled every
@@ -88,8 +89,12 @@ def run_step(name: str, command: list[str], cwd: Path) -> Step:
 def write_config(folder: Path, scale: int, engine: str) -> Path:
     settings: dict[str, Any] = {
         "simulate": {"hours": 6, "auctions_per_hour": BASE_AUCTIONS_PER_HOUR * scale},
-        "ingest": {"workers": 0},
-        "paths": {"raw": str(folder / "raw"), "parquet": str(folder / "parquet"), "reports": str(folder / "reports")},
+        "ingest": {"workers": 0, "engine": engine},
+        "paths": {
+            "raw": str(folder / "raw"),
+            "parquet": str(folder / engine / "parquet"),
+            "reports": str(folder / "reports"),
+        },
         "features": {
             "repo": str(ROOT / "feature_repo"),
             "offline": str(folder / engine / "features"),
@@ -109,10 +114,12 @@ def write_config(folder: Path, scale: int, engine: str) -> Path:
 
 
 def steps_of(engine: str, config: Path, folder: Path) -> list[tuple[str, list[str]]]:
-    parquet, out = str(folder / "parquet"), str(folder / engine / "training-set")
+    parquet, out = str(folder / engine / "parquet"), str(folder / engine / "training-set")
     base = [*CLI, "--config", str(config)]
+    ingest = ("ingest", [*base, "ingest", str(folder / "raw"), "--out", parquet])
     if engine == "pandas":
         return [
+            ingest,
             ("features", [*base, "features", "build", parquet]),
             ("apply", [*base, "features", "apply"]),
             ("training set", [*base, "features", "training-set", parquet, "--out", f"{out}.parquet"]),
@@ -120,6 +127,7 @@ def steps_of(engine: str, config: Path, folder: Path) -> list[tuple[str, list[st
         ]
     jobs = [*SPARK]
     return [
+        ingest,
         ("features", [*jobs, "features", "--config", str(config)]),
         ("apply", [*base, "features", "apply"]),
         ("training set", [*jobs, "training-set", "--config", str(config), "--out", out]),
@@ -143,35 +151,32 @@ def run(scales: tuple[int, ...] | None = None) -> list[Result]:
     cores = os.cpu_count() or 1
     budget = MEMORY_BUDGET * machine_bytes()
     results: list[Result] = []
-    last_peak: dict[str, tuple[int, int]] = {}  # engine -> (rows, peak bytes) of its largest scale run
+    last_peak: dict[str, tuple[int, int, int]] = {}  # engine -> (scale, rows, peak bytes) of its largest run
     with tempfile.TemporaryDirectory(prefix="crossover-") as tmp:
         for scale in scales:
             folder = Path(tmp) / f"x{scale}"
             folder.mkdir()
             simulate(SimulateConfig(hours=6, auctions_per_hour=BASE_AUCTIONS_PER_HOUR * scale), folder / "raw")
-            config = write_config(folder, scale, "pandas")
-            ingest = run_step("ingest", [*CLI, "--config", str(config), "ingest", str(folder / "raw"), "--out",
-                                         str(folder / "parquet")], ROOT)  # fmt: skip
-            if not ingest.ok:
-                raise RuntimeError(f"ingest failed at {scale}x: {ingest.log}")
-            rows = calls_in(folder / "parquet")
-            results.append(_row(f"crossover {scale}x: ingest (pandas, shared)", ingest, rows, cores))
+            rows = 0
             for engine in ("pandas", "spark"):
                 if engine == "pandas" and engine in last_peak:
-                    before_rows, before_peak = last_peak[engine]
-                    projected = before_peak * rows / before_rows
+                    before_scale, before_rows, before_peak = last_peak[engine]
+                    projected = before_peak * scale / before_scale
                     if projected > budget:
                         results.append(Result(
                             f"crossover {scale}x: {engine} not run", projected / 2**30, "GiB projected",
-                            f"{rows:,} partner calls; the {before_rows:,}-row run peaked at {before_peak / 2**30:.1f} "
-                            f"GiB, so this one would need about {projected / 2**30:.0f} GiB, over {MEMORY_BUDGET:.0%} "
-                            f"of this machine's {machine_bytes() / 2**30:.0f} GiB",
+                            f"about {before_rows * scale // before_scale:,} partner calls; the {before_rows:,}-row "
+                            f"run peaked at {before_peak / 2**30:.1f} GiB, so this one would need about "
+                            f"{projected / 2**30:.0f} GiB, over {MEMORY_BUDGET:.0%} of this machine's "
+                            f"{machine_bytes() / 2**30:.0f} GiB",
                         ))  # fmt: skip
                         continue
                 config = write_config(folder, scale, engine)
                 total, peak = 0.0, 0
                 for name, command in steps_of(engine, config, folder):
                     step = run_step(name, command, ROOT)
+                    if name == "ingest" and step.ok:
+                        rows = calls_in(folder / engine / "parquet")
                     if not step.ok:
                         results.append(Result(f"crossover {scale}x: {engine} {name} FAILED", step.seconds, "s",
                                               step.log.replace("|", "/").replace("\n", " ")[-600:]))  # fmt: skip
@@ -180,9 +185,9 @@ def run(scales: tuple[int, ...] | None = None) -> list[Result]:
                     peak = max(peak, step.peak_bytes)
                     results.append(_row(f"crossover {scale}x: {engine} {name}", step, rows, cores))
                 else:
-                    last_peak[engine] = (rows, peak)
+                    last_peak[engine] = (scale, rows, peak)
                     results.append(Result(
-                        f"crossover {scale}x: {engine} features -> training set -> train", total, "s",
+                        f"crossover {scale}x: {engine} ingest -> features -> training set -> train", total, "s",
                         f"{rows:,} partner calls; {rows / total / cores:,.0f} rows/s per core; peak "
                         f"{peak / 2**30:.2f} GiB",
                     ))  # fmt: skip

@@ -24,6 +24,7 @@ SERVING_ROW: Final = "serving bidflow redis, 30 partners, default-trained model,
 FLOOR_ROW: Final = "serving kserve no-op model, 4,000/s offered"
 BID_MEMORY_ROW: Final = "online memory: bid_filter bytes per entity key (Redis)"
 FRAUD_MEMORY_ROW: Final = "online memory: fraud bytes per entity key (Redis)"
+FRAUD_SERVING_ROW: Final = "fraud serving, 1 click per request c=8"
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ class Assumptions:
     click_through_rate: float = 0.005  # clicks per impression, for the fraud kind's click stream
     key_ttl_days: float = 2.0  # stream.key_ttl_s: how long a velocity key lives after its last click
     redis_headroom: float = 2.0  # fragmentation, the write buffer and a forked save, over the data itself
-    retrain_window_days: float = 1.0  # a retraining run reads one day of partner calls
+    retrain_window_days: float = 1.0  # a retraining run reads one day of partner calls ...
+    training_sample: float = 0.01  # ... of which a uniform sample trains (every call still builds features)
     node_vcpu: int = 4  # m7i.xlarge: 4 vCPU, 16 GiB (serving nodes and Spark executors)
     node_price: float = 0.2016  # USD per hour, m7i.xlarge, Linux, on demand, us-east-1
     redis_node_gib: int = 16  # r7i.large: 2 vCPU, 16 GiB
@@ -89,7 +91,7 @@ def per_core(detail: str) -> float:
 
 def largest_spark_run(found: dict[str, tuple[str, str]]) -> int:
     """The largest scale the crossover ran through Spark end to end."""
-    scales = [int(m.group(1)) for name in found if (m := re.match(r"crossover (\d+)x: spark features -> ", name))]
+    scales = [int(m.group(1)) for name in found if (m := re.match(r"crossover (\d+)x: spark ingest -> ", name))]
     if not scales:
         raise ValueError("no crossover row of a whole Spark run: run `make bench-crossover` first")
     return max(scales)
@@ -99,6 +101,7 @@ def render(found: dict[str, tuple[str, str]], a: Assumptions = Assumptions()) ->
     auctions_s = a.impressions_per_month / (30 * 86_400)
     serving_us = cpu_us(found[SERVING_ROW][1])
     floor_us = cpu_us(found[FLOOR_ROW][1])
+    fraud_us = number(found[FRAUD_SERVING_ROW][0])
     bid_bytes, fraud_bytes = number(found[BID_MEMORY_ROW][0]), number(found[FRAUD_MEMORY_ROW][0])
     bid_keys_measured = number(found[BID_MEMORY_ROW][1])
     fraud_detail = found[FRAUD_MEMORY_ROW][1]
@@ -106,10 +109,9 @@ def render(found: dict[str, tuple[str, str]], a: Assumptions = Assumptions()) ->
     fraud_clicks_measured = number(fraud_detail.split(";", 1)[1])
     keys_per_click = fraud_keys_measured / fraud_clicks_measured
     scale = largest_spark_run(found)
-    spark = {
-        step: per_core(found[f"crossover {scale}x: spark {step}"][1]) for step in ("features", "training set", "train")
-    }
-    pandas_scales = [int(m.group(1)) for n in found if (m := re.match(r"crossover (\d+)x: pandas features -> ", n))]
+    steps = ("ingest", "features", "training set", "train")
+    spark = {step: per_core(found[f"crossover {scale}x: spark {step}"][1]) for step in steps}
+    pandas_scales = [int(m.group(1)) for n in found if (m := re.match(r"crossover (\d+)x: pandas ingest -> ", n))]
     pandas_stop = [n for n in found if re.match(r"crossover \d+x: pandas not run", n)]
 
     lines = [
@@ -132,13 +134,16 @@ def render(found: dict[str, tuple[str, str]], a: Assumptions = Assumptions()) ->
         fraud_keys = keys_per_click * clicks_day * a.key_ttl_days
         redis_gib = (bid_keys * bid_bytes + fraud_keys * fraud_bytes) * a.redis_headroom / 2**30
         redis_nodes = 2 * max(1, math.ceil(redis_gib / (a.redis_node_gib * 0.75)))  # primary + replica
-        feature_h = calls_day / spark["features"] / 3600
-        set_h = calls_day * a.retrain_window_days / spark["training set"] / 3600
-        train_h = calls_day * a.retrain_window_days / spark["train"] / 3600
+        feature_h = calls_day / spark["ingest"] / 3600 + calls_day / spark["features"] / 3600
+        sampled = calls_day * a.retrain_window_days * a.training_sample
+        set_h = sampled / spark["training set"] / 3600
+        train_h = sampled / spark["train"] / 3600
         spark_core_h = feature_h + set_h + train_h
         executors = 8 * factor
         retrain_min = (set_h + train_h) * 60 / (executors * a.node_vcpu)
-        serving_nodes = math.ceil(pods * a.pod_cpu / (a.node_vcpu * 0.9))
+        fraud_cores = clicks_day / 86_400 * a.peak_to_average * fraud_us / 1e6 / a.target_utilization
+        fraud_pods = max(math.ceil(fraud_cores / a.pod_cpu), a.min_pods_per_role)
+        serving_nodes = math.ceil((pods + fraud_pods) * a.pod_cpu / (a.node_vcpu * 0.9))
         hourly = serving_nodes * a.node_price + redis_nodes * a.redis_node_price + a.control_plane_price
         spark_day = spark_core_h / a.node_vcpu * a.node_price
         month = hourly * 730 + spark_day * 30
@@ -156,23 +161,27 @@ def render(found: dict[str, tuple[str, str]], a: Assumptions = Assumptions()) ->
             f"server CPU per auction (row `{SERVING_ROW}`; the no-op KServe floor is {floor_us:.0f} µs, row "
             f"`{FLOOR_ROW}`) x the peak rate / {a.target_utilization:.0%} utilization, {a.pod_cpu:g} vCPU a pod, "
             f"plus {a.min_pods_per_role} canary pods |",
-            f"| serving nodes (m7i.xlarge) | {serving_nodes} | pods x {a.pod_cpu:g} vCPU / {a.node_vcpu} vCPU at "
-            "90 % allocatable |",
+            f"| serving nodes (m7i.xlarge) | {serving_nodes} | both kinds' pods x {a.pod_cpu:g} vCPU / "
+            f"{a.node_vcpu} vCPU at 90 % allocatable |",
             f"| Redis online store | {redis_gib:,.1f} GiB on {redis_nodes} r7i.large (primary + replica) | "
             f"bid filter {bid_keys:,.0f} keys x {bid_bytes:.0f} B (row `{BID_MEMORY_ROW}`; keys = {a.publishers:,} "
             f"publishers x 30 partners + publishers + the slices measured) + fraud {fraud_keys:,.0f} keys x "
             f"{fraud_bytes:.0f} B (row `{FRAUD_MEMORY_ROW}`: {keys_per_click:.2f} keys per click in the sample, an "
             f"upper bound: a sample thins repeat IPs; {clicks_day:,.0f} clicks a day kept {a.key_ttl_days:g} days), "
             f"x {a.redis_headroom:g} headroom |",
-            f"| Spark executor core-hours a day | {spark_core_h:,.0f} | features over the day's calls at "
-            f"{spark['features']:,.0f} rows/s per core, a training set and a training run over "
-            f"{a.retrain_window_days:g} day at {spark['training set']:,.0f} and {spark['train']:,.0f} rows/s per "
-            f"core (rows `crossover {scale}x: spark features / training set / train`, local mode) |",
+            f"| Spark executor core-hours a day | {spark_core_h:,.0f} | ingest and features over the day's calls "
+            f"at {spark['ingest']:,.0f} and {spark['features']:,.0f} rows/s per core, a training set and a training "
+            f"run over a {a.training_sample:.0%} sample of {a.retrain_window_days:g} day at "
+            f"{spark['training set']:,.0f} and {spark['train']:,.0f} rows/s per "
+            f"core (rows `crossover {scale}x: spark ingest / features / training set / train`, local mode) |",
             f"| retraining (training set + train) | {retrain_min:,.0f} min on {executors} executors of "
             f"{a.node_vcpu} cores | the same rows/s per core, spread over the executors (no allowance for "
             "shuffle across machines, which local mode does not have) |",
+            f"| fraud model-server pods | {fraud_pods} | {fraud_us:.0f} µs of server CPU per scored click (row "
+            f"`{FRAUD_SERVING_ROW}`) x {clicks_day / 86_400 * a.peak_to_average:,.0f} clicks/s at the peak: the "
+            f"floor of {a.min_pods_per_role} pods holds it |",
             f"| cost a month, on demand | ${month:,.0f} | serving nodes and Redis all month, the EKS control "
-            f"plane, Spark nodes for the core-hours above ({a.price_list}) |",
+            "plane, Spark nodes for the core-hours above (prices: see the assumptions) |",
             f"| cost a month, spot for serving nodes and Spark | ${month_spot:,.0f} | spot at "
             f"{a.spot_share:.0%} of on demand (an assumption), Redis and the control plane on demand |",
             "",

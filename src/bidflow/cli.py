@@ -129,7 +129,7 @@ def ingest(
     target = out_dir or config.paths.parquet
     total = sum(p.stat().st_size for p in find_log_files(source))
     with _progress("ingesting", total, unit="bytes") as (progress, task):
-        summary = run_ingest(source, target, cfg, lambda n: progress.advance(task, n))
+        summary = run_ingest(source, target, cfg, lambda n: progress.advance(task, n), spark=config.spark)
     out.print(
         f"[green]ingested[/] {summary.auctions:,} auctions -> {summary.rows:,} rows in "
         f"{len(summary.partitions)} partitions under [bold]{target}[/] "

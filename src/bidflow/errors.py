@@ -132,3 +132,7 @@ class MonitorError(BidflowError):
 
 class BiddingError(BidflowError):
     """A bidder cannot be fitted, loaded or asked for a bid (unknown campaign, a policy that does not fit)."""
+
+
+class EngineError(BidflowError):
+    """A step cannot run on the engine it is set to (Spark missing, not startable, or a setting it lacks)."""

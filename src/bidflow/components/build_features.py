@@ -29,5 +29,10 @@ def build_features(batch: Input[Dataset], config: str, features: Output[Dataset]
     from bidflow.features.store import offline_base
 
     settings = _runtime.config(config)
-    summary = write_tables(build_bid_features(read_batch(Path(batch.path))), offline_base(settings.features))
+    if settings.features.engine == "spark":
+        from bidflow.engines import spark_jobs
+
+        summary = spark_jobs.build_features(settings, Path(batch.path))
+    else:
+        summary = write_tables(build_bid_features(read_batch(Path(batch.path))), offline_base(settings.features))
     _runtime.write_manifest(summary, features)

@@ -26,6 +26,6 @@ def ingest_logs(raw_logs: Input[Dataset], config: str, batch: Output[Dataset], m
     from bidflow.data.ingest import ingest
 
     settings = _runtime.config(config)
-    summary = ingest(Path(raw_logs.path), Path(batch.path), settings.ingest)
+    summary = ingest(Path(raw_logs.path), Path(batch.path), settings.ingest, spark=settings.spark)
     _runtime.log_metrics(metrics, summary.to_json())
     batch.metadata.update({"auctions": summary.auctions, "rows": summary.rows, "partitions": len(summary.partitions)})

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from isal import igzip
 
-from bidflow.config import IngestConfig
+from bidflow.config import IngestConfig, SparkConfig
 from bidflow.data.oracle import ORACLE_SCHEMA, attach_oracle
 from bidflow.data.records import AuctionRecord, Outcome
 from bidflow.errors import IngestError, InputError, OpenRTBError
@@ -140,11 +140,19 @@ def find_log_files(raw: Path) -> list[Path]:
     return files
 
 
-def ingest(raw: Path, out: Path, cfg: IngestConfig, progress: Callable[[int], None] | None = None) -> IngestSummary:
+def ingest(
+    raw: Path,
+    out: Path,
+    cfg: IngestConfig,
+    progress: Callable[[int], None] | None = None,
+    spark: SparkConfig | None = None,
+) -> IngestSummary:
     """Ingest every log file under ``raw`` into ``out``; raise ``IngestError`` past the bad-line limit.
 
-    Files are independent (one per hour), so they are ingested in ``cfg.workers`` processes.
-    ``progress`` is called with the number of compressed bytes done since its last call.
+    Files are independent (one per hour), so they are ingested in ``cfg.workers`` processes, or with
+    ``cfg.engine: spark`` as one Spark task each on the session ``spark`` configures
+    (``bidflow.engines.spark_ingest``): the same per-file code either way, so both engines write the
+    same rows. ``progress`` is called with the number of compressed bytes done since its last call.
     """
     started = time.perf_counter()
     files = find_log_files(raw)
@@ -152,18 +160,25 @@ def ingest(raw: Path, out: Path, cfg: IngestConfig, progress: Callable[[int], No
     staging = out / f".staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     summary = IngestSummary(out_dir=out)
-    jobs = [(path, path.relative_to(base).as_posix(), staging) for path in files]
+    jobs: list[IngestJob] = [(path, path.relative_to(base).as_posix(), staging) for path in files]
     workers = min(len(jobs), cfg.workers or os.cpu_count() or 1)
     try:
-        if workers <= 1:
+        if cfg.engine == "spark":
+            from bidflow.engines.spark_ingest import ingest_files
+
+            for result in ingest_files(jobs, spark or SparkConfig()):
+                summary.merge(result)
+                if progress is not None:
+                    progress(result.bytes_read)
+        elif workers <= 1:
             for job in jobs:
-                summary.merge(_ingest_file(*job, progress))
+                summary.merge(ingest_file(*job, progress))
         else:
             context = multiprocessing.get_context("forkserver")  # never fork a threaded parent
             # Workers fork from a server that imported this module (pyarrow, msgspec) once: 0.35 s less each.
             context.set_forkserver_preload([__name__])
             with ProcessPoolExecutor(workers, mp_context=context) as pool:
-                for result in pool.map(_ingest_file, *zip(*jobs, strict=True)):
+                for result in pool.map(ingest_file, *zip(*jobs, strict=True)):
                     summary.merge(result)
                     if progress is not None:
                         progress(result.bytes_read)
@@ -184,9 +199,10 @@ def ingest(raw: Path, out: Path, cfg: IngestConfig, progress: Callable[[int], No
     return summary
 
 
-def _ingest_file(
-    path: Path, source: str, staging: Path, progress: Callable[[int], None] | None = None
-) -> IngestSummary:
+IngestJob = tuple[Path, str, Path]  # a log file, its name relative to the input, the staging folder
+
+
+def ingest_file(path: Path, source: str, staging: Path, progress: Callable[[int], None] | None = None) -> IngestSummary:
     """Ingest one log file into ``staging``; returns its own counts (runs in a worker process)."""
     with _without_cycle_collection():
         return _ingest_one(path, source, staging, progress)

@@ -58,6 +58,12 @@ def build(
     from bidflow.features.build import build_bid_features, write_tables
 
     config = _config(ctx)
+    if config.features.engine == "spark":
+        from bidflow.engines import spark_jobs
+
+        offline = out_dir or str(config.features.offline)
+        _report(spark_jobs.build_features(config, batch, offline, _utc(since), _utc(until)))
+        return
     started = time.perf_counter()
     calls = read_batch(batch or config.paths.parquet, _utc(since), _utc(until))
     tables = build_bid_features(calls, _utc(until))
@@ -155,6 +161,12 @@ def training_set(
     chosen.require_tabular("features training-set")
     if chosen.feature_service is None:
         raise typer.BadParameter(f"model kind '{kind_name}' has no Feast FeatureService", param_hint="--kind")
+    if config.features.engine == "spark":
+        from bidflow.engines import spark_jobs
+
+        rows = spark_jobs.write_training_set(config, kind_name, out_file, source, _utc(since), _utc(until))
+        out.print(f"[green]wrote[/] {rows:,} rows to [bold]{out_file}[/] (a parquet folder, on Spark)")
+        return
     store = feature_store.open_store(config.features)
     entities = chosen.entities(config, source or chosen.default_source(config), _utc(since), _utc(until))
     result = feature_store.build_training_set(store, entities, chosen.feature_service)

@@ -317,6 +317,25 @@ def missing_offline_sources(store: FeatureStore, views: Sequence[str] | None = N
     return missing
 
 
+def offline_source(store: FeatureStore, view_name: str) -> tuple[str, str]:
+    """(resolved path or URI, timestamp column) of a view's parquet source, for engines that read it themselves.
+
+    Raises:
+        FeatureStoreError: the view's batch source is not a file source.
+    """
+    from feast.infra.offline_stores.file_source import FileSource
+
+    with feast_errors(store):
+        source = store.get_feature_view(view_name).batch_source
+    if not isinstance(source, FileSource):
+        raise FeatureStoreError(
+            f"feature view '{view_name}' does not read a parquet file source",
+            got=type(source).__name__,
+            hint="engine: spark reads the views' offline parquet; use engine: pandas for other sources",
+        )
+    return FileSource.get_uri_for_file_path(store.config.repo_path, source.path), str(source.timestamp_field)
+
+
 def check_offline_sources(store: FeatureStore, views: Sequence[str] | None = None) -> None:
     """Raise ``FeatureStoreError`` naming every offline parquet file the views need but lack."""
     missing = missing_offline_sources(store, views)

@@ -138,15 +138,25 @@ class CategoryEncoder:
                 (lowest first; see the module docstring, and ``out_of_fold_codes`` for training rows).
         """
         _require(frame, list(columns))
+        counts = {column: frame[column].value_counts(dropna=True) for column in columns}
+        encoder = cls.from_counts(counts, min_count)
+        return encoder if rates_of is None else encoder.ordered_by_rate(frame, rates_of, min_count)
+
+    @classmethod
+    def from_counts(cls, counts: Mapping[str, pd.Series], min_count: int) -> CategoryEncoder:
+        """Frequency-ordered vocabularies from each column's row count per raw value (``fit``'s rule).
+
+        An engine that counts values where the rows are (Spark) builds the same vocabularies as
+        ``fit`` on the rows themselves: values are compared as text here, after counting.
+        """
         vocabularies: dict[str, tuple[str, ...]] = {}
-        for column in columns:
-            counts = _as_text(frame[column]).value_counts(dropna=True)
-            counts = counts[counts >= min_count]
-            ordered = pd.DataFrame({"n": counts.to_numpy(), "name": counts.index.astype(str)})
+        for column, raw in counts.items():
+            by_text = raw[raw.index.notna()].groupby(_as_text(raw.index.to_series()).to_numpy()).sum()
+            by_text = by_text[by_text >= min_count]
+            ordered = pd.DataFrame({"n": by_text.to_numpy(), "name": by_text.index.astype(str)})
             ordered = ordered.sort_values(["n", "name"], ascending=[False, True], kind="stable")
             vocabularies[column] = tuple(ordered["name"])
-        encoder = cls(vocabularies)
-        return encoder if rates_of is None else encoder.ordered_by_rate(frame, rates_of, min_count)
+        return cls(vocabularies)
 
     def ordered_by_rate(self, frame: pd.DataFrame, y: npt.NDArray[np.float32], smoothing: float) -> CategoryEncoder:
         """The same vocabularies, each ordered by its values' label rate in ``frame`` (lowest first).

@@ -25,7 +25,7 @@ from bidflow.kinds import kind as kind_of
 from bidflow.modeling.dataset import FeatureSpec, latest_hours
 
 if TYPE_CHECKING:
-    from bidflow.config import Config, FeaturesConfig
+    from bidflow.config import Config, FeaturesConfig, SparkConfig
 
 FeatureSource = Literal["feast", "request"]
 
@@ -93,19 +93,24 @@ def with_features(
             got=feature_source,
             hint=f"set train.{kind}.feature_source: request in bidflow.yaml, or pass --features request",
         )
-    enriched, columns = feast_training_set(frame, config.features, service)
+    enriched, columns = feast_training_set(frame, config.features, service, config.spark)
     return enriched, spec(columns, service)
 
 
 def with_service(frame: pd.DataFrame, config: Config, services: Sequence[str | None]) -> pd.DataFrame:
     """``frame`` with the columns of every named service (evaluation: champion and candidate may differ)."""
     for service in dict.fromkeys(s for s in services if s is not None):
-        frame, _ = feast_training_set(frame, config.features, service)
+        frame, _ = feast_training_set(frame, config.features, service, config.spark)
     return frame
 
 
-def feast_training_set(frame: pd.DataFrame, cfg: FeaturesConfig, service: str) -> tuple[pd.DataFrame, tuple[str, ...]]:
+def feast_training_set(
+    frame: pd.DataFrame, cfg: FeaturesConfig, service: str, spark: SparkConfig | None = None
+) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """Point-in-time features of ``service`` for ``frame``'s rows, through ``bidflow.features.store``.
+
+    With ``features.engine: spark`` the join runs on the Spark session of ``spark`` (default settings
+    when None) and returns the same frame (``bidflow.engines.spark_pandas.training_set``).
 
     Returns:
         The frame with the service's columns appended (rows and order unchanged) and those columns.
@@ -123,7 +128,13 @@ def feast_training_set(frame: pd.DataFrame, cfg: FeaturesConfig, service: str) -
         if key == "device_type" and key in entities.columns:
             entities[key] = entities[key].astype("int64")  # Feast's key type for device_type is Int64
     try:
-        out = training_set(store, entities, service=service)
+        if cfg.engine == "spark":
+            from bidflow.config import SparkConfig
+            from bidflow.engines import spark_pandas
+
+            out = spark_pandas.training_set(cfg, spark or SparkConfig(), entities, service)
+        else:
+            out = training_set(store, entities, service=service)
     except BidflowError:
         raise
     except Exception as exc:  # Feast and pyarrow raise many types; a user must see which service failed

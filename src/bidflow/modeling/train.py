@@ -287,6 +287,14 @@ def fit(
     info = model.info | {"validation_from": window.min().floor("h").isoformat()}
     if policy is None:
         return replace(model, info=info)
+    return with_policy(replace(model, info=info), valid_part, policy, partner_column)
+
+
+def with_policy(
+    model: TrainedModel, valid_part: pd.DataFrame, policy: EvaluateSettings, partner_column: str = "partner"
+) -> TrainedModel:
+    """``model`` with per-partner filter thresholds chosen on its validation rows (see ``fit``)."""
+    spec = model.spec
     scores = model.predict(valid_part)
     ranking: Ranking = "p_bid"
     if policy.objective == "value" and reads_prices(spec.names):
@@ -303,7 +311,7 @@ def fit(
         price=valid_part["price"].to_numpy(np.float64, na_value=np.nan) if policy.objective == "value" else None,
         ranking=ranking,
     )
-    return replace(model, policy=chosen, info=info)
+    return replace(model, policy=chosen)
 
 
 def save_model(model: TrainedModel, directory: Path) -> Path:

@@ -16,17 +16,9 @@ without the expected columns.
 
 from kfp import dsl
 
-from bidflow.components.apply_features import apply_features
 from bidflow.components.build_ctr_features import build_ctr_features
-from bidflow.components.check_bias import check_bias
-from bidflow.components.deploy_canary import deploy_canary
-from bidflow.components.evaluate_model import evaluate_model
-from bidflow.components.fit_drift_detector import fit_drift_detector
-from bidflow.components.materialize_features import materialize_features
-from bidflow.components.register_model import register_model
-from bidflow.components.train_model import train_model
-from bidflow.pipelines import _dsl, platform
-from bidflow.pipelines.bid_filter import TrainingOutputs
+from bidflow.pipelines import _dsl, stages
+from bidflow.pipelines.stages import TrainingOutputs
 
 NAME = "bidflow-ctr-training"
 KIND = "ctr"
@@ -62,47 +54,8 @@ def ctr_pipeline(
     data = sample.output
 
     features = build_ctr_features(impressions=data, config=config)
-    apply = apply_features(config=config)
-    materialize = materialize_features(features=features.outputs["features"], config=config).after(apply)
-    for task in (features, apply, materialize):
-        platform.stateful(task)
-    platform.attach_secrets(features, object_store=True)  # writes the offline tables, registers nothing
-    platform.attach_secrets(apply, feature_store=True)
-    platform.attach_secrets(materialize, feature_store=True)
-
-    train = train_model(batch=data, config=config, kind=KIND, feature_source=feature_source).after(features, apply)
-    platform.stateful(train, retries=1)
-    platform.compute(train, cpu="2", memory="4G")
-    model = train.outputs["model"]
-    evaluate = evaluate_model(batch=data, model=model, config=config, kind=KIND, champion=champion)
-    bias = check_bias(batch=data, model=model, config=config, kind=KIND, slices=BIAS_SLICES)
-    for task in (train, evaluate, bias):
-        platform.attach_secrets(task, registry=True, feature_store=True)
-    platform.stateful(evaluate)
-    platform.stateful(bias)
-
-    # Nested conditions: register only when both gates passed (`== True`: KFP compares channel values).
-    with (
-        dsl.If(evaluate.outputs["Output"] == True, name="evaluation-gate-passed"),  # noqa: E712
-        dsl.If(bias.outputs["Output"] == True, name="bias-gate-passed"),  # noqa: E712
-    ):
-        register = register_model(model=model, config=config, kind=KIND)
-        platform.stateful(register)
-        platform.attach_secrets(register, registry=True)
-        # After materialize too: a server that starts before the online store is filled serves default features.
-        deploy = deploy_canary(
-            model_version=register.outputs["Output"], batch=data, config=config, percent=canary_percent, kind=KIND
-        ).after(materialize)
-        # Deploying twice would be refused (a canary is live), so a retry is for connection errors only.
-        platform.stateful(deploy, retries=1)
-        platform.attach_secrets(deploy, registry=True)
-        fit = fit_drift_detector(reference=deploy.outputs["reference"], config=config)
-        platform.pure(fit)
-
-    return TrainingOutputs(
-        model=model,
-        evaluation_passed=evaluate.outputs["Output"],
-        bias_passed=bias.outputs["Output"],
-        evaluation_report=evaluate.outputs["report"],
-        bias_report=bias.outputs["report"],
-    )
+    apply, materialize = stages.feature_store_tasks(features, config)
+    return stages.gated_training(
+        data=data, config=config, kind=KIND, feature_source=feature_source, champion=champion,
+        canary_percent=canary_percent, slices=BIAS_SLICES, features=features, apply=apply, materialize=materialize,
+    )  # fmt: skip

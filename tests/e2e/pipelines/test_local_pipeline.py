@@ -77,7 +77,13 @@ def installed_kfp() -> dict[str, float]:
 
 
 def run_pipeline(
-    tmp_path: Path, raw: Path | None, shim: Path, settings: dict[str, Any], *params: str, router: bool = False
+    tmp_path: Path,
+    raw: Path | None,
+    shim: Path,
+    settings: dict[str, Any],
+    *params: str,
+    router: bool = False,
+    timeout_s: float = 600,
 ) -> subprocess.CompletedProcess[str]:
     """``bidflow --config <tmp config> pipeline run --local`` in ``tmp_path``, with its own stores.
 
@@ -132,7 +138,7 @@ def run_pipeline(
     ]
     before = installed_kfp()
     with running_router(config) if router else contextlib.nullcontext():
-        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout_s)
     assert not (tmp_path / "pip-calls.txt").exists(), (tmp_path / "pip-calls.txt").read_text()
     assert installed_kfp() == before
     return result
