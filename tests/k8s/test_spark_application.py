@@ -193,7 +193,8 @@ def test_the_steps_are_the_jobs_own() -> None:
 
     assert sa.STEPS is spark_jobs.STEPS
     for step in sa.STEPS:  # every step the renderer allows parses on the job's own command line
-        options = sa.job_arguments(step, out="s3://bidflow-data/out", since="2026-11-02T00:00:00Z")
+        window = {} if step == "ingest" else {"since": "2026-11-02T00:00:00Z"}  # ingest takes every file
+        options = sa.job_arguments(step, out="s3://bidflow-data/out", **window)
         parsed = spark_jobs.parser().parse_args([step, "--config", "/etc/bidflow/bidflow.yaml", *options])
         assert parsed.step == step
 
@@ -213,6 +214,9 @@ def test_job_options_are_passed_after_the_config() -> None:
         sa.job_arguments("training-set")
     with pytest.raises(ConfigError, match="takes no kind"):
         sa.job_arguments("features", kind="ctr")
+    with pytest.raises(ConfigError, match="no time window"):
+        sa.job_arguments("ingest", since="2026-11-02T00:00:00Z")
+    assert sa.job_arguments("ingest", out="/data/parquet") == ["--out", "/data/parquet"]
 
 
 # --- the image the application runs in ------------------------------------------------------------------------

@@ -70,9 +70,13 @@ def job_arguments(step: str, *, kind: str = "", out: str = "", since: str = "", 
     """The job's options after ``<step> --config PATH`` (empty values are left out: the job's defaults).
 
     Raises:
-        ConfigError: ``kind`` for ``features`` (it builds every view), or no ``out`` for ``training-set``.
+        ConfigError: ``kind`` for ``features`` (it builds every view), ``kind`` or a window for ``ingest``
+            (it ingests every file), or no ``out`` for ``training-set``.
     """
     spark_step(step)
+    if step == "ingest" and (kind or since or until):
+        raise ConfigError("the ingest step takes no kind and no time window", where="kind, since, until",
+                          hint="it ingests every log file under paths.raw")  # fmt: skip
     arguments: list[str] = []
     if kind:
         if step == "features":

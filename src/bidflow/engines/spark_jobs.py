@@ -1,5 +1,6 @@
 """One offline step on Spark, from a bidflow.yaml: the command a Spark cluster runs.
 
+    python -m bidflow.engines.spark_jobs ingest       --config bidflow.yaml [--raw DIR] [--out DIR]
     python -m bidflow.engines.spark_jobs features     --config bidflow.yaml [--batch DIR] [--out DIR]
                                                       [--since T] [--until T]
     python -m bidflow.engines.spark_jobs training-set --config bidflow.yaml --out DIR [--kind K]
@@ -12,6 +13,9 @@ The contract a launcher (a Kubernetes SparkApplication, ``spark-submit``, a pipe
 * the first argument names the step, ``--config`` the bidflow.yaml (``BIDFLOW__*`` environment
   overrides apply as for the CLI); the ``spark:`` section configures the session (master, driver
   memory, shuffle partitions, ``conf``), and a session the launcher already started is reused;
+* ``ingest`` turns the auction logs (``paths.raw`` or ``--raw``) into hourly parquet (``paths.parquet``
+  or ``--out``), a Spark task per log file (``bidflow.engines.spark_ingest``): the step ``bidflow
+  ingest`` runs in worker processes; both folders must be visible to every executor;
 * ``features`` reads the ingested parquet (``paths.parquet`` or ``--batch``) and writes the
   bid-filter views as Feast's offline sources (``features.offline_uri`` or ``features.offline``, or
   ``--out``), one parquet folder per view: the step ``bidflow features build`` runs in pandas;
@@ -43,7 +47,7 @@ if TYPE_CHECKING:
     from bidflow.config import Config
     from bidflow.features.build import BuildSummary
 
-STEPS: Final = ("features", "training-set", "train")
+STEPS: Final = ("ingest", "features", "training-set", "train")
 
 
 def build_features(
@@ -118,6 +122,10 @@ def parser() -> argparse.ArgumentParser:
     for name in STEPS:
         step = steps.add_parser(name)
         step.add_argument("--config", type=Path, required=True, help="the bidflow.yaml")
+        if name == "ingest":
+            step.add_argument("--raw", type=Path, help="log file or folder (default: paths.raw)")
+            step.add_argument("--out", type=Path, help="parquet output (default: paths.parquet)")
+            continue
         step.add_argument("--since", type=_time, help="only rows at or after this UTC time")
         step.add_argument("--until", type=_time, help="only rows before this UTC time")
         if name == "features":
@@ -149,7 +157,13 @@ def _run(args: argparse.Namespace) -> int:
     from bidflow.config import load_config
 
     config = load_config(args.config)
-    if args.step == "features":
+    if args.step == "ingest":
+        from bidflow.data.ingest import ingest
+
+        settings = config.ingest.model_copy(update={"engine": "spark"})
+        done = ingest(args.raw or config.paths.raw, args.out or config.paths.parquet, settings, spark=config.spark)
+        print(f"ingested {done.auctions} auctions -> {done.rows} rows in {len(done.partitions)} partitions")
+    elif args.step == "features":
         summary = build_features(config, args.batch, args.out, args.since, args.until)
         print(f"built {sum(summary.rows.values())} feature rows in {len(summary.rows)} views under {summary.out}")
     elif args.step == "training-set":

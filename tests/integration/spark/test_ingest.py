@@ -58,3 +58,19 @@ def test_bad_lines_are_quarantined_alike_and_the_limit_holds(spark: Any, generat
         ingest(raw, tmp_path / "strict", IngestConfig(engine="spark", max_bad_share=0.0), spark=SPARK)
     assert "nothing was published" in str(refused.value.hint)
     assert not list((tmp_path / "strict").rglob("*.parquet"))
+
+
+def test_the_job_command_ingests_on_spark(spark: Any, generated_logs: Path, tmp_path: Path) -> None:
+    import yaml
+
+    from bidflow.engines import spark_jobs
+
+    config = tmp_path / "bidflow.yaml"
+    config.write_text(yaml.safe_dump({"ingest": {"engine": "pandas"}, "spark": SPARK.model_dump()}), encoding="utf-8")
+    # The job runs on Spark whatever ingest.engine says: choosing the command is choosing the engine.
+    assert spark_jobs.main(["ingest", "--config", str(config), "--raw", str(generated_logs), "--out",
+                            str(tmp_path / "job")]) == 0  # fmt: skip
+    ingest(generated_logs, tmp_path / "pandas", IngestConfig(workers=1))
+    mine, theirs = partitions(tmp_path / "job"), partitions(tmp_path / "pandas")
+    assert list(mine) == list(theirs) and all(table.equals(theirs[name]) for name, table in mine.items())
+    assert spark_jobs.main(["ingest", "--config", str(config), "--raw", str(tmp_path / "nothing")]) == 2
