@@ -38,6 +38,7 @@ class Backend(Protocol):
 
 
 FetchShape = tuple[tuple[str, int], ...]
+Row = tuple[float, list[float]]  # one key's answer on the small-read path: (event seconds, values; NaN for null)
 
 
 def fetch_shape(views: Sequence[ViewSpec], counts: tuple[int, ...]) -> FetchShape:
