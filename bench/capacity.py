@@ -43,12 +43,15 @@ class Assumptions:
     redis_headroom: float = 2.0  # fragmentation, the write buffer and a forked save, over the data itself
     retrain_window_days: float = 1.0  # a retraining run reads one day of partner calls ...
     training_sample: float = 0.01  # ... of which a uniform sample trains (every call still builds features)
+    retrain_executors: int = 8  # Spark executors of a retraining run at 7 billion impressions (x10 at 10x)
     node_vcpu: int = 4  # m7i.xlarge: 4 vCPU, 16 GiB (serving nodes and Spark executors)
     node_price: float = 0.2016  # USD per hour, m7i.xlarge, Linux, on demand, us-east-1
     redis_node_gib: int = 16  # r7i.large: 2 vCPU, 16 GiB
     redis_node_price: float = 0.1323  # USD per hour, r7i.large, Linux, on demand, us-east-1
     control_plane_price: float = 0.10  # USD per hour, one EKS cluster
     spot_share: float = 0.35  # spot price as a share of on demand (varies by zone and hour)
+    machine_gib: float = 24.0  # the machine the crossover ran on
+    memory_budget: float = 0.8  # of its memory a step may use (bench_crossover.MEMORY_BUDGET)
     price_list: str = (
         "AWS EC2 and EKS list prices, Linux, on demand, us-east-1, as published on aws.amazon.com/ec2/pricing "
         "(not fetched by this code: the machine that runs it has no internet; check before budgeting)"
@@ -120,7 +123,9 @@ def render(found: dict[str, tuple[str, str]], a: Assumptions = Assumptions()) ->
         f"Written by `python -m bench.capacity` on {datetime.now(UTC):%Y-%m-%d} from the measured rows of "
         "[bench/README.md](../bench/README.md) (named in each section) and the assumptions listed at the end; "
         "rerun the benchmarks, then this, to refresh it. Measured on one 2-core machine: per-core figures are "
-        "taken to carry over to EKS nodes of the same CPU generation, which is itself an assumption.",
+        "taken to carry over to EKS nodes of the same CPU generation, which is itself an assumption. Not counted: "
+        "the ingress and traffic-splitting layer in front of the model servers (Knative/Istio on EKS), the drift "
+        "monitor, MLflow, the Feast registry and Kubeflow itself.",
         "",
     ]
     for label, factor in (("7 billion impressions a month", 1), ("70 billion impressions a month (10x)", 10)):
@@ -139,7 +144,7 @@ def render(found: dict[str, tuple[str, str]], a: Assumptions = Assumptions()) ->
         set_h = sampled / spark["training set"] / 3600
         train_h = sampled / spark["train"] / 3600
         spark_core_h = feature_h + set_h + train_h
-        executors = 8 * factor
+        executors = a.retrain_executors * factor
         retrain_min = (set_h + train_h) * 60 / (executors * a.node_vcpu)
         fraud_cores = clicks_day / 86_400 * a.peak_to_average * fraud_us / 1e6 / a.target_utilization
         fraud_pods = max(math.ceil(fraud_cores / a.pod_cpu), a.min_pods_per_role)
@@ -186,12 +191,24 @@ def render(found: dict[str, tuple[str, str]], a: Assumptions = Assumptions()) ->
             f"{a.spot_share:.0%} of on demand (an assumption), Redis and the control plane on demand |",
             "",
         ]
+    largest = max(pandas_scales) if pandas_scales else 0
+    where = ""
+    if largest:
+        detail = found[f"crossover {largest}x: pandas ingest -> features -> training set -> train"][1]
+        rows_then = number(detail)
+        peak = float(re.search(r"peak ([\d.]+) GiB", detail).group(1))  # type: ignore[union-attr]
+        limit = a.memory_budget * a.machine_gib / (peak / largest)
+        where = (f" Its peak memory grows with the rows ({peak:.2f} GiB at {largest}x, {rows_then:,.0f} partner "
+                 f"calls), so within {a.memory_budget:.0%} of this machine's {a.machine_gib:g} GiB it stops fitting "
+                 f"near {limit:.0f}x the default data (about {rows_then * limit / largest / 1e6:,.0f} million partner "
+                 "calls).")  # fmt: skip
     lines += [
         "## Where pandas stops",
         "",
         f"The crossover ran pandas end to end at {', '.join(f'{s}x' for s in sorted(pandas_scales)) or 'no scale'} "
         "the default data"
         + (f"; {'; '.join(pandas_stop)} (projected from its peak memory)." if pandas_stop else ".")
+        + where
         + " Past that, and for any volume of the sizes above, the offline steps run with `engine: spark`.",
         "",
         "## Assumptions",
