@@ -25,6 +25,7 @@ def _outs(lock: Path) -> dict[str, str]:
 
 def test_dvc_repro_from_a_clean_clone_reproduces_the_committed_data_version(tmp_path: Path) -> None:
     clone = tmp_path / "clone"
+    (tmp_path / "shared").symlink_to(REPO.parent / "shared")  # the research data beside the clone, as beside REPO
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True, timeout=120)
     changed = subprocess.run(["git", "ls-files", "-m", "-o", "--exclude-standard"], cwd=REPO, capture_output=True,
                              text=True, check=True).stdout.split()  # fmt: skip
@@ -71,6 +72,7 @@ def test_every_data_output_has_the_same_bytes_with_and_without_the_cpus_wider_si
         pytest.skip("this CPU has no SIMD features beyond numpy's baseline: there is nothing to switch off")
     env = {k: v for k, v in os.environ.items() if not k.startswith("BIDFLOW__")}
     env["PATH"] = f"{BIN}:{env['PATH']}"
+    (tmp_path / "shared").symlink_to(REPO.parent / "shared")  # the fraud stages read ../shared, as from REPO
     runs = {
         "full": _run_data_stages(tmp_path / "full", env),
         # numpy then takes its baseline (SSE4.2-level) kernels for sorting, log, exp and the rest

@@ -76,7 +76,8 @@ def _dvc_md5(path: Path, dvc_lock: Path) -> str | None:
     root = dvc_lock.resolve().parent
     target = path.resolve()
     for stage in (lock.get("stages") or {}).values():
-        for out in stage.get("outs") or []:
-            if isinstance(out, dict) and "md5" in out and (root / str(out.get("path", ""))).resolve() == target:
-                return str(out["md5"])
+        # An input DVC hashes without caching it (the research samples beside the repository) is a stage's dependency.
+        for entry in [*(stage.get("outs") or []), *(stage.get("deps") or [])]:
+            if isinstance(entry, dict) and "md5" in entry and (root / str(entry.get("path", ""))).resolve() == target:
+                return str(entry["md5"])
     return None

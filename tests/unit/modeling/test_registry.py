@@ -137,3 +137,13 @@ def test_data_version_prefers_dvc_lock(tmp_path: Path) -> None:
     )
     locked = data_version(data, tmp_path / "dvc.lock")
     assert (locked.source, locked.value) == ("dvc.lock", "abc123.dir")
+    clicks = tmp_path.parent / f"{tmp_path.name}-shared" / "clicks.csv.gz"  # an input beside the repository
+    clicks.parent.mkdir()
+    clicks.write_bytes(b"ip,app")
+    assert data_version(clicks, tmp_path / "dvc.lock").source == "sha256"
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  fraud:\n    deps:\n"
+        f"    - path: ../{clicks.parent.name}/clicks.csv.gz\n      md5: def456\n"
+    )
+    tracked = data_version(clicks, tmp_path / "dvc.lock")
+    assert (tracked.source, tracked.value) == ("dvc.lock", "def456")
