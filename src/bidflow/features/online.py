@@ -56,12 +56,11 @@ __all__ = ["RECORD", "OnlineFeatureReader", "RowLayout", "decode_seconds", "deco
 
 log = logging.getLogger(__name__)
 
-# Reads of at most this many rows take the small-read path (Redis, no cache). Measured per read of the
-# fraud service (3 views, 8 features, distinct keys; CPU of the reading process, best of 5 loops of 300
-# reads, on a loaded 2-core machine): small 53 / 81 / 136 / 305 / 362 / 434 µs against bulk
-# 160 / 167 / 204 / 339 / 304 / 420 µs at 1 / 4 / 8 / 16 / 24 / 32 rows. The small path pays per
+# Reads of at most this many rows take the small-read path (Redis, no cache). The small path pays per
 # record and per key (it neither packs nor deduplicates), the bulk path a fixed cost for its numpy
-# calls, so they cross between 16 and 24 rows; 16 keeps every read on the cheaper side.
+# calls, so the two cross somewhere above a few rows; measured on the fraud service they cross between
+# 16 and 24 rows (bench/README.md, "Reading the fraud serving rows"), and 16 keeps every read on the
+# cheaper side.
 SMALL_READ_ROWS: Final = 16
 
 

@@ -36,8 +36,9 @@ class KeyEncoder:
 
     The bytes are Feast's ``serialize_entity_key`` (version 3) written directly: the key count, each
     join key's name and each value in join-key-name order, every part length-prefixed. Building them
-    through protobuf objects cost about 15 µs per four-key entity, paid by every key a server reads
-    for the first time (a click's IP usually is); written with ``struct`` they cost a few. A value the
+    through protobuf objects is paid by every key a server reads for the first time (a click's IP
+    usually is), and was several times the cost of the read itself for a click (bench/README.md, "Reading
+    the fraud serving rows"); written with ``struct`` it is a small share. A value the
     direct form cannot write (an int outside int64, a string that is not UTF-8) goes through Feast's
     own function, which raises its own error. A test holds both byte-equal.
     """
