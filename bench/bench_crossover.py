@@ -9,7 +9,8 @@ user runs, each as its own process so its memory is its own:
   (xgboost; it joins its own training set again, as a user's run does);
 * spark: ``bidflow ingest`` with ``ingest.engine: spark`` (a Spark task per file) -> ``python -m
   bidflow.engines.spark_jobs features`` -> ``bidflow features apply`` -> ``training-set`` -> ``train``
-  (``xgboost.spark``, the training set joined on Spark), on ``local[*]``.
+  (``xgboost.spark``; it joins its own training set again in Spark, as the pandas run does, and no
+  training row passes through pandas), on ``local[*]``.
 
 Per step: wall time, peak memory (the resident memory of the step's whole process tree, sampled every
 0.2 s: Spark's JVM included), and partner-call rows per second per core. A pandas run holds its data

@@ -2,11 +2,13 @@
 
     python -m bidflow.engines.spark_jobs ingest       --config bidflow.yaml [--raw DIR] [--out DIR]
     python -m bidflow.engines.spark_jobs features     --config bidflow.yaml [--batch DIR] [--out DIR]
-                                                      [--since T] [--until T]
+                                                      [--since T] [--until T] [--report URI]
     python -m bidflow.engines.spark_jobs training-set --config bidflow.yaml --out DIR [--kind K]
                                                       [--source DIR] [--since T] [--until T]
     python -m bidflow.engines.spark_jobs train        --config bidflow.yaml [--kind K] [--source DIR]
-                                                      [--since T] [--until T] [--out DIR] [--no-register]
+                                                      [--training-set DIR] [--features F]
+                                                      [--since T] [--until T] [--out DIR]
+                                                      [--no-register] [--report URI]
 
 The contract a launcher (a Kubernetes SparkApplication, ``spark-submit``, a pipeline task) keeps:
 
@@ -22,9 +24,15 @@ The contract a launcher (a Kubernetes SparkApplication, ``spark-submit``, a pipe
 * ``training-set`` joins the kind's FeatureService point in time onto its rows (the ingested parquet
   for kinds trained on auction logs, read by Spark; other kinds' rows come from their loader) and
   writes a parquet folder to ``--out``: ``bidflow features training-set``;
-* ``train`` trains the kind with ``xgboost.spark`` on its Feast training set (joined on Spark when
-  ``features.engine`` is ``spark``), logs the run to MLflow and registers it as ``candidate`` like
-  ``bidflow train``, and with ``--out`` saves the model bundle the servers load;
+* ``train`` trains the kind with ``xgboost.spark`` (``bidflow.engines.spark_train_step``) on its
+  Feast training set, joined in Spark or read from ``--training-set`` (what ``training-set``
+  wrote), leaving out the latest ``evaluate.holdout_hours`` unless ``--until`` is given; it logs the
+  run to MLflow and registers it as ``candidate`` like ``bidflow train``, and with ``--out`` saves
+  the model bundle the servers load;
+* ``--report`` (features, train) also writes what the step did as a JSON document there (the rows
+  per view and their time span; the MLflow run, version, rows and metrics): a pipeline task that
+  submitted the step to a cluster reads it back (``bidflow.engines.job_files``). ``--out`` of
+  ``train`` may be a URI too;
 * exit status 0 on success; on a ``BidflowError`` its message (no traceback) and its exit code (1, 2
   for a configuration or input mistake); 2 on a usage error. Each step prints one line saying what
   it wrote.
@@ -46,6 +54,7 @@ from bidflow.errors import BidflowError, EngineError
 if TYPE_CHECKING:
     from bidflow.config import Config
     from bidflow.features.build import BuildSummary
+    from bidflow.modeling.steps import TrainOutcome
 
 STEPS: Final = ("ingest", "features", "training-set", "train")
 
@@ -105,6 +114,17 @@ def write_training_set(
     return spark.read.parquet(str(out)).count()
 
 
+def train_report(outcome: TrainOutcome) -> dict[str, object]:
+    """What the ``train`` step's ``--report`` holds."""
+    return {
+        "run_id": outcome.run_id,
+        "version": outcome.version.version if outcome.version is not None else None,
+        "data_version": outcome.data_version,
+        "rows": outcome.rows,
+        "metrics": dict(outcome.model.metrics),
+    }
+
+
 def _time(value: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
@@ -132,14 +152,18 @@ def parser() -> argparse.ArgumentParser:
             # Folders or URIs (s3a://...): kept as text, a Path would fold the scheme's '//'.
             step.add_argument("--batch", help="ingested parquet folder or URI (default: paths.parquet)")
             step.add_argument("--out", help="offline folder or URI (default: the feature store's)")
+            step.add_argument("--report", help="also write what was built as JSON here (file or URI)")
         else:
             step.add_argument("--kind", default=DEFAULT_KIND, help="the model kind (`bidflow kinds`)")
             step.add_argument("--source", help="the kind's data, a folder or URI (default: configured)")
         if name == "training-set":
             step.add_argument("--out", required=True, help="parquet folder or URI to write")
         if name == "train":
-            step.add_argument("--out", type=Path, help="also save the model bundle here")
+            step.add_argument("--training-set", help="train on this written training set (folder or URI)")
+            step.add_argument("--features", choices=("feast", "request"), help="default: train.feature_source")
+            step.add_argument("--out", help="also save the model bundle here (folder or URI)")
             step.add_argument("--no-register", action="store_true", help="log the run without registering it")
+            step.add_argument("--report", help="also write the run, version and metrics as JSON here")
     return root
 
 
@@ -165,36 +189,37 @@ def _run(args: argparse.Namespace) -> int:
         print(f"ingested {done.auctions} auctions -> {done.rows} rows in {len(done.partitions)} partitions")
     elif args.step == "features":
         summary = build_features(config, args.batch, args.out, args.since, args.until)
+        if args.report:
+            from bidflow.engines import job_files
+
+            job_files.write_json(args.report, job_files.summary_facts(summary))
         print(f"built {sum(summary.rows.values())} feature rows in {len(summary.rows)} views under {summary.out}")
     elif args.step == "training-set":
         rows = write_training_set(config, args.kind, args.out, args.source, args.since, args.until)
         print(f"wrote {rows} training rows to {args.out}")
     else:
-        from bidflow.modeling import steps
+        from bidflow.engines import job_files
+        from bidflow.engines.spark_train_step import train_step
 
-        spark_config = config.model_copy(update={"train": _on_spark(config, args.kind)})
-        outcome = steps.train_step(
-            spark_config,
+        local_out = Path(args.out) if args.out and "://" not in args.out else None
+        outcome = train_step(
+            config,
             args.kind,
             source=Path(args.source) if args.source else None,
+            training_set=args.training_set,
             since=args.since,
             until=args.until,
+            feature_source=args.features,
             register=not args.no_register,
-            out_dir=args.out,
+            out_dir=local_out,
         )
+        if args.out and local_out is None:
+            job_files.save_bundle(outcome.model, args.out)
+        if args.report:
+            job_files.write_json(args.report, train_report(outcome))
         version = f"version {outcome.version.version}" if outcome.version is not None else "not registered"
         print(f"trained {args.kind} on {outcome.rows} rows with xgboost.spark: run {outcome.run_id}, {version}")
     return 0
-
-
-def _on_spark(config: Config, kind: str) -> object:
-    """``config.train`` with ``engine: spark`` for ``kind`` (its own section wins over the shared one)."""
-    from bidflow.config import TrainConfig
-
-    data = config.train.model_dump()
-    sections = config.train.kind_sections()
-    data[kind] = sections.get(kind, {}) | {"engine": "spark"}
-    return TrainConfig.model_validate(data)
 
 
 if __name__ == "__main__":

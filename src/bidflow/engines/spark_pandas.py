@@ -1,9 +1,9 @@
 """Where a step holds a pandas frame (a CLI window, a pipeline task's rows) and its engine is Spark.
 
-The steps that start from rows already in memory (``train_step``, evaluation's feature join) hand
-them to Spark here and get pandas back with the same rows, order, dtypes and UTC timestamps, so the
-code around them does not know which engine ran. At scale the rows never pass through pandas: the
-``bidflow.engines.spark_jobs`` steps read and write parquet in Spark.
+The steps that start from rows already in memory (evaluation's feature join, a kind whose loader
+reads its own file format) hand them to Spark here and get pandas back with the same rows, order,
+dtypes and UTC timestamps, so the code around them does not know which engine ran. Training on
+Spark does not come through here: its rows stay in Spark (``bidflow.engines.spark_train_step``).
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
-    from bidflow.config import EvaluateSettings, FeaturesConfig, SparkConfig, TrainSettings
-    from bidflow.modeling.dataset import FeatureSpec
-    from bidflow.modeling.train import TrainedModel
+    from bidflow.config import FeaturesConfig, SparkConfig
 
 ROW: Final = "__row"
 
@@ -82,33 +80,3 @@ def training_set(
     joined = pit.training_set(rows, spec, pit.view_sources(store, spec)).select(ROW, *spec.columns)
     got = joined.toPandas().set_index(ROW).reindex(np.arange(len(frame)))
     return pd.concat([frame, got[list(spec.columns)].astype(np.float64).reset_index(drop=True)], axis=1)
-
-
-def fit(
-    spark_cfg: SparkConfig,
-    frame: pd.DataFrame,
-    spec: FeatureSpec,
-    cfg: TrainSettings,
-    *,
-    time_column: str,
-    policy: EvaluateSettings | None,
-    refit: bool,
-    category_order: str,
-    partner_column: str = "partner",
-) -> TrainedModel:
-    """``bidflow.modeling.train.fit``'s contract, trained by ``xgboost.spark`` (``spark_train.fit``)."""
-    from bidflow.engines import spark_train
-    from bidflow.engines.spark import spark_session
-
-    spark_train.check_settings(cfg, refit, category_order)  # before paying for the session
-    spark = spark_session(spark_cfg)
-    return spark_train.fit(
-        to_spark(spark, frame),
-        spec,
-        cfg,
-        time_column=time_column,
-        policy=policy,
-        partner_column=partner_column,
-        refit=refit,
-        category_order=category_order,
-    )

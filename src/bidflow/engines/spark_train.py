@@ -11,8 +11,10 @@ The rows stay in Spark; what defines the model is the pandas path's own code, ru
 * the booster is cut to its best iteration and named after the spec's columns, so servers, MLflow
   and ``bidflow.serving`` load it like any other;
 * metrics are ``classification_metrics`` of the cut booster's scores (computed per partition, then
-  the label and score columns are gathered: 16 bytes a row); the filter policy is chosen by
-  ``train.with_policy`` on the validation hours, gathered to the driver (one hour of rows).
+  the label and score columns are gathered: 16 bytes a row);
+* the validation hours are gathered to the driver: the filter policy is chosen on them by
+  ``train.with_policy`` and the run's figures are drawn from them. They bound the driver's memory
+  (``validation_hours`` of rows), not the training data.
 
 Not on Spark: ``category_order: rate`` (its out-of-fold codes) and ``refit``; both raise ``EngineError``.
 """
@@ -20,7 +22,7 @@ Not on Spark: ``category_order: rate`` (its out-of-fold codes) and ``refit``; bo
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -42,6 +44,14 @@ FEATURES: Final = "__features"
 LABEL: Final = "__label"
 IS_VALID: Final = "__is_valid"
 SCORE: Final = "__score"
+
+
+@dataclass(frozen=True)
+class SparkFit:
+    """A model trained on Spark and its validation rows, gathered to the driver as pandas."""
+
+    model: TrainedModel
+    validation: pd.DataFrame
 
 
 def check_settings(cfg: TrainSettings, refit: bool, category_order: str) -> None:
@@ -66,7 +76,7 @@ def fit(
     refit: bool = False,
     category_order: str = "frequency",
     num_workers: int | None = None,
-) -> TrainedModel:
+) -> SparkFit:
     """``bidflow.modeling.train.fit`` on a Spark frame: time split, early stopping, metrics, thresholds.
 
     Args:
@@ -91,7 +101,7 @@ def fit(
     if missing:
         raise ModelError(f"training data lacks {len(missing)} column(s) the model needs", got=", ".join(missing[:12]))
     started = time.perf_counter()
-    valid_from = _validation_start(rows, time_column, cfg.validation_hours)
+    valid_from = latest_hours_start(rows, time_column, cfg.validation_hours)
     hour = F.date_trunc("hour", F.col(time_column).cast("timestamp"))
     rows = rows.withColumn(IS_VALID, hour >= F.lit(valid_from))
     _check_labels(rows, spec)
@@ -158,14 +168,18 @@ def fit(
             "validation_from": valid_from.isoformat(),
         },
     )
-    if policy is None:
-        return model
     validation = rows.where(F.col(IS_VALID)).drop(IS_VALID).toPandas()
-    return with_policy(model, validation, policy, partner_column)
+    if policy is not None:
+        model = with_policy(model, validation, policy, partner_column)
+    return SparkFit(model, validation)
 
 
-def _validation_start(rows: DataFrame, time_column: str, hours: int) -> Any:
-    """First clock hour of the validation window (``bidflow.modeling.dataset.latest_hours``' rule)."""
+def latest_hours_start(rows: DataFrame, time_column: str, hours: int) -> Any:
+    """First of the latest ``hours`` distinct clock hours of the rows (``bidflow.modeling.dataset.latest_hours``' rule).
+
+    Raises:
+        ModelError: the rows cover ``hours`` hours or fewer.
+    """
     from datetime import UTC, datetime
 
     from pyspark.sql import functions as F

@@ -82,44 +82,71 @@ def train_step(
         register: create a registered version and point ``candidate`` at it.
         out_dir: also save the model bundle (booster + bidflow_model.json) there.
     """
-    from bidflow.modeling import plots, train
+    from bidflow.modeling import train
     from bidflow.modeling.dataset import latest_hours
-    from bidflow.modeling.economics import economics_curve
-    from bidflow.modeling.lineage import data_version
 
     kind_of(config, kind).require_tabular("train")
     path = _source(config, kind, source)
+    settings = config.train.for_kind(kind)
+    if settings.engine == "spark":  # the rows stay in Spark: read, joined and trained there
+        from bidflow.engines import spark_train_step
+
+        return spark_train_step.train_step(
+            config,
+            kind,
+            source=path,
+            since=since,
+            until=until,
+            feature_source=feature_source,
+            register=register,
+            out_dir=out_dir,
+        )
     rows = inputs.load_rows(config, kind, source=path, since=since, until=until)
     if until is None:
         rows, _ = inputs.split_holdout(rows, config.evaluate.for_kind(kind).holdout_hours)
-    settings = config.train.for_kind(kind)
     frame, spec = inputs.with_features(rows, config, kind, feature_source or settings.feature_source)
     policy = config.evaluate.for_kind(kind) if kind_of(config, kind).thresholded else None
-    if settings.engine == "spark":
-        from bidflow.engines import spark_pandas
-
-        model = spark_pandas.fit(
-            config.spark,
-            frame,
-            spec,
-            settings,
-            time_column=inputs.TIME,
-            policy=policy,
-            refit=settings.refit,
-            category_order=settings.category_order,
-        )
-    else:
-        model = train.fit(
-            frame,
-            spec,
-            settings,
-            time_column=inputs.TIME,
-            policy=policy,
-            refit=settings.refit,
-            category_order=settings.category_order,
-        )
-
+    model = train.fit(
+        frame,
+        spec,
+        settings,
+        time_column=inputs.TIME,
+        policy=policy,
+        refit=settings.refit,
+        category_order=settings.category_order,
+    )
     valid = frame[latest_hours(frame[inputs.TIME], settings.validation_hours)]
+    return record_training(config, kind, model, valid, data=path, rows=len(frame), register=register, out_dir=out_dir)
+
+
+def record_training(
+    config: Config,
+    kind: str,
+    model: TrainedModel,
+    valid: pd.DataFrame,
+    *,
+    data: Path,
+    rows: int,
+    register: bool,
+    out_dir: Path | None,
+) -> TrainOutcome:
+    """Log a trained model to MLflow with its validation figures, register it, and save its bundle.
+
+    Args:
+        config: the configuration.
+        kind: the model kind.
+        model: the trained model.
+        valid: its validation rows (the latest ``validation_hours``), as the model's frame holds them.
+        data: the data it was trained on, whose version the run records.
+        rows: the rows it was trained and validated on.
+        register: create a registered version and point ``candidate`` at it.
+        out_dir: also save the model bundle there.
+    """
+    from bidflow.modeling import plots, train
+    from bidflow.modeling.economics import economics_curve
+    from bidflow.modeling.lineage import data_version
+
+    spec, settings = model.spec, config.train.for_kind(kind)
     y, p = valid[spec.label].to_numpy(np.float64), model.predict(valid)
     # A refitted model has learned from these rows: its curves on them are in-sample, and say so.
     label = "validation (in-sample: refitted on it)" if settings.refit else "validation"
@@ -140,19 +167,19 @@ def train_step(
         figures["economics_validation"] = plots.economics_figure(
             {"validation": curve}, config.evaluate.target_bid_recall
         )
-    version = data_version(path)
+    version = data_version(data)
     run_id, ref = registry.log_training(
         config.registry,
         model,
         model_name=registered_name(config, kind),
         data=version,
-        example=frame[list(spec.names)].head(5),
+        example=valid[list(spec.names)].head(5),
         figures=figures,
         run_name=f"train-{kind}",
         register=register,
     )
     saved = train.save_model(model, out_dir) if out_dir is not None else None
-    return TrainOutcome(model, run_id, ref, version.value, len(frame), saved)
+    return TrainOutcome(model, run_id, ref, version.value, rows, saved)
 
 
 def evaluate_step(

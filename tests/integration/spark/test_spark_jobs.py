@@ -42,6 +42,32 @@ def test_features_and_training_set_steps_write_what_they_say(
     assert written["partner_stats__bid_rate_24h"].notna().mean() > 0.5
 
 
+def test_train_reads_the_written_training_set_and_leaves_out_the_hold_out(
+    config_file: Path, spark_built: Config, bid_parquet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bidflow.modeling import inputs, train
+
+    rows = tmp_path / "training-set"
+    assert main(["training-set", "--config", str(config_file), "--out", str(rows)]) == 0
+    capsys.readouterr()
+    model_dir = tmp_path / "model"
+    args = ["train", "--config", str(config_file), "--training-set", str(rows), "--out", str(model_dir)]
+    assert main([*args, "--no-register"]) == 0
+    calls = read_frame(bid_parquet)
+    trained_on, held_out = inputs.split_holdout(calls, spark_built.evaluate.holdout_hours)
+    assert f"trained bid_filter on {len(trained_on)} rows with xgboost.spark" in capsys.readouterr().out
+    model = train.load_model(model_dir)
+    assert model.info["engine"] == "spark" and model.policy is not None
+    # The hold-out hour was not trained on: the validation window is the hour before it.
+    last_trained = trained_on["ts"].max().floor("h")
+    assert model.info["validation_from"] == last_trained.isoformat()
+    assert held_out["ts"].min().floor("h") > last_trained
+
+    missing = ["train", "--config", str(config_file), "--training-set", str(tmp_path / "absent")]
+    assert main(missing) == 2
+    assert "training set not found" in capsys.readouterr().err
+
+
 def test_a_user_mistake_is_a_message_and_an_exit_status(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.yaml"
     done = subprocess.run(
