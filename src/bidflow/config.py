@@ -107,6 +107,11 @@ class SparkConfig(_Section):
     master: str = Field(
         default="local[*]", min_length=1, description="Spark master URL: local[N] in one JVM here, or a cluster's"
     )
+    runner: Literal["in_process", "operator"] = Field(
+        default="in_process",
+        description="where a pipeline task's Spark steps run: in the task's own process (on spark.master), or "
+        "as SparkApplications of the Kubeflow Spark Operator (spark.kubernetes) that the task submits and waits for",
+    )
     app_name: str = Field(default="bidflow", min_length=1, description="application name shown by Spark")
     driver_memory: str = Field(
         default="2g", pattern=r"^[0-9]+[kmgt]?$", description="spark.driver.memory (JVM size such as 2g)"

@@ -219,6 +219,24 @@ def test_job_options_are_passed_after_the_config() -> None:
     assert sa.job_arguments("ingest", out="/data/parquet") == ["--out", "/data/parquet"]
 
 
+def test_step_options_are_checked_against_the_jobs_parser() -> None:
+    options = {"source": "s3://b/batch", "features": "", "no-register": True, "report": "s3://b/m.spark/report.json"}
+    assert sa.job_arguments("train", kind="bid_filter", out="s3://b/m.spark/model", options=options) == [
+        "--kind", "bid_filter", "--out", "s3://b/m.spark/model",
+        "--source", "s3://b/batch", "--no-register", "--report", "s3://b/m.spark/report.json",
+    ]  # fmt: skip
+    assert sa.job_arguments("features", options={"batch": "s3://b/batch", "no-register": False}) == [
+        "--batch",
+        "s3://b/batch",
+    ]
+    # Refused here, not by the driver minutes later on the cluster.
+    with pytest.raises(ConfigError, match="does not take these options") as refused:
+        sa.job_arguments("features", options={"no-register": True})
+    assert "unrecognized arguments: --no-register" in str(refused.value)
+    with pytest.raises(ConfigError, match="does not take these options"):
+        sa.job_arguments("train", options={"features": "everything"})
+
+
 # --- the image the application runs in ------------------------------------------------------------------------
 
 

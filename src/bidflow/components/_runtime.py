@@ -136,3 +136,74 @@ def log_roc(artifact: Any, y: npt.ArrayLike, scores: npt.ArrayLike) -> None:
     fpr, tpr, threshold = roc_points(y, scores)
     if len(fpr):
         artifact.log_roc_curve(fpr.tolist(), tpr.tolist(), threshold.tolist())
+
+
+def on_operator(settings: Config, engine: str) -> bool:
+    """Whether a step whose engine is ``engine`` goes to the Spark Operator (``spark.runner: operator``)."""
+    return engine == "spark" and settings.spark.runner == "operator"
+
+
+def run_on_operator(settings: Config, config_text: str, step: str, arguments: list[str], image: str = "") -> str:
+    """Run one ``bidflow.engines.spark_jobs`` step as a SparkApplication and wait for it; its name.
+
+    The task's service account needs the chart's SparkApplication Role (``sparkOperator.pipelineRunner``).
+
+    Raises:
+        EngineError: the API refused the application, the run failed, or it did not end in time.
+    """
+    import importlib.metadata
+    import uuid
+
+    from bidflow.components._base import COMPONENT_IMAGE
+    from bidflow.deploy.kserve_api import api_client_from_environment
+    from bidflow.deploy.spark_submit import submit_and_wait
+
+    kubernetes = settings.spark.kubernetes
+    run = submit_and_wait(
+        api_client_from_environment(),
+        step,
+        config_text,
+        kubernetes,
+        image=image or kubernetes.image or COMPONENT_IMAGE,
+        spark_version=importlib.metadata.version("pyspark"),
+        run_id=uuid.uuid4().hex,
+        arguments=arguments,
+    )
+    print(f"SparkApplication {run.namespace}/{run.name} {run.state} after {run.seconds:.0f}s")
+    return run.name
+
+
+def train_on_operator(
+    settings: Config,
+    config_text: str,
+    kind: str,
+    batch_uri: str,
+    feature_source: FeatureSource | None,
+    model_uri: str,
+    model_path: Path,
+) -> dict[str, Any]:
+    """Train ``kind`` as a SparkApplication (``spark_jobs train``); its bundle lands in ``model_path``.
+
+    The job reads the batch at ``batch_uri``, logs its MLflow run without registering it, and writes
+    the bundle and its report (``spark_jobs.train_report``) under ``<model_uri>.spark/``, where this
+    task reads them back.
+
+    Returns:
+        The job's report: ``run_id``, ``rows``, ``data_version``, ``metrics``.
+    """
+    from bidflow.deploy.spark_application import job_arguments
+    from bidflow.engines import job_files
+
+    staged = f"{model_uri}.spark"
+    options: dict[str, str | bool] = {
+        "source": batch_uri,
+        "features": feature_source or "",
+        "no-register": True,
+        "report": f"{staged}/report.json",
+    }
+    run_on_operator(
+        settings, config_text, "train", job_arguments("train", kind=kind, out=f"{staged}/model", options=options)
+    )
+    report = job_files.read_json(f"{staged}/report.json")
+    job_files.download(f"{staged}/model", model_path)
+    return report

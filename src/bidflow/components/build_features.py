@@ -14,6 +14,10 @@ def build_features(batch: Input[Dataset], config: str, features: Output[Dataset]
     task's own artifact is the manifest of what it wrote (tables, rows, event-time span), which
     ``materialize_features`` reads.
 
+    With ``features.engine: spark`` the views are built on Spark: in this task's process, or with
+    ``spark.runner: operator`` as a SparkApplication this task submits and waits for. The cluster's
+    job then reads the batch at its artifact URI and reports what it wrote beside this task's artifact.
+
     Args:
         batch: the ingested (and validated) parquet folder.
         config: the text of a bidflow.yaml; empty for the defaults.
@@ -29,7 +33,15 @@ def build_features(batch: Input[Dataset], config: str, features: Output[Dataset]
     from bidflow.features.store import offline_base
 
     settings = _runtime.config(config)
-    if settings.features.engine == "spark":
+    if _runtime.on_operator(settings, settings.features.engine):
+        from bidflow.deploy.spark_application import job_arguments
+        from bidflow.engines import job_files
+
+        report = f"{features.uri}.spark/report.json"
+        arguments = job_arguments("features", options={"batch": batch.uri, "report": report})
+        _runtime.run_on_operator(settings, config, "features", arguments)
+        summary = job_files.summary_from(job_files.read_json(report))
+    elif settings.features.engine == "spark":
         from bidflow.engines import spark_jobs
 
         summary = spark_jobs.build_features(settings, Path(batch.path))

@@ -37,27 +37,14 @@ def submit_spark_job(
     Returns:
         Output: the SparkApplication's name.
     """
-    import importlib.metadata
-    import uuid
-
     from bidflow.components import _runtime
-    from bidflow.components._base import COMPONENT_IMAGE
-    from bidflow.deploy.kserve_api import api_client_from_environment
     from bidflow.deploy.spark_application import job_arguments
-    from bidflow.deploy.spark_submit import submit_and_wait
 
     settings = _runtime.config(config)
-    kubernetes = settings.spark.kubernetes
-    run = submit_and_wait(
-        api_client_from_environment(),
-        step,
-        config,
-        kubernetes,
-        image=image or kubernetes.image or COMPONENT_IMAGE,
-        spark_version=importlib.metadata.version("pyspark"),
-        run_id=uuid.uuid4().hex,
-        arguments=job_arguments(step, kind=kind, out=out, since=since, until=until),
-        timeout_s=timeout_s or None,
-    )
-    print(f"SparkApplication {run.namespace}/{run.name} {run.state} after {run.seconds:.0f}s")
-    return run.name
+    if timeout_s:
+        spark = settings.spark.model_copy(
+            update={"kubernetes": settings.spark.kubernetes.model_copy(update={"timeout_s": timeout_s})}
+        )
+        settings = settings.model_copy(update={"spark": spark})
+    arguments = job_arguments(step, kind=kind, out=out, since=since, until=until)
+    return _runtime.run_on_operator(settings, config, step, arguments, image=image)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import yaml
@@ -66,12 +66,26 @@ def spark_step(step: str) -> str:
     return step
 
 
-def job_arguments(step: str, *, kind: str = "", out: str = "", since: str = "", until: str = "") -> list[str]:
+def job_arguments(
+    step: str,
+    *,
+    kind: str = "",
+    out: str = "",
+    since: str = "",
+    until: str = "",
+    options: Mapping[str, str | bool] | None = None,
+) -> list[str]:
     """The job's options after ``<step> --config PATH`` (empty values are left out: the job's defaults).
+
+    Args:
+        step: the ``bidflow.engines.spark_jobs`` step.
+        kind, out, since, until: the options most steps take.
+        options: further options of the step by name (``{"report": "s3://...", "no-register": True}``);
+            True adds a flag, False or empty leaves it out.
 
     Raises:
         ConfigError: ``kind`` for ``features`` (it builds every view), ``kind`` or a window for ``ingest``
-            (it ingests every file), or no ``out`` for ``training-set``.
+            (it ingests every file), no ``out`` for ``training-set``, or an option the step does not take.
     """
     spark_step(step)
     if step == "ingest" and (kind or since or until):
@@ -89,7 +103,33 @@ def job_arguments(step: str, *, kind: str = "", out: str = "", since: str = "", 
     for option, value in (("--since", since), ("--until", until)):
         if value:
             arguments += [option, value]
+    for name, given in (options or {}).items():
+        if given is True:
+            arguments.append(f"--{name}")
+        elif given:
+            arguments += [f"--{name}", str(given)]
+    _check_parses(step, arguments)
     return arguments
+
+
+def _check_parses(step: str, arguments: list[str]) -> None:
+    """Refuse here what the job's own parser would refuse on the cluster, minutes later."""
+    import contextlib
+    import io
+
+    from bidflow.engines.spark_jobs import parser
+
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            parser().parse_args([step, "--config", f"{CONFIG_DIR}/{CONFIG_FILE}", *arguments])
+    except SystemExit as exc:
+        message = errors.getvalue().strip().splitlines()
+        raise ConfigError(
+            f"the {step} step does not take these options",
+            where="SparkApplication arguments",
+            got=message[-1] if message else " ".join(arguments),
+        ) from exc
 
 
 def application_name(step: str, run_id: str) -> str:

@@ -205,7 +205,7 @@ def _run(args: argparse.Namespace) -> int:
         outcome = train_step(
             config,
             args.kind,
-            source=Path(args.source) if args.source else None,
+            source=args.source,  # text: a URI's '//' would fold in a Path
             training_set=args.training_set,
             since=args.since,
             until=args.until,

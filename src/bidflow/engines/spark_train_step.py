@@ -34,7 +34,7 @@ def train_step(
     config: Config,
     kind: str,
     *,
-    source: Path | None = None,
+    source: str | Path | None = None,
     training_set: str | Path | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -47,7 +47,8 @@ def train_step(
     Args:
         config: the configuration (``spark:`` configures the session).
         kind: a registered model kind (``bidflow kinds``).
-        source: the kind's data (default: its ``default_source``); the run records its version.
+        source: the kind's data, a folder or (for rows Spark reads) a URI (default: its ``default_source``);
+            the run records its version.
         training_set: a parquet folder or URI the ``training-set`` step wrote for this kind: its
             rows are trained on as they are (the hold-out, ``since`` and ``until`` still apply).
         since: first UTC time to train on.
@@ -70,7 +71,7 @@ def train_step(
     chosen.require_tabular("train")
     settings = config.train.for_kind(kind)
     spark_train.check_settings(settings, settings.refit, settings.category_order)  # before paying for the session
-    path = source if source is not None else chosen.default_source(config)
+    path: str | Path = source if source is not None else chosen.default_source(config)
     spark = spark_session(config.spark)
     holdout = None if until is not None else config.evaluate.for_kind(kind).holdout_hours
     if training_set is not None:
@@ -87,7 +88,7 @@ def train_step(
     )
     model = fitted.model
     used = int(model.info["train_rows"]) + int(model.info["valid_rows"])
-    data = path if training_set is None or source is not None else Path(str(training_set))
+    data = path if training_set is None or source is not None else training_set
     return steps.record_training(
         config, kind, model, fitted.validation, data=data, rows=used, register=register, out_dir=out_dir
     )
@@ -97,7 +98,7 @@ def _joined_rows(
     spark: SparkSession,
     config: Config,
     kind: str,
-    path: Path,
+    path: str | Path,
     since: datetime | None,
     until: datetime | None,
     holdout: int | None,
@@ -116,7 +117,7 @@ def _joined_rows(
         if holdout is not None:
             rows = _without_latest(rows, inputs.TIME, holdout)
     else:  # the kind's loader parses its own file format; its rows cross to Spark once
-        frame = inputs.load_rows(config, kind, source=path, since=since, until=until)
+        frame = inputs.load_rows(config, kind, source=Path(path), since=since, until=until)
         if holdout is not None:
             frame, _ = inputs.split_holdout(frame, holdout)
         rows = to_spark(spark, frame)

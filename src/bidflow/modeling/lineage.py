@@ -2,7 +2,9 @@
 
 Preferred: the md5 DVC recorded for the data folder in ``dvc.lock`` (the same identifier ``dvc
 checkout`` restores). When ``dvc.lock`` does not track the folder (ad-hoc data, tests), a SHA-256
-over the data files' relative paths and bytes is computed here instead; ``source`` says which.
+over the data files' relative paths and bytes is computed here instead; for data in an object store
+(``s3://``, a Spark job's input on a cluster) a SHA-256 over its files' paths, sizes and modification
+times, which does not read the data; ``source`` says which.
 """
 
 from __future__ import annotations
@@ -23,19 +25,22 @@ class DataVersion:
 
     path: str
     value: str
-    source: Literal["dvc.lock", "sha256"]
+    source: Literal["dvc.lock", "sha256", "listing"]
 
     def tags(self) -> dict[str, str]:
         return {"data.path": self.path, "data.version": self.value, "data.version_source": self.source}
 
 
-def data_version(path: Path, dvc_lock: Path = Path("dvc.lock")) -> DataVersion:
+def data_version(path: Path | str, dvc_lock: Path = Path("dvc.lock")) -> DataVersion:
     """The version of ``path`` (a file or a folder): its DVC md5 if ``dvc_lock`` tracks it, else SHA-256.
 
     Args:
-        path: the data (e.g. the ingested parquet folder or a CSV file).
+        path: the data (e.g. the ingested parquet folder or a CSV file), or an object store URI.
         dvc_lock: the lock file whose stage outputs are searched for ``path``.
     """
+    if "://" in str(path):
+        return DataVersion(str(path), listing_hash(str(path)), "listing")
+    path = Path(path)
     md5 = _dvc_md5(path, dvc_lock)
     if md5 is not None:
         return DataVersion(str(path), md5, "dvc.lock")
@@ -63,6 +68,24 @@ def content_hash(path: Path) -> str:
             while chunk := handle.read(_CHUNK):
                 digest.update(chunk)
         digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def listing_hash(uri: str) -> str:
+    """SHA-256 over the data files under ``uri`` (relative path, size, modification time); ``_``/``.`` names skipped."""
+    from pyarrow import fs
+
+    filesystem, root = fs.FileSystem.from_uri(uri)
+    found = filesystem.get_file_info(fs.FileSelector(root, recursive=True, allow_not_found=True))
+    if not found:
+        found = [info for info in [filesystem.get_file_info(root)] if info.type == fs.FileType.File]
+    digest = hashlib.sha256()
+    for info in sorted(found, key=lambda i: i.path):
+        relative = info.path[len(root) :].lstrip("/") or info.base_name
+        if info.type != fs.FileType.File or any(part[:1] in "_." for part in relative.split("/")):
+            continue
+        stamp = info.mtime_ns if info.mtime_ns is not None else -1
+        digest.update(f"{relative}\0{info.size}\0{stamp}\0".encode())
     return digest.hexdigest()
 
 

@@ -125,7 +125,7 @@ def record_training(
     model: TrainedModel,
     valid: pd.DataFrame,
     *,
-    data: Path,
+    data: str | Path,
     rows: int,
     register: bool,
     out_dir: Path | None,
@@ -137,7 +137,7 @@ def record_training(
         kind: the model kind.
         model: the trained model.
         valid: its validation rows (the latest ``validation_hours``), as the model's frame holds them.
-        data: the data it was trained on, whose version the run records.
+        data: the data it was trained on (a folder, a file or a URI), whose version the run records.
         rows: the rows it was trained and validated on.
         register: create a registered version and point ``candidate`` at it.
         out_dir: also save the model bundle there.

@@ -13,12 +13,7 @@ What moto does not emulate is exercised by injecting the service's answers into 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -45,50 +40,16 @@ from tests.integration.features.test_streaming import (
     online_matrix,
     setup,
 )
+from tests.moto_server import CREDENTIALS, moto_endpoint
 
-__all__ = ["clicks", "setup"]  # fixtures, shared with test_streaming.py
+__all__ = ["clicks", "moto_endpoint", "setup"]  # fixtures, shared with test_streaming.py and tests/moto_server.py
 
 pytestmark = pytest.mark.integration
 
 REGION = "us-east-1"
+
+
 # moto accepts any credentials; set them so the SDK's chain never looks further (an instance profile, ~/.aws).
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``moto_server`` on a free loopback port, for the module; its URL."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto_server.log"
-    server = Path(sys.executable).with_name("moto_server")
-    with log.open("wb") as out:
-        process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"moto_server did not start:\n{log.read_text(errors='replace')}")
-                time.sleep(0.1)
-        with pytest.MonkeyPatch.context() as patch:
-            for key, value in CREDENTIALS.items():
-                patch.setenv(key, value)
-            yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
 class Kinesis:
     """One test's Kinesis stream (named after its Feast project) and the settings that point at it."""
 
