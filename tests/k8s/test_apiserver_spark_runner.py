@@ -34,7 +34,7 @@ from tests.integration.spark.conftest import SPARK, feature_config
 from tests.k8s.cluster import ApiServer
 from tests.k8s.test_apiserver import crd_installed
 from tests.k8s.test_apiserver_spark import account_kubeconfig, release, spark_crd_installed
-from tests.moto_server import moto_endpoint
+from tests.moto_server import moto_endpoint, s3_bucket
 from tests.unit.modeling.conftest import bid_parquet
 
 __all__ = ["bid_parquet", "crd_installed", "moto_endpoint", "release", "spark_crd_installed"]
@@ -157,18 +157,9 @@ class StandInOperator:
 
 @pytest.fixture
 def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The pipeline root bucket in moto's S3; pyarrow (the task and the job) reach it through AWS_ENDPOINT_URL_S3."""
-    import boto3
-
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_endpoint)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
-    s3.create_bucket(Bucket=BUCKET)
-    yield f"s3://{BUCKET}"
-    listed = s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
-    for item in listed:
-        s3.delete_object(Bucket=BUCKET, Key=item["Key"])
-    s3.delete_bucket(Bucket=BUCKET)
+    """The pipeline root bucket in moto's S3 (the task and the job reach it through pyarrow)."""
+    with s3_bucket(moto_endpoint, BUCKET, monkeypatch) as root:
+        yield root
 
 
 def pipeline_config(root: Path, namespace: str, parquet: Path, **train: Any) -> tuple[Any, str]:

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bidflow.errors import ConfigError, InputError
+from bidflow.errors import InputError
 from bidflow.kinds import kind as kind_of
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def _joined_rows(
         rows = to_spark(spark, frame)
     if (feature_source or config.train.for_kind(kind).feature_source) == "request":
         return rows, chosen.spec((), None)
-    service = _service(config, kind)
+    service = inputs.feature_service(config, kind)
     store = open_store(config.features)
     spec = service_spec(store, service)
     entities = spark_training_set.entity_rows(rows, spec, time_column=inputs.TIME)
@@ -154,7 +154,7 @@ def _written_rows(
             where=uri,
             hint="write it first: python -m bidflow.engines.spark_jobs training-set",
         )
-    service = _service(config, kind)
+    service = inputs.feature_service(config, kind)
     columns = service_spec(open_store(config.features), service).columns
     rows = spark.read.parquet(uri).withColumnRenamed(TIMESTAMP, inputs.TIME)
     if since is not None:
@@ -174,16 +174,3 @@ def _without_latest(rows: DataFrame, time_column: str, hours: int) -> DataFrame:
 
     start = latest_hours_start(rows, time_column, hours)
     return rows.where(F.date_trunc("hour", F.col(time_column).cast("timestamp")) < F.lit(start))
-
-
-def _service(config: Config, kind: str) -> str:
-    service = kind_of(config, kind).feature_service
-    if service is None:
-        raise ConfigError(
-            f"model kind '{kind}' has no Feast FeatureService",
-            where=f"train.{kind}.feature_source",
-            expected="request",
-            got="feast",
-            hint=f"set train.{kind}.feature_source: request in bidflow.yaml",
-        )
-    return service

@@ -84,17 +84,27 @@ def with_features(
     spec = kind_of(config, kind).spec
     if feature_source == "request":
         return frame, spec((), None)
+    service = feature_service(config, kind)
+    enriched, columns = feast_training_set(frame, config.features, service, config.spark)
+    return enriched, spec(columns, service)
+
+
+def feature_service(config: Config, kind: str) -> str:
+    """The Feast FeatureService ``kind`` trains on with ``feature_source: feast``.
+
+    Raises:
+        ConfigError: the kind has none (it trains on request features only).
+    """
     service = kind_of(config, kind).feature_service
     if service is None:
         raise ConfigError(
             f"model kind '{kind}' has no Feast FeatureService",
             where=f"train.{kind}.feature_source",
             expected="request",
-            got=feature_source,
+            got="feast",
             hint=f"set train.{kind}.feature_source: request in bidflow.yaml, or pass --features request",
         )
-    enriched, columns = feast_training_set(frame, config.features, service, config.spark)
-    return enriched, spec(columns, service)
+    return service
 
 
 def with_service(frame: pd.DataFrame, config: Config, services: Sequence[str | None]) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from bidflow.modeling.lineage import data_version
-from tests.moto_server import moto_endpoint
+from tests.moto_server import moto_endpoint, s3_bucket
 
 __all__ = ["moto_endpoint"]
 
@@ -18,16 +18,8 @@ BUCKET = "bidflow-lineage"
 
 @pytest.fixture
 def bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    import boto3
-
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_endpoint)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
-    s3.create_bucket(Bucket=BUCKET)
-    yield BUCKET
-    for item in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
-        s3.delete_object(Bucket=BUCKET, Key=item["Key"])
-    s3.delete_bucket(Bucket=BUCKET)
+    with s3_bucket(moto_endpoint, BUCKET, monkeypatch):
+        yield BUCKET
 
 
 def _put(key: str, body: bytes) -> None:
