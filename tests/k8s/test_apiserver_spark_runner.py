@@ -33,7 +33,7 @@ from bidflow.errors import EngineError
 from tests.integration.spark.conftest import SPARK, feature_config
 from tests.k8s.cluster import ApiServer
 from tests.k8s.test_apiserver import crd_installed
-from tests.k8s.test_apiserver_spark import account_kubeconfig, release, spark_crd_installed
+from tests.k8s.test_apiserver_spark import Operator, account_kubeconfig, release, spark_crd_installed
 from tests.moto_server import moto_endpoint, s3_bucket
 from tests.unit.modeling.conftest import bid_parquet
 
@@ -75,6 +75,7 @@ class StandInOperator:
     def __init__(self, apiserver: ApiServer, namespace: str, workdir: Path) -> None:
         self.custom = client.CustomObjectsApi(apiserver.client)
         self.core = client.CoreV1Api(apiserver.client)
+        self.status = Operator(apiserver, namespace)  # writes status as the operator does
         self.namespace = namespace
         self.workdir = workdir
         self.ran: list[Ran] = []
@@ -147,12 +148,7 @@ class StandInOperator:
                 time.sleep(0.05)
 
     def _set_state(self, name: str, state: str, error: str = "") -> None:
-        status: dict[str, Any] = {"applicationState": {"state": state}, "driverInfo": {"podName": f"{name}-driver"}}
-        if error:
-            status["applicationState"]["errorMessage"] = error
-        self.custom.patch_namespaced_custom_object_status(
-            sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, name, {"status": status}
-        )
+        self.status.set_state(name, state, error)
 
 
 @pytest.fixture

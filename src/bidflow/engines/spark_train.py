@@ -28,9 +28,8 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from bidflow.errors import EngineError, ModelError
-from bidflow.modeling.dataset import CategoryEncoder, FeatureSpec, feature_matrix, labels
-from bidflow.modeling.metrics import classification_metrics
-from bidflow.modeling.train import TrainedModel, with_policy, xgb_params
+from bidflow.modeling.dataset import CategoryEncoder, FeatureSpec, feature_matrix, labels, too_few_hours
+from bidflow.modeling.train import TrainedModel, trained_model, with_policy, with_scores, xgb_params
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -139,35 +138,12 @@ def fit(
     booster.feature_names = list(spec.names)
     seconds = time.perf_counter() - started
 
-    import xgboost as xgb
-
-    model = TrainedModel(
-        booster=booster,
-        spec=spec,
-        encoder=encoder,
-        metrics={},
-        params={k: v for k, v in params.items() if k != "eval_metric"} | {"n_estimators": cfg.n_estimators},
-        best_iteration=best,
-        xgboost_version=str(xgb.__version__),
-        info={"engine": "spark", "spark_workers": workers},
-    )
+    model = trained_model(booster, spec, encoder, cfg, best, engine="spark", spark_workers=workers)
     scored = _scores(encoded, model)
-    train_part, valid_part = scored[~scored[IS_VALID]], scored[scored[IS_VALID]]
     encoded.unpersist()
-    metrics = {f"train_{k}": v for k, v in classification_metrics(train_part[LABEL], train_part[SCORE]).items()}
-    metrics |= {f"valid_{k}": v for k, v in classification_metrics(valid_part[LABEL], valid_part[SCORE]).items()}
-    metrics |= {"best_iteration": float(best), "train_seconds": seconds, "train_rows_per_s": len(train_part) / seconds}
-    model = replace(
-        model,
-        metrics=metrics,
-        info=model.info
-        | {
-            "train_rows": len(train_part),
-            "valid_rows": len(valid_part),
-            "train_seconds": round(seconds, 3),
-            "validation_from": valid_from.isoformat(),
-        },
-    )
+    train_part, valid_part = scored[~scored[IS_VALID]], scored[scored[IS_VALID]]
+    model = with_scores(model, (train_part[LABEL], train_part[SCORE]), (valid_part[LABEL], valid_part[SCORE]), seconds)
+    model = replace(model, info=model.info | {"validation_from": valid_from.isoformat()})
     validation = rows.where(F.col(IS_VALID)).drop(IS_VALID).toPandas()
     if policy is not None:
         model = with_policy(model, validation, policy, partner_column)
@@ -188,12 +164,7 @@ def latest_hours_start(rows: DataFrame, time_column: str, hours: int) -> Any:
     hour = F.unix_seconds(F.date_trunc("hour", F.col(time_column).cast("timestamp")))
     distinct = sorted(r[0] for r in rows.select(hour.alias("h")).distinct().collect())
     if len(distinct) <= hours:
-        raise ModelError(
-            f"data covers {len(distinct)} hour(s); a time split holding out the latest {hours} needs more",
-            expected=f"more than {hours} distinct hours",
-            got=f"{len(distinct)}",
-            hint="generate or select a longer window, or lower the held-out hours",
-        )
+        raise too_few_hours(len(distinct), hours)
     return datetime.fromtimestamp(distinct[-hours], UTC)
 
 

@@ -263,15 +263,20 @@ def latest_hours(times: pd.Series, hours: int) -> npt.NDArray[np.bool_]:
     floored = stamps.dt.floor("h")
     distinct = np.sort(floored.unique())
     if len(distinct) <= hours:
-        raise ModelError(
-            f"data covers {len(distinct)} hour(s); a time split holding out the latest {hours} needs more",
-            expected=f"more than {hours} distinct hours",
-            got=f"{len(distinct)}",
-            hint="generate or select a longer window, or lower the held-out hours",
-        )
+        raise too_few_hours(len(distinct), hours)
     start = pd.Timestamp(distinct[-hours])
     mask: npt.NDArray[np.bool_] = (floored >= start).to_numpy()
     return mask
+
+
+def too_few_hours(found: int, hours: int) -> ModelError:
+    """The error of a time split over ``found`` distinct hours that must hold out the latest ``hours``."""
+    return ModelError(
+        f"data covers {found} hour(s); a time split holding out the latest {hours} needs more",
+        expected=f"more than {hours} distinct hours",
+        got=f"{found}",
+        hint="generate or select a longer window, or lower the held-out hours",
+    )
 
 
 def window_bounds(times: pd.Series) -> tuple[str, str]:

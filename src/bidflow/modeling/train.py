@@ -182,7 +182,23 @@ def train_model(
     best = int(booster.best_iteration) + 1
     booster = booster[:best]  # keep only the validated trees (see module docstring)
     seconds = time.perf_counter() - started
-    model = TrainedModel(
+    model = trained_model(booster, spec, encoder, cfg, best)
+    model = with_scores(
+        model, (y_train, model.predict_matrix(x_train)), (y_valid, model.predict_matrix(x_valid)), seconds
+    )
+    if category_order != "frequency":
+        model = replace(model, info=model.info | {"category_order": category_order})
+    return _refit(model, train, valid, cfg, params, category_order) if refit else model
+
+
+def trained_model(
+    booster: Any, spec: FeatureSpec, encoder: CategoryEncoder, cfg: TrainSettings, best: int, **info: Any
+) -> TrainedModel:
+    """The bundle of a booster already cut to its ``best`` rounds, before its metrics (``with_scores``)."""
+    import xgboost as xgb
+
+    params = xgb_params(cfg)
+    return TrainedModel(
         booster=booster,
         spec=spec,
         encoder=encoder,
@@ -190,15 +206,27 @@ def train_model(
         params={k: v for k, v in params.items() if k != "eval_metric"} | {"n_estimators": cfg.n_estimators},
         best_iteration=best,
         xgboost_version=str(xgb.__version__),
-        info={"train_rows": len(train), "valid_rows": len(valid), "train_seconds": round(seconds, 3)},
+        info=info,
     )
-    metrics = {f"train_{k}": v for k, v in classification_metrics(y_train, model.predict_matrix(x_train)).items()}
-    metrics |= {f"valid_{k}": v for k, v in classification_metrics(y_valid, model.predict_matrix(x_valid)).items()}
-    metrics |= {"best_iteration": float(best), "train_seconds": seconds, "train_rows_per_s": len(train) / seconds}
-    model = replace(model, metrics=metrics)
-    if category_order != "frequency":
-        model = replace(model, info=model.info | {"category_order": category_order})
-    return _refit(model, train, valid, cfg, params, category_order) if refit else model
+
+
+def with_scores(
+    model: TrainedModel,
+    train: tuple[npt.ArrayLike, npt.ArrayLike],
+    valid: tuple[npt.ArrayLike, npt.ArrayLike],
+    seconds: float,
+) -> TrainedModel:
+    """``model`` with the metrics of its (labels, scores) on the training and validation rows, and their sizes."""
+    train_rows, valid_rows = len(np.asarray(train[0])), len(np.asarray(valid[0]))
+    metrics = {f"train_{k}": v for k, v in classification_metrics(*train).items()}
+    metrics |= {f"valid_{k}": v for k, v in classification_metrics(*valid).items()}
+    metrics |= {
+        "best_iteration": float(model.best_iteration),
+        "train_seconds": seconds,
+        "train_rows_per_s": train_rows / seconds,
+    }
+    info = {"train_rows": train_rows, "valid_rows": valid_rows, "train_seconds": round(seconds, 3)}
+    return replace(model, metrics=metrics, info=model.info | info)
 
 
 def _encode(
